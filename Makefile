@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install prepare demo dev test lint format bench stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Parse the dbt project once so definitions load from a ready manifest.
+prepare: install
+	cd dbt && ../$(BIN)/dbt parse --quiet --target dev --target-path target/dev
+
+demo: prepare
+	$(BIN)/analytics-assets demo
+
+dev: prepare
+	$(BIN)/analytics-assets stack up
+	eval "$$($(BIN)/analytics-assets stack env)" && \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
+
+test: prepare
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+stack-up: install
+	$(BIN)/analytics-assets stack up
+
+stack-down: install
+	$(BIN)/analytics-assets stack down
+
+clean: stack-down
+	rm -rf .data dbt/target dbt/logs

@@ -1,0 +1,139 @@
+"""One switch (`ANALYTICS_ENV`) and the settings that follow from it.
+
+Everything is resolved inside cached functions, never at import time, so tests can point the
+project at a scratch data directory by setting environment variables and calling
+`get_settings.cache_clear()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
+
+ENVIRONMENTS = ("dev", "prod")
+DEFAULT_START_DATE = "2026-01-01"
+
+
+class ConfigError(ValueError):
+    """A setting a user gave is wrong; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    data_dir: Path
+    warehouse_path: Path
+    source_url: str | None
+    captured_tables: tuple[str, ...]
+    partition_start: str
+    timezone: str
+    publication: str
+    slot: str
+    cdc_batch_size: int
+    notify_path: Path
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env == "prod"
+
+    @property
+    def dbt_target(self) -> str:
+        return os.environ.get("DBT_TARGET") or ("prod" if self.is_prod else "dev")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def validate_identifier(name: str, what: str = "identifier") -> str:
+    """Identifiers from configuration are checked before they ever reach SQL (they are also quoted)."""
+    if not _IDENT.match(name):
+        raise ConfigError(
+            f"{what} {name!r} is not a valid name: use lowercase letters, digits and _ (max 63)."
+        )
+    return name
+
+
+def data_dir() -> Path:
+    return Path(_env("ANALYTICS_DATA_DIR", str(PROJECT_ROOT / ".data"))).resolve()
+
+
+def stack_state_path() -> Path:
+    return data_dir() / "stack.json"
+
+
+def read_stack_state() -> dict | None:
+    path = stack_state_path()
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+@functools.cache
+def get_settings() -> Settings:
+    env = _env("ANALYTICS_ENV", "dev")
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"ANALYTICS_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)}.")
+    ddir = data_dir()
+    source_url = _env("SOURCE_DATABASE_URL")
+    if source_url is None and env == "dev":
+        state = read_stack_state()
+        if state:
+            source_url = state["source_url"]
+    tables = tuple(
+        validate_identifier(t.strip(), "captured table")
+        for t in _env("CAPTURED_TABLES", "users,products,orders,order_items").split(",")
+        if t.strip()
+    )
+    start = _env("PARTITION_START_DATE", DEFAULT_START_DATE)
+    try:
+        dt.date.fromisoformat(start)
+    except ValueError:
+        raise ConfigError(f"PARTITION_START_DATE={start!r} is not a date (YYYY-MM-DD).") from None
+    batch = _env("CDC_BATCH_SIZE", "50000")
+    if not batch.isdigit() or int(batch) <= 0:
+        raise ConfigError(f"CDC_BATCH_SIZE={batch!r} must be a positive integer.")
+    return Settings(
+        env=env,
+        data_dir=ddir,
+        warehouse_path=Path(_env("WAREHOUSE_PATH", str(ddir / "warehouse.duckdb"))).resolve(),
+        source_url=source_url,
+        captured_tables=tables,
+        partition_start=start,
+        timezone=_env("PARTITION_TIMEZONE", "UTC"),
+        publication=validate_identifier(_env("CDC_PUBLICATION", "analytics_pub"), "publication"),
+        slot=validate_identifier(_env("CDC_SLOT", "analytics_slot"), "slot"),
+        cdc_batch_size=int(batch),
+        notify_path=Path(_env("NOTIFY_PATH", str(ddir / "notifications.jsonl"))),
+    )
+
+
+def require_source_url() -> str:
+    url = get_settings().source_url
+    if not url:
+        raise ConfigError(
+            "No source database: run `analytics-assets stack up` (dev) or set SOURCE_DATABASE_URL."
+        )
+    return url
+
+
+def redact_url(url: str) -> str:
+    """A DSN safe to print: the password is replaced, never shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

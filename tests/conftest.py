@@ -1,0 +1,66 @@
+"""Session fixtures: one embedded PostgreSQL server for the whole test session, in a scratch data
+directory so tests never touch the developer's `.data/` stack."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg2
+import pytest
+
+from analytics_assets import settings
+from analytics_assets.lib import stack
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("analytics_data")
+    old = {k: os.environ.get(k) for k in ("ANALYTICS_DATA_DIR", "ANALYTICS_PG_PORT")}
+    os.environ["ANALYTICS_DATA_DIR"] = str(path)
+    os.environ.pop("ANALYTICS_PG_PORT", None)
+    settings.get_settings.cache_clear()
+    yield path
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    settings.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def pg_stack(data_dir):
+    """The embedded server, started once per session and stopped at the end."""
+    info = stack.up(quiet=True)
+    for key, value in info.env().items():
+        os.environ[key] = value
+    settings.get_settings.cache_clear()
+    yield info
+    stack.down(quiet=True)
+
+
+@pytest.fixture
+def source_db(pg_stack):
+    """A fresh, migrated source database per test (a new database, same server)."""
+    import uuid
+
+    from analytics_assets.defs.sources.schema import migrate
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(pg_stack.url("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    url = pg_stack.url(name)
+    conn = psycopg2.connect(url)
+    migrate(conn)
+    conn.close()
+    yield url
+    with admin.cursor() as cur:
+        cur.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+            "where database = %s and not active",
+            (name,),
+        )
+        cur.execute(f'drop database if exists "{name}" with (force)')
+    admin.close()
