@@ -64,3 +64,20 @@ def source_db(pg_stack):
         )
         cur.execute(f'drop database if exists "{name}" with (force)')
     admin.close()
+
+
+@pytest.fixture
+def platform_env(source_db, tmp_path, monkeypatch):
+    """Point the whole platform (settings, definitions, dbt) at a fresh source database, a fresh
+    DuckDB warehouse and its own replication slot and publication."""
+    import uuid
+
+    suffix = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("SOURCE_DATABASE_URL", source_db)
+    monkeypatch.setenv("WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("CDC_SLOT", f"slot_{suffix}")
+    monkeypatch.setenv("CDC_PUBLICATION", f"pub_{suffix}")
+    monkeypatch.setenv("NOTIFY_PATH", str(tmp_path / "notifications.jsonl"))
+    settings.get_settings.cache_clear()
+    yield settings.get_settings()
+    settings.get_settings.cache_clear()

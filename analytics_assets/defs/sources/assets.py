@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 from psycopg2 import sql
 
@@ -17,7 +19,7 @@ DESCRIPTIONS = {
 
 
 def _observe(table: str):
-    def observe(context: dg.AssetExecutionContext) -> dg.ObserveResult:
+    def observe(context) -> dg.ObserveResult:
         with connect() as conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL("select count(*), max(updated_at) from {}").format(sql.Identifier(table))
@@ -40,12 +42,13 @@ def build_source_assets() -> list[dg.AssetsDefinition]:
     for table in get_settings().captured_tables:
         fn = _observe(table)
         fn.__name__ = f"app_db_{table}"
-        assets.append(
-            dg.observable_source_asset(
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            decorator = dg.observable_source_asset(
                 key=["app_db", table],
                 group_name="app_db",
                 description=DESCRIPTIONS.get(table, f"Source table {table} in the app database."),
                 kinds={"postgres"},
-            )(fn)
-        )
+            )
+        assets.append(decorator(fn))
     return assets

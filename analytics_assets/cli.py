@@ -1,0 +1,193 @@
+"""`analytics-assets`: the embedded stack, traffic, and the demo (the main job).
+
+Every error a user can cause ends in one line that says what is wrong and what to do, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import sys
+
+from analytics_assets.settings import ConfigError, get_settings
+
+EXIT_USER_ERROR = 2
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return int(value)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
+    return number
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from analytics_assets.lib import stack
+
+    if args.action == "up":
+        info = stack.up()
+        _link_dagster_home(info)
+        _migrate(info.source_url)
+        print(f"[stack] up: PostgreSQL 18 on 127.0.0.1:{info.port}, data in {info.pgdata.parent}")
+        print('[stack] next: eval "$(analytics-assets stack env)"')
+    elif args.action == "down":
+        print("[stack] stopped" if stack.down() else "[stack] was not running")
+    elif args.action == "status":
+        info = stack.status()
+        if info is None:
+            print("[stack] not running (start it with `analytics-assets stack up`)")
+            return 1
+        print(f"[stack] running on 127.0.0.1:{info.port}, data in {info.pgdata.parent}")
+    elif args.action == "env":
+        info = stack.status()
+        if info is None:
+            raise ConfigError("The stack is not running: run `analytics-assets stack up` first.")
+        for key, value in info.env().items():
+            print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _link_dagster_home(info) -> None:
+    """DAGSTER_HOME under .data/ reads the project's dagster.yaml (a symlink, so edits apply)."""
+    from analytics_assets.settings import PROJECT_ROOT
+
+    home = info.env()["DAGSTER_HOME"]
+    os.makedirs(home, exist_ok=True)
+    link = os.path.join(home, "dagster.yaml")
+    if not os.path.lexists(link):
+        os.symlink(PROJECT_ROOT / "dagster.yaml", link)
+
+
+def _migrate(url: str) -> None:
+    from analytics_assets.defs.sources.schema import migrate
+    from analytics_assets.lib.pg import connect
+
+    conn = connect(url)
+    try:
+        applied = migrate(conn)
+    finally:
+        conn.close()
+    if applied:
+        print(f"[stack] source schema migrations applied: {applied}")
+
+
+def cmd_traffic(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from analytics_assets.defs.sources import traffic
+    from analytics_assets.lib.pg import connect
+
+    conn = connect()
+    try:
+        if args.mode == "history":
+            end = dt.datetime.combine(args.end, dt.time(), tzinfo=dt.UTC) if args.end else None
+            with tqdm(total=args.days, unit="day", desc="history", disable=args.quiet) as bar:
+                result = traffic.generate_history(
+                    conn,
+                    days=args.days,
+                    orders_per_day=args.orders_per_day,
+                    seed=args.seed,
+                    end=end,
+                    progress=bar.update,
+                )
+            print(
+                f"[traffic] wrote {result.users} users, {result.products} products, "
+                f"{result.orders} orders, {result.order_items} items "
+                f"({result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d})"
+            )
+        else:
+            total = int(args.rate * args.seconds)
+            with tqdm(total=total, unit="chg", desc="live", disable=args.quiet) as bar:
+                result = traffic.run_live(
+                    conn,
+                    rate=args.rate,
+                    seconds=args.seconds,
+                    seed=args.seed,
+                    progress=bar.update,
+                )
+            print(
+                f"[traffic] {result.changes} changes in {result.transactions} transactions "
+                f"over {result.seconds:.1f}s"
+            )
+    finally:
+        conn.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from analytics_assets.demo import run_demo
+
+    return run_demo(days=args.days, partitions=args.partitions, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="analytics-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="the embedded PostgreSQL stack")
+    p.add_argument("action", choices=["up", "down", "status", "env"])
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("traffic", help="write realistic traffic into the source app DB")
+    tsub = p.add_subparsers(dest="mode", required=True)
+    h = tsub.add_parser("history", help="N days of past orders")
+    h.add_argument("--days", type=_positive_int, default=30)
+    h.add_argument("--orders-per-day", type=_positive_int, default=200)
+    h.add_argument("--end", type=_date, default=None, help="last day (YYYY-MM-DD), default now")
+    h.add_argument("--seed", type=int, default=42)
+    h.add_argument("--quiet", action="store_true")
+    live = tsub.add_parser("live", help="a live stream of changes")
+    live.add_argument("--rate", type=_positive_float, default=50.0, help="changes per second")
+    live.add_argument("--seconds", type=_positive_float, default=60.0)
+    live.add_argument("--seed", type=int, default=7)
+    live.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_traffic)
+
+    p = sub.add_parser("demo", help="the main job: stack, history, whole graph for recent days")
+    p.add_argument("--days", type=_positive_int, default=30, help="days of history to load")
+    p.add_argument("--partitions", type=_positive_int, default=7, help="daily partitions to build")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        get_settings()
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # noqa: BLE001 - last line of defence for user-facing errors
+        from analytics_assets.lib.stack import StackError
+
+        if isinstance(exc, StackError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The code location: every domain's assets, checks, sensors and schedules in one Definitions."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from analytics_assets.defs.cdc.assets import build_cdc_assets
+from analytics_assets.defs.dbt.assets import build_dbt_assets
+from analytics_assets.defs.dbt.project import dbt_cli_resource
+from analytics_assets.defs.sources.assets import build_source_assets
+from analytics_assets.settings import get_settings
+
+
+def build_definitions() -> dg.Definitions:
+    settings = get_settings()
+    # DuckDB allows one writer process: in dev the steps of a run share one process.
+    executor = dg.multiprocess_executor if settings.is_prod else dg.in_process_executor
+    return dg.Definitions(
+        assets=[*build_source_assets(), *build_cdc_assets(), *build_dbt_assets()],
+        resources={"dbt": dbt_cli_resource()},
+        executor=executor,
+    )
+
+
+defs = build_definitions()

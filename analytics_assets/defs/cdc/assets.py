@@ -1,0 +1,71 @@
+"""`raw/<table>` and `raw/<table>_changes`: the warehouse copy of each captured table, kept equal
+to the source by change data capture, and its append-only change log."""
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from analytics_assets.settings import get_settings
+
+INGEST_POOL = "cdc_ingest"
+
+
+def raw_keys(table: str) -> tuple[dg.AssetKey, dg.AssetKey]:
+    return dg.AssetKey(["raw", table]), dg.AssetKey(["raw", f"{table}_changes"])
+
+
+def selected_tables(keys: set[dg.AssetKey], tables: tuple[str, ...]) -> list[str]:
+    return [t for t in tables if any(k in keys for k in raw_keys(t))]
+
+
+def build_cdc_assets() -> list[dg.AssetsDefinition]:
+    settings = get_settings()
+    kind = "bigquery" if settings.is_prod else "duckdb"
+    specs = []
+    for table in settings.captured_tables:
+        current, changes = raw_keys(table)
+        specs.append(
+            dg.AssetSpec(
+                current,
+                deps=[dg.AssetKey(["app_db", table])],
+                group_name="raw",
+                kinds={kind},
+                description=f"Current state of app table {table}, one row per key, deletes flagged.",
+                skippable=True,
+            )
+        )
+        specs.append(
+            dg.AssetSpec(
+                changes,
+                deps=[dg.AssetKey(["app_db", table])],
+                group_name="raw",
+                kinds={kind},
+                description=f"Every change to app table {table}: op, position and commit time.",
+                skippable=True,
+            )
+        )
+
+    @dg.multi_asset(
+        name="cdc_ingest",
+        specs=specs,
+        can_subset=True,
+        pool=INGEST_POOL,
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    )
+    def cdc_ingest(context: AssetExecutionContext):
+        """Drain the CDC feed into the raw tables in bounded batches."""
+        from analytics_assets.lib import cdc
+
+        tables = selected_tables(set(context.selected_asset_keys), settings.captured_tables)
+        result = cdc.run_ingest(tables, log=context.log)
+        for table in tables:
+            metadata = result.table_metadata(table)
+            current, changes = raw_keys(table)
+            if current in context.selected_asset_keys:
+                yield dg.MaterializeResult(asset_key=current, metadata=metadata)
+            if changes in context.selected_asset_keys:
+                yield dg.MaterializeResult(
+                    asset_key=changes,
+                    metadata={k: v for k, v in metadata.items() if k.startswith("changes")},
+                )
+
+    return [cdc_ingest]

@@ -1,0 +1,42 @@
+"""Every dbt model as an asset: daily marts partitioned by day, the rest unpartitioned."""
+
+import dagster as dg
+from dagster import AssetExecutionContext
+from dagster_dbt import DbtCliResource, dbt_assets
+
+from analytics_assets.defs.dbt.project import get_dbt_project
+from analytics_assets.lib.dbt_translator import AnalyticsDbtTranslator
+from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
+
+DAILY_SELECTOR = "tag:daily"
+
+
+def build_dbt_assets() -> list[dg.AssetsDefinition]:
+    project = get_dbt_project()
+    translator = AnalyticsDbtTranslator()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        select=DAILY_SELECTOR,
+        name="dbt_daily_marts",
+        partitions_def=daily_partitions(),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        dagster_dbt_translator=translator,
+    )
+    def dbt_daily_marts(context: AssetExecutionContext, dbt: DbtCliResource):
+        window = context.partition_time_window
+        context.log.info(f"dbt build for {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d}")
+        yield from dbt.cli(dbt_build_args(window.start, window.end), context=context).stream()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        exclude=DAILY_SELECTOR,
+        name="dbt_models",
+        dagster_dbt_translator=translator,
+    )
+    def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
+        yield from dbt.cli(dbt_build_args(), context=context).stream()
+
+    return [dbt_daily_marts, dbt_models]

@@ -1,0 +1,42 @@
+"""The dbt project, its target (from ANALYTICS_ENV) and a manifest prepared ahead of load."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtCliResource, DbtProject
+
+from analytics_assets.settings import DBT_PROJECT_DIR, get_settings
+
+
+def dbt_executable() -> str:
+    """`dbt` from the venv Dagster runs in, even when that venv's bin is not on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+@functools.cache
+def get_dbt_project() -> DbtProject:
+    target = get_settings().dbt_target
+    project = DbtProject(
+        project_dir=DBT_PROJECT_DIR,
+        profiles_dir=DBT_PROJECT_DIR,
+        target=target,
+        target_path=Path("target") / target,
+    )
+    if not project.manifest_path.exists():
+        # Parse once; later loads read the manifest (`make prepare` does this ahead of time).
+        dbt_cli_resource().cli(["parse", "--quiet"], target_path=project.target_path).wait()
+    return project
+
+
+def dbt_cli_resource() -> DbtCliResource:
+    return DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR),
+        profiles_dir=str(DBT_PROJECT_DIR),
+        target=get_settings().dbt_target,
+        dbt_executable=dbt_executable(),
+    )

@@ -1,0 +1,37 @@
+"""How dbt nodes become Dagster assets: keys and groups mirror where the data lives.
+
+The key of a model is `<layer>/<model>` and its group is `<layer>`, where the layer is the first
+folder under `models/` — the same rule the project's `generate_schema_name` macro uses for the
+warehouse schema, so the UI group and the schema always agree. Sources map onto the CDC assets
+through `meta.dagster.asset_key` in the sources YAML (handled by the base translator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+
+
+def model_layer(props: Mapping[str, Any]) -> str:
+    """`staging`, `intermediate` or `marts`: the first folder of the model under models/."""
+    fqn = props.get("fqn") or []
+    return fqn[1] if len(fqn) > 2 else "default"
+
+
+class AnalyticsDbtTranslator(DagsterDbtTranslator):
+    def __init__(self) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        meta_key = (dbt_resource_props.get("meta") or {}).get("dagster", {}).get("asset_key")
+        if dbt_resource_props["resource_type"] == "source" or meta_key:
+            return super().get_asset_key(dbt_resource_props)
+        return dg.AssetKey([model_layer(dbt_resource_props), dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "source":
+            return None
+        return model_layer(dbt_resource_props)
