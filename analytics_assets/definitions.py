@@ -7,6 +7,8 @@ import dagster as dg
 from analytics_assets.defs.cdc.assets import build_cdc_assets
 from analytics_assets.defs.dbt.assets import build_dbt_assets
 from analytics_assets.defs.dbt.project import dbt_cli_resource
+from analytics_assets.defs.freshness import apply_freshness
+from analytics_assets.defs.notify.sensors import build_notify_defs
 from analytics_assets.defs.sources.assets import build_source_assets
 from analytics_assets.settings import get_settings
 
@@ -15,11 +17,16 @@ def build_definitions() -> dg.Definitions:
     settings = get_settings()
     # DuckDB allows one writer process: in dev the steps of a run share one process.
     executor = dg.multiprocess_executor if settings.is_prod else dg.in_process_executor
-    return dg.Definitions(
-        assets=[*build_source_assets(), *build_cdc_assets(), *build_dbt_assets()],
-        resources={"dbt": dbt_cli_resource()},
-        executor=executor,
+    defs = dg.Definitions.merge(
+        dg.Definitions(
+            assets=[*build_source_assets(), *build_cdc_assets(), *build_dbt_assets()],
+            resources={"dbt": dbt_cli_resource()},
+            executor=executor,
+        ),
+        build_notify_defs(),
     )
+    # Global policies last, over every domain's assets (as dagster-open-platform does).
+    return apply_freshness(defs)
 
 
 defs = build_definitions()

@@ -4,6 +4,9 @@ directory so tests never touch the developer's `.data/` stack."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -12,9 +15,24 @@ from analytics_assets import settings
 from analytics_assets.lib import stack
 
 
+def server_data_dir() -> Path:
+    """A data dir for an embedded server, outside pytest's tmp tree: pytest makes
+    /tmp/pytest-of-root private (0700) whenever a session starts, which would cut the server's
+    system user off from its own files."""
+    return Path(tempfile.mkdtemp(prefix="analytics-test-"))
+
+
+@pytest.fixture
+def own_server_dir():
+    """A data dir for a test's own, second embedded server."""
+    path = server_data_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("analytics_data")
+def data_dir():
+    path = server_data_dir()
     old = {k: os.environ.get(k) for k in ("ANALYTICS_DATA_DIR", "ANALYTICS_PG_PORT")}
     os.environ["ANALYTICS_DATA_DIR"] = str(path)
     os.environ.pop("ANALYTICS_PG_PORT", None)
@@ -26,6 +44,7 @@ def data_dir(tmp_path_factory):
         else:
             os.environ[k] = v
     settings.get_settings.cache_clear()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

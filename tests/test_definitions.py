@@ -12,6 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from analytics_assets.defs.freshness import describe_policy
+
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 
 
@@ -30,6 +32,7 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
             "deps": sorted(p.to_user_string() for p in node.parent_keys),
             "checks": sorted(c.name for c in graph.get_check_keys_for_assets([key])),
             "materializable": node.is_materializable,
+            "freshness": describe_policy(node.freshness_policy),
         }
     return out
 

@@ -15,9 +15,9 @@ from analytics_assets.lib import stack
 
 
 @pytest.fixture
-def own_stack(tmp_path, monkeypatch):
+def own_stack(own_server_dir, monkeypatch):
     """A second server in its own data dir, so the session's shared server is not disturbed."""
-    monkeypatch.setenv("ANALYTICS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ANALYTICS_DATA_DIR", str(own_server_dir / "data"))
     monkeypatch.delenv("ANALYTICS_PG_PORT", raising=False)
     yield
     stack.down(quiet=True)
@@ -40,7 +40,9 @@ def test_up_up_down_up_is_idempotent(own_stack):
     assert second == first
     assert pid.is_running(), "a second `up` must not restart the server"
     assert _query(first, "show wal_level") == "logical"
-    assert _query(first, "select count(*) from pg_database where datname in ('app', 'dagster')") == 2
+    assert (
+        _query(first, "select count(*) from pg_database where datname in ('app', 'dagster')") == 2
+    )
     assert stack.down(quiet=True) is True
     assert stack.status() is None
     assert stack.down(quiet=True) is False

@@ -3,7 +3,8 @@
 The key of a model is `<layer>/<model>` and its group is `<layer>`, where the layer is the first
 folder under `models/` — the same rule the project's `generate_schema_name` macro uses for the
 warehouse schema, so the UI group and the schema always agree. Sources map onto the CDC assets
-through `meta.dagster.asset_key` in the sources YAML (handled by the base translator).
+through `meta.dagster.asset_key` in the sources YAML (handled by the base translator). A model's
+freshness policy comes from `meta.dagster.freshness` in its YAML (see `defs/freshness.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+
+from analytics_assets.defs.freshness import policy_from_dbt_meta
+from analytics_assets.settings import get_settings
 
 
 def model_layer(props: Mapping[str, Any]) -> str:
@@ -24,6 +28,18 @@ def model_layer(props: Mapping[str, Any]) -> str:
 class AnalyticsDbtTranslator(DagsterDbtTranslator):
     def __init__(self) -> None:
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            return spec
+        policy = policy_from_dbt_meta(
+            props.get("meta") or {}, model=props["name"], timezone=get_settings().timezone
+        )
+        return spec.replace_attributes(freshness_policy=policy) if policy else spec
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         meta_key = (dbt_resource_props.get("meta") or {}).get("dagster", {}).get("asset_key")

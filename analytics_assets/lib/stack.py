@@ -272,6 +272,8 @@ def down(quiet: bool = False) -> bool:
         _clear_stale(pgdata) if pgdata.exists() else None
         return False
     _say(quiet, "stopping PostgreSQL")
+    if os.geteuid() == 0:
+        _wheel()[1].ensure_prefix_permissions(pgdata)
     _check(
         [_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
         _run_as_owner(),

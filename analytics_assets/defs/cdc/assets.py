@@ -17,6 +17,23 @@ def selected_tables(keys: set[dg.AssetKey], tables: tuple[str, ...]) -> list[str
     return [t for t in tables if any(k in keys for k in raw_keys(t))]
 
 
+def _as_metadata(raw: dict) -> dict:
+    """Numbers stay numbers (the UI plots them); lists become JSON."""
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, bool):
+            out[key] = dg.MetadataValue.bool(value)
+        elif isinstance(value, int):
+            out[key] = dg.MetadataValue.int(value)
+        elif isinstance(value, float):
+            out[key] = dg.MetadataValue.float(value)
+        elif isinstance(value, list | dict):
+            out[key] = dg.MetadataValue.json(value)
+        elif value is not None:
+            out[key] = dg.MetadataValue.text(str(value))
+    return out
+
+
 def build_cdc_assets() -> list[dg.AssetsDefinition]:
     settings = get_settings()
     kind = "bigquery" if settings.is_prod else "duckdb"
@@ -56,9 +73,20 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
         from analytics_assets.lib import cdc
 
         tables = selected_tables(set(context.selected_asset_keys), settings.captured_tables)
-        result = cdc.run_ingest(tables, log=context.log)
+        result = cdc.ingest(
+            tables,
+            feed=cdc.make_feed(settings),
+            warehouse=cdc.make_warehouse(settings),
+            progress=lambda p: context.log.info(
+                f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
+            ),
+        )
+        context.log.info(
+            f"{result.changes} changes applied in {result.batches} batches "
+            f"({result.seconds:.1f}s); snapshot: {result.snapshot_tables or 'none'}"
+        )
         for table in tables:
-            metadata = result.table_metadata(table)
+            metadata = _as_metadata(result.tables[table].metadata())
             current, changes = raw_keys(table)
             if current in context.selected_asset_keys:
                 yield dg.MaterializeResult(asset_key=current, metadata=metadata)

@@ -1,9 +1,17 @@
-"""Every dbt model as an asset: daily marts partitioned by day, the rest unpartitioned."""
+"""Every dbt model as an asset: daily marts partitioned by day, the rest unpartitioned.
+
+Each materialization carries dbt's adapter response (rows, bytes billed, slot ms on BigQuery):
+see `adapter_response.py`.
+"""
 
 import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_dbt import DbtCliResource, dbt_assets
 
+from analytics_assets.defs.dbt.adapter_response import (
+    DEBUG_LOG_ARGS,
+    stream_with_adapter_response,
+)
 from analytics_assets.defs.dbt.project import get_dbt_project
 from analytics_assets.lib.dbt_translator import AnalyticsDbtTranslator
 from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
@@ -27,7 +35,8 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
     def dbt_daily_marts(context: AssetExecutionContext, dbt: DbtCliResource):
         window = context.partition_time_window
         context.log.info(f"dbt build for {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d}")
-        yield from dbt.cli(dbt_build_args(window.start, window.end), context=context).stream()
+        args = [*dbt_build_args(window.start, window.end), *DEBUG_LOG_ARGS]
+        yield from stream_with_adapter_response(dbt.cli(args, context=context))
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -37,6 +46,7 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
         dagster_dbt_translator=translator,
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
-        yield from dbt.cli(dbt_build_args(), context=context).stream()
+        args = [*dbt_build_args(), *DEBUG_LOG_ARGS]
+        yield from stream_with_adapter_response(dbt.cli(args, context=context))
 
     return [dbt_daily_marts, dbt_models]

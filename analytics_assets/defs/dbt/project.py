@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
+def artifacts_base() -> Path:
+    """Where dbt artifacts go: `DBT_TARGET_PATH` (relative to dbt/) or `target`. dagster-dbt puts
+    each run's artifacts under the same folder, so one variable moves both, e.g. onto a writable
+    volume when the image's filesystem is read-only."""
+    return Path(os.environ.get("DBT_TARGET_PATH") or "target")
+
+
 @functools.cache
 def get_dbt_project() -> DbtProject:
     target = get_settings().dbt_target
@@ -25,7 +33,8 @@ def get_dbt_project() -> DbtProject:
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
         target=target,
-        target_path=Path("target") / target,
+        # One manifest per target: dev and prod relation names differ.
+        target_path=artifacts_base() / target,
     )
     if not project.manifest_path.exists():
         # Parse once; later loads read the manifest (`make prepare` does this ahead of time).

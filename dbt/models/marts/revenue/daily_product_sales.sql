@@ -12,9 +12,8 @@ order_items as (
 
     select * from {{ ref('int_order_items_joined') }}
     where order_status = 'completed'
-    {% if is_incremental() %}
-        and {{ daily_window_predicate('order_date') }}
-    {% endif %}
+    -- the window applies on the first build too: a partition run builds only its dates
+    and {{ daily_window_predicate('order_date') }}
 
 ),
 

@@ -9,9 +9,8 @@ orders as (
 
     select * from {{ ref('fct_orders') }}
     where is_completed
-    {% if is_incremental() %}
-        and {{ daily_window_predicate('order_date') }}
-    {% endif %}
+    -- the window applies on the first build too: a partition run builds only its dates
+    and {{ daily_window_predicate('order_date') }}
 
 ),
 
