@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from analytics_assets.defs.automation.sensors import build_automation_defs
 from analytics_assets.defs.cdc.assets import build_cdc_assets
 from analytics_assets.defs.dbt.assets import build_dbt_assets
 from analytics_assets.defs.dbt.project import dbt_cli_resource
@@ -24,6 +25,7 @@ def build_definitions() -> dg.Definitions:
             executor=executor,
         ),
         build_notify_defs(),
+        build_automation_defs(),
     )
     # Global policies last, over every domain's assets (as dagster-open-platform does).
     return apply_freshness(defs)

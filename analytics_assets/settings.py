@@ -40,6 +40,10 @@ class Settings:
     slot: str
     cdc_batch_size: int
     notify_path: Path
+    lag_max_pending: int
+    lag_max_seconds: int
+    ingest_max_idle_minutes: int
+    partition_grace_minutes: int
 
     @property
     def is_prod(self) -> bool:
@@ -103,9 +107,7 @@ def get_settings() -> Settings:
         dt.date.fromisoformat(start)
     except ValueError:
         raise ConfigError(f"PARTITION_START_DATE={start!r} is not a date (YYYY-MM-DD).") from None
-    batch = _env("CDC_BATCH_SIZE", "50000")
-    if not batch.isdigit() or int(batch) <= 0:
-        raise ConfigError(f"CDC_BATCH_SIZE={batch!r} must be a positive integer.")
+    batch = _positive_int("CDC_BATCH_SIZE", "50000")
     return Settings(
         env=env,
         data_dir=ddir,
@@ -116,9 +118,20 @@ def get_settings() -> Settings:
         timezone=_env("PARTITION_TIMEZONE", "UTC"),
         publication=validate_identifier(_env("CDC_PUBLICATION", "analytics_pub"), "publication"),
         slot=validate_identifier(_env("CDC_SLOT", "analytics_slot"), "slot"),
-        cdc_batch_size=int(batch),
+        cdc_batch_size=batch,
         notify_path=Path(_env("NOTIFY_PATH", str(ddir / "notifications.jsonl"))),
+        lag_max_pending=_positive_int("CDC_LAG_MAX_PENDING", "500"),
+        lag_max_seconds=_positive_int("CDC_LAG_MAX_SECONDS", "30"),
+        ingest_max_idle_minutes=_positive_int("CDC_MAX_IDLE_MINUTES", "10"),
+        partition_grace_minutes=_positive_int("PARTITION_GRACE_MINUTES", "30"),
     )
+
+
+def _positive_int(name: str, default: str) -> int:
+    value = _env(name, default)
+    if not value.isdigit() or int(value) <= 0:
+        raise ConfigError(f"{name}={value!r} must be a positive integer.")
+    return int(value)
 
 
 def require_source_url() -> str:

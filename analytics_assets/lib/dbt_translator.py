@@ -41,6 +41,17 @@ class AnalyticsDbtTranslator(DagsterDbtTranslator):
         )
         return spec.replace_attributes(freshness_policy=policy) if policy else spec
 
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        """Unpartitioned models follow their parents (declarative automation); the daily marts
+        are driven by partition completeness and late-data sensors instead."""
+        if dbt_resource_props["resource_type"] != "model":
+            return None
+        if "daily" in (dbt_resource_props.get("tags") or []):
+            return None
+        return dg.AutomationCondition.eager()
+
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         meta_key = (dbt_resource_props.get("meta") or {}).get("dagster", {}).get("asset_key")
         if dbt_resource_props["resource_type"] == "source" or meta_key:

@@ -1,0 +1,71 @@
+"""Pure decisions behind the sensors and schedules: which tables lag, where the CDC watermark is,
+whether a daily partition is closed, which partitions late changes touched. No I/O here, so each
+rule has its own unit tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterable, Mapping
+
+from analytics_assets.lib.feeds.base import TableLag
+
+
+def lagging_tables(
+    lag: Mapping[str, TableLag], *, max_pending: int, max_seconds: float
+) -> list[str]:
+    """Tables whose pending changes or seconds behind reach a threshold."""
+    out = []
+    for table, item in sorted(lag.items()):
+        pending = item.pending_changes or 0
+        if pending >= max_pending or (pending > 0 and item.seconds_behind >= max_seconds):
+            out.append(table)
+    return out
+
+
+def cdc_watermark(lag: Mapping[str, TableLag], now: dt.datetime) -> dt.datetime | None:
+    """The commit time up to which every captured table has been applied.
+
+    A table with nothing pending is applied up to `now`; otherwise up to just before its oldest
+    unapplied commit. None when some table's lag is unknown (the feed could not count)."""
+    mark = now
+    for item in lag.values():
+        if item.pending_changes is None:
+            return None
+        if item.pending_changes > 0 and item.oldest_commit_ts is not None:
+            mark = min(mark, item.oldest_commit_ts - dt.timedelta(microseconds=1))
+    return mark
+
+
+def partition_end(key: str, timezone: str) -> dt.datetime:
+    day = dt.date.fromisoformat(key)
+    tz = zoneinfo.ZoneInfo(timezone)
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+
+
+def partition_closed(
+    key: str, watermark: dt.datetime | None, *, grace_minutes: int, timezone: str
+) -> tuple[bool, str]:
+    """A daily partition is closed once the watermark has passed its end plus the grace period.
+    Returns the decision and a sentence saying why."""
+    due = partition_end(key, timezone) + dt.timedelta(minutes=grace_minutes)
+    if watermark is None:
+        return False, f"partition {key} not closed: the CDC lag could not be measured"
+    if watermark < due:
+        return False, (
+            f"partition {key} not closed: CDC watermark {watermark:%Y-%m-%d %H:%M:%S %Z} is before "
+            f"its end plus {grace_minutes} min grace ({due:%Y-%m-%d %H:%M %Z})"
+        )
+    return True, f"partition {key} closed: CDC watermark {watermark:%Y-%m-%d %H:%M:%S %Z}"
+
+
+def contiguous_ranges(keys: Iterable[str]) -> list[tuple[str, str]]:
+    """Daily partition keys grouped into contiguous (first, last) ranges, in order."""
+    days = sorted({dt.date.fromisoformat(k) for k in keys})
+    ranges: list[tuple[str, str]] = []
+    for day in days:
+        if ranges and dt.date.fromisoformat(ranges[-1][1]) + dt.timedelta(days=1) == day:
+            ranges[-1] = (ranges[-1][0], day.isoformat())
+        else:
+            ranges.append((day.isoformat(), day.isoformat()))
+    return ranges

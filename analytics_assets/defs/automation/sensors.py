@@ -1,0 +1,287 @@
+"""The platform runs itself: lag-driven ingest, late-data reruns of exactly the touched daily
+partitions, partition completeness from the CDC watermark, and declarative automation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+
+from analytics_assets.defs.automation.logic import (
+    cdc_watermark,
+    contiguous_ranges,
+    lagging_tables,
+    partition_closed,
+)
+from analytics_assets.defs.cdc.assets import raw_keys
+from analytics_assets.lib.partitions import daily_partitions
+from analytics_assets.settings import get_settings
+
+INGEST_TAG = "analytics/ingest"
+DAILY = dg.AssetSelection.tag("daily", "")
+MODELS = dg.AssetSelection.groups("staging", "intermediate", "marts") - DAILY
+BUSINESS_TABLES = ("orders", "order_items")
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def read_lag():
+    """Lag of every captured table, in one round trip to the source."""
+    from analytics_assets.lib import cdc
+
+    feed = cdc.make_feed()
+    try:
+        return feed.lag(None)
+    finally:
+        feed.close()
+
+
+def _ingest_in_flight(instance: dg.DagsterInstance) -> str | None:
+    records = instance.get_run_records(
+        dg.RunsFilter(tags={INGEST_TAG: "true"}, statuses=IN_FLIGHT), limit=1
+    )
+    return records[0].dagster_run.run_id if records else None
+
+
+def _keys(selection: dg.AssetSelection, context) -> list[dg.AssetKey]:
+    return sorted(selection.resolve(context.repository_def.asset_graph))
+
+
+def lag_observations(lag) -> list[dg.AssetObservation]:
+    """Lag as numeric metadata on each raw table, so the UI plots it over time."""
+    events = []
+    for table, item in sorted(lag.items()):
+        metadata = {
+            "lag_pending_changes": dg.MetadataValue.int(item.pending_changes or 0),
+            "lag_position_bytes": dg.MetadataValue.int(item.position_lag_bytes or 0),
+            "lag_seconds": dg.MetadataValue.float(float(item.seconds_behind)),
+        }
+        events.append(dg.AssetObservation(asset_key=raw_keys(table)[0], metadata=metadata))
+    return events
+
+
+@dg.sensor(
+    name="cdc_lag_sensor",
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    target=dg.AssetSelection.groups("raw") | MODELS,
+    description="Reads CDC lag for every captured table in one round trip, records it on the raw "
+    "tables and starts an ingest run (raw tables + unpartitioned models) when lag crosses the "
+    "thresholds, or when nothing was ingested for CDC_MAX_IDLE_MINUTES.",
+)
+def cdc_lag_sensor(context: dg.SensorEvaluationContext):
+    settings = get_settings()
+    lag = read_lag()
+    now = dt.datetime.now(dt.UTC)
+    run_requests: list[dg.RunRequest] = []
+    skip = None
+    watermark = cdc_watermark(lag, now)
+    cursor = {"watermark": watermark.isoformat() if watermark else None}
+
+    tables = lagging_tables(
+        lag, max_pending=settings.lag_max_pending, max_seconds=settings.lag_max_seconds
+    )
+    why = "lag above threshold"
+    if not tables:
+        idle_for = _minutes_since_last_ingest(context.instance, settings.captured_tables, now)
+        if idle_for is None or idle_for >= settings.ingest_max_idle_minutes:
+            tables, why = list(settings.captured_tables), "idle heartbeat"
+    running = _ingest_in_flight(context.instance) if tables else None
+    if not tables:
+        skip = dg.SkipReason("no table lags: nothing to ingest")
+    elif running:
+        skip = dg.SkipReason(f"ingest run {running} is still in flight")
+    else:
+        # Same pending state -> same key: a repeated tick requests nothing new.
+        fingerprint = json.dumps(
+            {t: [lag[t].pending_changes, str(lag[t].oldest_commit_ts)] for t in tables}
+            if why != "idle heartbeat"
+            else now.strftime("%Y-%m-%dT%H:%M"),
+            sort_keys=True,
+        )
+        run_key = "ingest-" + hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
+        selection = [k for t in tables for k in raw_keys(t)] + _keys(MODELS, context)
+        context.log.info(f"requesting ingest of {tables} ({why})")
+        run_requests.append(
+            dg.RunRequest(
+                run_key=run_key,
+                asset_selection=selection,
+                tags={INGEST_TAG: "true", "analytics/reason": why},
+            )
+        )
+    return dg.SensorResult(
+        run_requests=run_requests,
+        skip_reason=skip,
+        asset_events=lag_observations(lag),
+        cursor=json.dumps(cursor),
+    )
+
+
+def _minutes_since_last_ingest(instance, tables, now) -> float | None:
+    latest = None
+    for table in tables:
+        event = instance.get_latest_materialization_event(raw_keys(table)[0])
+        if event is not None:
+            ts = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
+            latest = ts if latest is None else max(latest, ts)
+    return None if latest is None else (now - latest).total_seconds() / 60
+
+
+def _materialization_records(instance, key: dg.AssetKey, after: int | None):
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=1000, ascending=True
+    ).records
+
+
+@dg.sensor(
+    name="late_data_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    target=DAILY,
+    description="When ingested changes touch business dates whose daily partitions were already "
+    "built (late payment, refund, soft delete), re-runs exactly those partitions, one "
+    "single-run range per contiguous stretch, once fct_orders includes the changes.",
+)
+def late_data_sensor(context: dg.SensorEvaluationContext):
+    state = json.loads(context.cursor) if context.cursor else {}
+    after = state.get("after")
+    pending = set(state.get("pending", []))
+    newest = state.get("newest", 0)
+    last_seen = after or 0
+    if not context.cursor:
+        # First tick: start from now; history before the sensor ran is not "late".
+        for table in BUSINESS_TABLES:
+            latest = context.instance.fetch_materializations(
+                raw_keys(table)[0], limit=1, ascending=False
+            ).records
+            last_seen = max([last_seen, *(r.storage_id for r in latest)])
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason("started: watching raw changes from now on"),
+            cursor=json.dumps({"after": last_seen or None, "pending": [], "newest": 0}),
+        )
+    for table in BUSINESS_TABLES:
+        for record in _materialization_records(context.instance, raw_keys(table)[0], after):
+            last_seen = max(last_seen, record.storage_id)
+            meta = record.asset_materialization.metadata.get("business_dates")
+            if meta is not None and meta.value:
+                pending |= set(meta.value)
+                newest = max(newest, record.storage_id)
+    after = last_seen or None
+
+    requests = []
+    if pending:
+        fct = context.instance.fetch_materializations(
+            dg.AssetKey(["marts", "fct_orders"]), limit=1, ascending=False
+        ).records
+        fct_id = fct[0].storage_id if fct else 0
+        if fct_id > newest:
+            daily_keys = _keys(DAILY, context)
+            built = set()
+            for key in daily_keys:
+                built |= set(context.instance.get_materialized_partitions(key))
+            touched = sorted(pending & built)
+            for first, last in contiguous_ranges(touched):
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"late-{first}-{last}-{fct_id}",
+                        asset_selection=daily_keys,
+                        tags={
+                            "dagster/asset_partition_range_start": first,
+                            "dagster/asset_partition_range_end": last,
+                            "analytics/reason": "late data",
+                        },
+                    )
+                )
+            pending = set()
+    cursor = json.dumps({"after": after, "pending": sorted(pending), "newest": newest})
+    if not requests:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(
+                f"waiting for fct_orders to include changes to {sorted(pending)}"
+                if pending
+                else "no late changes to already-built partitions"
+            ),
+            cursor=cursor,
+        )
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def _yesterday(now: dt.datetime) -> str:
+    settings = get_settings()
+    import zoneinfo
+
+    local = now.astimezone(zoneinfo.ZoneInfo(settings.timezone)).date()
+    return (local - dt.timedelta(days=1)).isoformat()
+
+
+def close_decision(now: dt.datetime, lag) -> tuple[str, bool, str]:
+    settings = get_settings()
+    key = _yesterday(now)
+    closed, why = partition_closed(
+        key,
+        cdc_watermark(lag, now),
+        grace_minutes=settings.partition_grace_minutes,
+        timezone=settings.timezone,
+    )
+    return key, closed, why
+
+
+@dg.sensor(
+    name="partition_close_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    target=DAILY,
+    description="Builds yesterday's daily partitions as soon as the CDC watermark passes the "
+    "end of the day plus PARTITION_GRACE_MINUTES.",
+)
+def partition_close_sensor(context: dg.SensorEvaluationContext):
+    key, closed, why = close_decision(dt.datetime.now(dt.UTC), read_lag())
+    if not closed:
+        return dg.SkipReason(why)
+    done = context.instance.get_materialized_partitions(dg.AssetKey(["marts", "daily_revenue"]))
+    if key in done:
+        return dg.SkipReason(f"partition {key} already built")
+    return dg.RunRequest(run_key=f"close-{key}", partition_key=key, tags={"analytics/reason": why})
+
+
+@dg.schedule(
+    name="daily_marts_backstop",
+    cron_schedule="0 1 * * *",
+    target=DAILY,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Backstop at 01:00: builds yesterday's daily partitions if they are closed, "
+    "and skips saying why if the CDC watermark has not passed the day yet.",
+)
+def daily_marts_backstop(context: dg.ScheduleEvaluationContext):
+    now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    key, closed, why = close_decision(now, read_lag())
+    if not closed:
+        return dg.SkipReason(why)
+    return dg.RunRequest(
+        run_key=f"backstop-{key}", partition_key=key, tags={"analytics/reason": why}
+    )
+
+
+def build_automation_defs() -> dg.Definitions:
+    # partitions_def resolved here (not at import) so settings changes in tests apply.
+    daily_partitions()
+    return dg.Definitions(
+        sensors=[
+            cdc_lag_sensor,
+            late_data_sensor,
+            partition_close_sensor,
+            dg.AutomationConditionSensorDefinition(
+                "automation_sensor",
+                target=dg.AssetSelection.all(),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=30,
+            ),
+        ],
+        schedules=[daily_marts_backstop],
+    )

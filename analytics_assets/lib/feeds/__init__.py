@@ -1,0 +1,23 @@
+"""Change feeds: one contract (`base`), one implementation per transport (`slot`, later `kafka`)."""
+
+from analytics_assets.lib.feeds.base import (
+    META_COLUMNS,
+    ChangeBatch,
+    Feed,
+    FeedError,
+    Position,
+    TableChanges,
+    TableLag,
+    TableState,
+)
+
+__all__ = [
+    "META_COLUMNS",
+    "ChangeBatch",
+    "Feed",
+    "FeedError",
+    "Position",
+    "TableChanges",
+    "TableLag",
+    "TableState",
+]

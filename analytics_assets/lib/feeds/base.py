@@ -1,0 +1,204 @@
+"""The feed contract: what every change feed (logical replication slot, Debezium on Kafka) hands
+to the warehouse, and what the warehouse hands back.
+
+Positions
+---------
+Every change carries a `Position(lsn, seq)`, totally ordered per table:
+
+- `lsn`: the commit position of the change's transaction (slot: the commit LSN from Begin;
+  Kafka: a position derived from the topic offset). All changes of one transaction share it.
+- `seq`: the change's place inside its transaction (slot: 2 x the ordinal of the change message;
+  the delete of the old key that a primary-key update emits takes the odd number before it).
+
+Snapshot rows carry `lsn = consistent point - 1` and `seq` = their ordinal: older than every
+streamed change (those commit at or after the consistent point) and unique per table.
+
+The warehouse keeps, per table, the position it has applied through; changes at or before it are
+skipped, so a replay after a crash applies nothing twice. Feeds also hand out an opaque
+per-table `checkpoint` (slot: the end LSN of the last transaction wholly read; Kafka: committed
+offsets as JSON), stored with the position in the same warehouse transaction and given back to
+`Feed.ack` after that transaction commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+# Metadata columns every row image carries (besides the source columns).
+LSN = "_lsn"
+SEQ = "_seq"
+OP = "_op"  # 'c' insert, 'u' update, 'd' delete, 'r' snapshot read ('t' only in the change log)
+IS_DELETED = "_is_deleted"
+COMMIT_TS = "_commit_ts"
+UNCHANGED = "_unchanged_cols"  # columns this change does not carry (unchanged TOAST, key-only)
+LOADED_AT = "_loaded_at"  # set by the warehouse
+META_COLUMNS = (LSN, SEQ, OP, IS_DELETED, COMMIT_TS, UNCHANGED)
+
+OPS = ("c", "u", "d", "t", "r")
+
+
+def meta_schema_fields() -> list[pa.Field]:
+    return [
+        pa.field(LSN, pa.int64(), nullable=False),
+        pa.field(SEQ, pa.int64(), nullable=False),
+        pa.field(OP, pa.string(), nullable=False),
+        pa.field(IS_DELETED, pa.bool_(), nullable=False),
+        pa.field(COMMIT_TS, pa.timestamp("us", tz="UTC")),
+        pa.field(UNCHANGED, pa.list_(pa.string())),
+    ]
+
+
+class Position(NamedTuple):
+    lsn: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{format_lsn(self.lsn)}#{self.seq}"
+
+
+def format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+@dataclass
+class TableChanges:
+    """One table's changes in a batch.
+
+    `rows` holds source columns + META_COLUMNS in position order; a table may appear with no
+    rows (the feed read through `end` and found nothing for it) so its position still advances.
+    """
+
+    table: str
+    rows: pa.Table
+    key: tuple[str, ...]
+    end: Position  # the feed has read this table through here
+    checkpoint: str  # opaque, for Feed.ack once applied
+    truncates: list[Position] = field(default_factory=list)
+
+    @property
+    def num_changes(self) -> int:
+        return self.rows.num_rows + len(self.truncates)
+
+    def counts_by_op(self) -> dict[str, int]:
+        counts = {op: 0 for op in OPS}
+        if self.rows.num_rows:
+            vc = self.rows.column(OP).value_counts()
+            for item in vc.to_pylist():
+                counts[item["values"]] += item["counts"]
+        counts["t"] += len(self.truncates)
+        return counts
+
+
+@dataclass
+class ChangeBatch:
+    tables: dict[str, TableChanges]
+    first: Position | None  # first change position read in this batch (any table)
+    last: Position | None  # last change position read
+    min_commit_ts: dt.datetime | None
+    max_commit_ts: dt.datetime | None
+    snapshot: bool = False  # rows come from the initial snapshot
+    decode_seconds: float = 0.0
+
+    @property
+    def num_changes(self) -> int:
+        return sum(t.num_changes for t in self.tables.values())
+
+    def only(self, tables: Sequence[str]) -> ChangeBatch:
+        keep = {t: c for t, c in self.tables.items() if t in set(tables)}
+        return ChangeBatch(
+            keep,
+            self.first,
+            self.last,
+            self.min_commit_ts,
+            self.max_commit_ts,
+            self.snapshot,
+            self.decode_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What the warehouse has applied for one table (stored in its `_cdc_state`)."""
+
+    table: str
+    position: Position
+    checkpoint: str
+    updated_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class TableLag:
+    pending_changes: int | None  # None when the feed cannot count right now (e.g. slot busy)
+    position_lag_bytes: int | None  # slot: WAL bytes; Kafka: offset lag
+    seconds_behind: float  # now - commit time of the oldest unapplied change (0 if none)
+    oldest_commit_ts: dt.datetime | None
+
+    def as_metadata(self, prefix: str = "lag") -> dict[str, Any]:
+        return {
+            f"{prefix}_pending_changes": self.pending_changes,
+            f"{prefix}_position_bytes": self.position_lag_bytes,
+            f"{prefix}_seconds": round(self.seconds_behind, 3),
+        }
+
+
+class FeedError(RuntimeError):
+    """The feed cannot do what was asked; the message says what to do."""
+
+
+@runtime_checkable
+class Feed(Protocol):
+    """A source of ordered row changes. One reader at a time.
+
+    Lifecycle: `open(tables, state)` -> [`snapshot(...)`] -> `read_batch()`... with `ack()` after
+    each warehouse commit -> `close()`.
+    """
+
+    kind: str  # "slot", "kafka"
+    captured_tables: tuple[str, ...]
+
+    def open(self, tables: Sequence[str], state: Mapping[str, TableState]) -> None:
+        """Start a read session for `tables`, resuming after the warehouse's `state`.
+
+        The feed first acknowledges `state` (the warehouse may be ahead of the feed after a crash
+        between commit and ack), then reads from there."""
+
+    def needs_snapshot(self, tables: Sequence[str], state: Mapping[str, TableState]) -> list[str]:
+        """Tables that have no applied state yet (or whose stream cannot resume)."""
+
+    def snapshot(
+        self, tables: Sequence[str], max_rows: int, resync: Sequence[str] = ()
+    ) -> Iterator[ChangeBatch]:
+        """Rows of `tables` as of one consistent point, op 'r', in bounded batches, one table
+        after the other; every change streamed afterwards for those tables is newer than these
+        rows. Tables in `resync` had state whose stream was lost: their first batch carries a
+        truncate just before the snapshot, so rows deleted meanwhile end up deleted."""
+
+    def read_batch(self, max_changes: int) -> ChangeBatch | None:
+        """The next changes (about `max_changes`, in commit order, possibly part of one large
+        transaction) for the open tables, or None when caught up."""
+
+    def ack(self, state: Mapping[str, TableState]) -> None:
+        """The warehouse committed `state`: the feed may forget everything up to it. Idempotent
+        and never moves backwards."""
+
+    def lag(self, state: Mapping[str, TableState] | None = None) -> dict[str, TableLag]:
+        """Lag of every captured table, in one round trip to the source."""
+
+    def slot_status(self) -> dict[str, Any]:
+        """Health of the feed's server-side resource (slot, consumer group)."""
+
+    def heartbeat(self) -> None:
+        """Write a no-op change so an idle source still moves the feed position forward."""
+
+    def close(self) -> None:
+        """End the read session (stops a running read; applies acks it had to defer)."""

@@ -1,0 +1,784 @@
+"""The logical replication slot feed: a publication + a `pgoutput` slot the project owns.
+
+Transport (measured, see bench/cdc_throughput.py): `COPY (SELECT data FROM
+pg_logical_slot_peek_binary_changes(...)) TO STDOUT (FORMAT binary)` hands pgoutput bytes to
+psycopg2 2-3x faster than psycopg2's streaming replication protocol (one Python object and
+callback per message there). Peeking never consumes: the slot moves only with
+`pg_replication_slot_advance`, which `ack` calls after the warehouse committed.
+
+One peek per read session covers the backlog up to the WAL position at its start; a reader thread
+streams its rows into a bounded queue in chunks of `max_changes` messages, so memory stays bounded
+by the batch size even inside one huge transaction, and the server's decoding of the peek overlaps
+the client's decoding and applying of earlier chunks. While that peek holds the slot, acks are
+remembered and applied as soon as it ends (the slot cannot be advanced while in use); they are
+never applied before the warehouse commit they follow.
+
+Positions: each change is (commit LSN of its transaction, 2 x ordinal in it); the per-table
+checkpoint is the end LSN of the last transaction read completely. The slot is advanced to the
+smallest checkpoint over the captured tables that have warehouse state, so ingesting a subset of
+tables never makes the slot forget the others' changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg2 import sql
+
+from analytics_assets.lib.feeds.base import (
+    ChangeBatch,
+    FeedError,
+    Position,
+    TableChanges,
+    TableLag,
+    TableState,
+    format_lsn,
+    meta_schema_fields,
+    parse_lsn,
+)
+from analytics_assets.lib.pgoutput import PgOutputDecoder, text_to_arrow
+from analytics_assets.settings import redact_url, validate_identifier
+
+log = logging.getLogger(__name__)
+
+SESSION_SETTINGS = (
+    "set timezone = 'UTC'; set datestyle = 'ISO, YMD'; set intervalstyle = 'postgres'; "
+    "set extra_float_digits = 3; set bytea_output = 'hex'"
+)
+HEARTBEAT_PREFIX = "analytics_assets.heartbeat"
+_COPY_HEADER = 19  # PGCOPY signature + flags + extension length
+_DONE = object()
+
+
+def _connect(url: str, **kwargs):
+    try:
+        conn = psycopg2.connect(url, connect_timeout=10, **kwargs)
+    except psycopg2.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        raise FeedError(f"cannot connect to the source {redact_url(url)}: {reason}") from None
+    return conn
+
+
+def _session(url: str):
+    conn = _connect(url, application_name="analytics_assets_cdc")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(SESSION_SETTINGS)
+    return conn
+
+
+class _PeekReader(threading.Thread):
+    """Runs one peek as a binary COPY, decodes its rows in chunks (`transform`) and hands the
+    results on through a bounded queue. Decoding here, off the applying thread, overlaps it with
+    the warehouse's work (numpy, Arrow and DuckDB release the GIL for their heavy parts)."""
+
+    def __init__(
+        self,
+        url: str,
+        copy_sql: str,
+        chunk_messages: int,
+        transform: Callable[[list[bytes]], Any],
+        max_chunks: int = 2,
+    ):
+        super().__init__(daemon=True, name="cdc-peek-reader")
+        self.url = url
+        self.copy_sql = copy_sql
+        self.chunk_messages = chunk_messages
+        self.transform = transform
+        self.queue: queue.Queue = queue.Queue(maxsize=max_chunks)
+        self.stopping = threading.Event()
+        self.conn = None
+        self.backend_pid: int | None = None
+        self._rows: list[bytes] = []
+        self._first = True
+
+    # psycopg2's copy_expert calls write() once per COPY row (= one pgoutput message)
+    def write(self, data: bytes) -> None:
+        rows = self._rows
+        rows.append(data)
+        if len(rows) >= self.chunk_messages:
+            self._hand_over()
+
+    def _hand_over(self, final: bool = False) -> None:
+        rows, self._rows = self._rows, []
+        if rows and self._first:
+            rows[0] = rows[0][_COPY_HEADER:]
+            self._first = False
+        if rows and rows[-1] == b"\xff\xff":
+            rows.pop()  # the COPY trailer (a data row is never 2 bytes long)
+        if rows:
+            item = self.transform(rows)
+            if item is not None:
+                self._put(item)
+
+    def _put(self, item) -> None:
+        while True:
+            if self.stopping.is_set():
+                raise _Stopped
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        try:
+            self.conn = _session(self.url)
+            self.backend_pid = self.conn.get_backend_pid()
+            with self.conn.cursor() as cur:
+                cur.copy_expert(self.copy_sql, self)
+            self._hand_over(final=True)
+            self._put(_DONE)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            if not self.stopping.is_set():
+                with contextlib.suppress(_Stopped):
+                    self._put(exc)
+        finally:
+            if self.conn is not None:
+                with contextlib.suppress(Exception):
+                    self.conn.close()
+
+    def next_chunk(self):
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.cancel()
+        # drain so a blocked put() returns
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+        self.join(timeout=30)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def frame_copy_rows(rows: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """Binary COPY rows of one bytea column -> one padded buffer + message start offsets."""
+    lens = np.fromiter(map(len, rows), np.int64, len(rows))
+    starts = np.zeros(len(rows), np.int64)
+    if len(rows) > 1:
+        np.cumsum(lens[:-1], out=starts[1:])
+    starts += 6  # int16 field count + int32 length
+    rows.append(b"\0" * 16)
+    buf = b"".join(rows)
+    rows.pop()
+    return buf, starts
+
+
+class SlotFeed:
+    """The slot feed. `url` is the source database; `tables` are the captured tables."""
+
+    kind = "slot"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        slot: str,
+        publication: str,
+        tables: Sequence[str],
+        heartbeat: bool = True,
+    ):
+        self.url = url
+        self.slot = validate_identifier(slot, "slot")
+        self.publication = validate_identifier(publication, "publication")
+        self.captured_tables = tuple(validate_identifier(t, "captured table") for t in tables)
+        self.heartbeat_enabled = heartbeat
+        self._conn = None
+        self._reader: _PeekReader | None = None
+        self._decoder: PgOutputDecoder | None = None
+        self._tables: tuple[str, ...] = ()
+        self._state: dict[str, TableState] = {}
+        self._delivered: Position | None = None
+        self._pending_ack: int | None = None
+        self._caught_up = False
+        self._keys: dict[str, tuple[str, ...]] = {}
+
+    # -- connection and catalog ---------------------------------------------------------------
+
+    @property
+    def conn(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = _session(self.url)
+        return self._conn
+
+    def _query(self, query, params=None) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def primary_keys(self) -> dict[str, tuple[str, ...]]:
+        rows = self._query(
+            """
+            select c.relname, array_agg(a.attname order by k.ord)
+            from pg_index i
+            join pg_class c on c.oid = i.indrelid
+            join pg_namespace n on n.oid = c.relnamespace
+            cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
+            join pg_attribute a on a.attrelid = c.oid and a.attnum = k.attnum
+            where i.indisprimary and n.nspname = 'public' and c.relname = any(%s)
+            group by c.relname
+            """,
+            (list(self.captured_tables),),
+        )
+        return {name: tuple(cols) for name, cols in rows}
+
+    def _columns(self, table: str) -> list[tuple[str, int, int]]:
+        rows = self._query(
+            """
+            select a.attname, a.atttypid::int8, a.atttypmod
+            from pg_attribute a
+            where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
+              and a.attgenerated = ''
+            order by a.attnum
+            """,
+            (sql.Identifier(table).as_string(self.conn),),
+        )
+        if not rows:
+            raise FeedError(f"captured table {table!r} does not exist in the source database")
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    def ensure_publication(self) -> None:
+        """Create the publication, or add captured tables it lacks (never drops any)."""
+        missing = [
+            t
+            for t in self.captured_tables
+            if not self._query("select to_regclass(%s)", (sql.Identifier(t).as_string(self.conn),))[
+                0
+            ][0]
+        ]
+        if missing:
+            raise FeedError(
+                f"captured tables {', '.join(missing)} do not exist in the source database; "
+                "run the source migrations first or fix CAPTURED_TABLES"
+            )
+        exists = self._query("select 1 from pg_publication where pubname = %s", (self.publication,))
+        tables = sql.SQL(", ").join(map(sql.Identifier, self.captured_tables))
+        if not exists:
+            self._query(
+                sql.SQL("create publication {} for table {}").format(
+                    sql.Identifier(self.publication), tables
+                )
+            )
+            return
+        have = {
+            r[0]
+            for r in self._query(
+                "select tablename from pg_publication_tables where pubname = %s and schemaname = 'public'",
+                (self.publication,),
+            )
+        }
+        add = [t for t in self.captured_tables if t not in have]
+        if add:
+            self._query(
+                sql.SQL("alter publication {} add table {}").format(
+                    sql.Identifier(self.publication),
+                    sql.SQL(", ").join(map(sql.Identifier, add)),
+                )
+            )
+
+    def _slot_row(self) -> dict[str, Any] | None:
+        rows = self._query(
+            """
+            select active, active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, safe_wal_size,
+                   plugin, database = current_database()
+            from pg_replication_slots where slot_name = %s
+            """,
+            (self.slot,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return {
+            "active": r[0],
+            "active_pid": r[1],
+            "wal_status": r[2],
+            "confirmed_flush_lsn": r[3],
+            "restart_lsn": r[4],
+            "retained_bytes": r[5],
+            "safe_wal_size": r[6],
+            "plugin": r[7],
+            "same_database": r[8],
+        }
+
+    def slot_status(self) -> dict[str, Any]:
+        row = self._slot_row()
+        if row is None:
+            return {"slot": self.slot, "exists": False}
+        return {"slot": self.slot, "exists": True, **row}
+
+    # -- session ------------------------------------------------------------------------------
+
+    def needs_snapshot(self, tables: Sequence[str], state: Mapping[str, TableState]) -> list[str]:
+        row = self._slot_row()
+        if row is None or row["wal_status"] == "lost":
+            return list(tables)  # no stream to resume from: (re)snapshot everything asked for
+        confirmed = parse_lsn(row["confirmed_flush_lsn"])
+        # a checkpoint behind the slot means the slot was recreated (or the table was not
+        # captured for a while): the changes in between are gone, so resynchronize it
+        return [t for t in tables if t not in state or parse_lsn(state[t].checkpoint) < confirmed]
+
+    def open(self, tables: Sequence[str], state: Mapping[str, TableState]) -> None:
+        unknown = [t for t in tables if t not in self.captured_tables]
+        if unknown:
+            raise FeedError(f"tables {unknown} are not captured (CAPTURED_TABLES)")
+        self.close_reader()
+        self._tables = tuple(tables)
+        self._state = dict(state)
+        self._keys = self.primary_keys()
+        self.ensure_publication()
+        row = self._slot_row()
+        if row is not None and row["plugin"] != "pgoutput":
+            raise FeedError(f"replication slot {self.slot!r} exists but uses {row['plugin']}")
+        self.ack(state)  # the warehouse may be ahead after a crash between commit and ack
+        positions = [state[t].position for t in tables if t in state]
+        self._delivered = Position(*min(positions)) if positions else None
+        self._decoder = None
+        self._caught_up = False
+
+    def close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
+            self._wait_slot_released(self._reader.backend_pid)
+            self._reader = None
+        self._decoder = None
+
+    def close(self) -> None:
+        self.close_reader()
+        if self._pending_ack is not None:
+            with contextlib.suppress(Exception):
+                self._advance(self._pending_ack)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _wait_slot_released(self, pid: int | None, timeout: float = 30.0) -> None:
+        if pid is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self._query(
+                "select active_pid from pg_replication_slots where slot_name = %s", (self.slot,)
+            )
+            if not rows or rows[0][0] != pid:
+                return
+            time.sleep(0.05)
+        self._query("select pg_terminate_backend(%s)", (pid,))
+
+    # -- snapshot -----------------------------------------------------------------------------
+
+    def snapshot(
+        self, tables: Sequence[str], max_rows: int, resync: Sequence[str] = ()
+    ) -> Iterator[ChangeBatch]:
+        """COPY `tables` under a snapshot exported by CREATE_REPLICATION_SLOT: the project's slot
+        when it does not exist yet (or was lost), else a temporary slot. Rows get position
+        (consistent point - 1, ordinal), older than every change the slot streams after it."""
+        if not tables:
+            return
+        self.close_reader()
+        self.ensure_publication()
+        row = self._slot_row()
+        if row is not None and row["wal_status"] == "lost":
+            self._query("select pg_drop_replication_slot(%s)", (self.slot,))
+            row = None
+        create_main = row is None
+        slot_name = self.slot if create_main else f"{self.slot}_snap_{os.getpid()}"
+        keys = self.primary_keys()
+        repl = _connect(self.url, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        spool = tempfile.TemporaryDirectory(prefix="cdc_snapshot_")
+        files: dict[str, str] = {}
+        try:
+            with repl.cursor() as rcur:
+                rcur.execute(
+                    f"CREATE_REPLICATION_SLOT {slot_name} "
+                    f"{'TEMPORARY ' if not create_main else ''}LOGICAL pgoutput (SNAPSHOT 'export')"
+                )
+                _, consistent_point, snapshot_name, _ = rcur.fetchone()
+            cp = parse_lsn(consistent_point)
+            snap_conn = _session(self.url)
+            try:
+                snap_conn.autocommit = False
+                with snap_conn.cursor() as cur:
+                    cur.execute("begin isolation level repeatable read")
+                    cur.execute("set transaction snapshot %s", (snapshot_name,))
+                    snap_ts = _now(cur)
+                    columns = {}
+                    for table in tables:
+                        cols = self._columns(table)
+                        columns[table] = cols
+                        path = os.path.join(spool.name, f"{table}.csv")
+                        with open(path, "wb") as fh:
+                            cur.copy_expert(
+                                sql.SQL("copy (select {} from {}) to stdout with (format csv)")
+                                .format(
+                                    sql.SQL(", ").join(sql.Identifier(c[0]) for c in cols),
+                                    sql.Identifier(table),
+                                )
+                                .as_string(cur),
+                                fh,
+                            )
+                        files[table] = path
+                    cur.execute("commit")
+            finally:
+                snap_conn.close()
+        finally:
+            repl.close()  # a temporary slot goes with it
+        confirmed = self._slot_row()
+        checkpoint = format_lsn(cp) if create_main else confirmed["confirmed_flush_lsn"]
+        try:
+            for table in tables:
+                first = True
+                for batch in self._snapshot_batches(
+                    table,
+                    files[table],
+                    columns[table],
+                    keys.get(table, ()),
+                    cp,
+                    snap_ts,
+                    checkpoint,
+                    max_rows,
+                ):
+                    if first and table in resync:
+                        batch.tables[table].truncates.append(Position(cp - 1, 0))
+                    first = False
+                    yield batch
+        finally:
+            spool.cleanup()
+
+    def _snapshot_batches(
+        self, table, path, cols, key, cp, snap_ts, checkpoint, max_rows
+    ) -> Iterator[ChangeBatch]:
+        names = [c[0] for c in cols]
+        end = Position(cp - 1, 0)
+        ordinal = 0
+        batches: list[pa.RecordBatch] = []
+        pending = 0
+
+        def emit(parts: list[pa.RecordBatch], ordinal: int) -> tuple[ChangeBatch, int]:
+            raw = pa.Table.from_batches(parts)
+            n = raw.num_rows
+            arrays = [
+                text_to_arrow(raw.column(i).combine_chunks(), oid, typmod)
+                for i, (_, oid, typmod) in enumerate(cols)
+            ]
+            seq = np.arange(ordinal + 1, ordinal + n + 1, dtype=np.int64)
+            ts_us = int(snap_ts.timestamp() * 1_000_000)
+            meta = [
+                pa.array(np.full(n, cp - 1, np.int64)),
+                pa.array(seq),
+                pa.array(np.full(n, "r", dtype=object), pa.string()),
+                pa.array(np.zeros(n, bool)),
+                pa.array(np.full(n, ts_us, np.int64)).cast(pa.timestamp("us", tz="UTC")),
+                pa.nulls(n, pa.list_(pa.string())),
+            ]
+            schema = pa.schema(
+                [pa.field(nm, arr.type) for nm, arr in zip(names, arrays, strict=True)]
+                + meta_schema_fields()
+            )
+            rows = pa.Table.from_arrays(arrays + meta, schema=schema)
+            pos = Position(cp - 1, ordinal + n)
+            tc = TableChanges(table, rows, key, pos, checkpoint)
+            return ChangeBatch(
+                {table: tc}, Position(cp - 1, ordinal + 1), pos, snap_ts, snap_ts, snapshot=True
+            ), ordinal + n
+
+        reader = (
+            pacsv.open_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                    null_values=[""],
+                ),
+            )
+            if os.path.getsize(path)
+            else None
+        )
+        emitted = False
+        if reader is not None:
+            for rb in reader:
+                while rb.num_rows:
+                    take = min(rb.num_rows, max_rows - pending)
+                    batches.append(rb.slice(0, take))
+                    pending += take
+                    rb = rb.slice(take)
+                    if pending >= max_rows:
+                        batch, ordinal = emit(batches, ordinal)
+                        batches, pending = [], 0
+                        emitted = True
+                        yield batch
+        if batches or not emitted:
+            if not batches:
+                empty = pa.schema([pa.field(n, pa.string()) for n in names]).empty_table()
+                batches = empty.to_batches() or [
+                    pa.RecordBatch.from_pylist([], schema=empty.schema)
+                ]
+            batch, ordinal = emit(batches, ordinal)
+            if batch.tables[table].rows.num_rows == 0:
+                batch.first = batch.last = end
+                batch.tables[table].end = end
+            yield batch
+
+    # -- streaming ----------------------------------------------------------------------------
+
+    def _copy_sql(self, upto_lsn: str) -> str:
+        query = sql.SQL(
+            "copy (select data from pg_logical_slot_peek_binary_changes({slot}, {upto}::pg_lsn, "
+            "null, 'proto_version', '1', 'publication_names', {pub}, 'messages', 'true')) "
+            "to stdout with (format binary)"
+        ).format(
+            slot=sql.Literal(self.slot),
+            upto=sql.Literal(upto_lsn),
+            pub=sql.Literal(self.publication),
+        )
+        return query.as_string(self.conn)
+
+    def _start_reader(self, max_changes: int) -> None:
+        self._apply_pending_ack()
+        upto = self._query("select pg_current_wal_insert_lsn()::text")[0][0]
+        self._decoder = PgOutputDecoder(set(self._tables), self._keys)
+        self._reader = _PeekReader(self.url, self._copy_sql(upto), max_changes, self._decode)
+        self._reader.start()
+
+    def _decode(self, rows: list[bytes]) -> ChangeBatch | None:
+        """Runs on the reader thread, in stream order (it alone touches the decoder and
+        `_delivered` while a session's peek runs)."""
+        t0 = time.perf_counter()
+        buf, starts = frame_copy_rows(rows)
+        rows.clear()
+        decoded = self._decoder.decode(buf, starts, skip_through=self._delivered)
+        batch = self._to_batch(decoded)
+        if batch is not None:
+            batch.decode_seconds = time.perf_counter() - t0
+        return batch
+
+    def read_batch(self, max_changes: int) -> ChangeBatch | None:
+        """The next batch of the session's peek, which covers the WAL up to where it was when
+        the session's first read started (so a session ends even under constant writes; the
+        next ingest picks up the rest)."""
+        if not self._tables:
+            raise FeedError("open() the feed before reading")
+        while True:
+            if self._reader is None:
+                if self._caught_up:
+                    return None
+                if self._slot_row() is None:
+                    raise FeedError(
+                        f"replication slot {self.slot!r} does not exist: snapshot first"
+                    )
+                self._start_reader(max_changes)
+            item = self._reader.next_chunk()
+            if item is _DONE:
+                reader, self._reader = self._reader, None
+                reader.join(timeout=30)
+                self._wait_slot_released(reader.backend_pid)
+                self._caught_up = True
+                self._apply_pending_ack()
+                return None
+            return item
+
+    def _to_batch(self, decoded) -> ChangeBatch | None:
+        checkpoint_lsn = decoded.checkpoint_lsn
+        ends = [p for p in (decoded.last,) if p is not None]
+        if checkpoint_lsn is not None:
+            ends.append(Position(checkpoint_lsn, 0))
+        if not ends:
+            return None
+        end = max(ends)
+        if self._delivered is not None and end <= self._delivered:
+            return None
+        self._delivered = end
+        checkpoint = format_lsn(checkpoint_lsn) if checkpoint_lsn is not None else None
+        tables = {}
+        for t in self._tables:
+            dt_ = decoded.tables.get(t)
+            prev = self._state.get(t)
+            cp = checkpoint or (prev.checkpoint if prev else None) or format_lsn(0)
+            if dt_ is None:
+                rows = pa.schema(meta_schema_fields()).empty_table()
+                tables[t] = TableChanges(t, rows, self._keys.get(t, ()), end, cp)
+            else:
+                tables[t] = TableChanges(
+                    t, dt_.rows, dt_.key or self._keys.get(t, ()), end, cp, dt_.truncates
+                )
+        return ChangeBatch(
+            tables,
+            decoded.first,
+            end,
+            decoded.min_commit_ts,
+            decoded.max_commit_ts,
+        )
+
+    # -- acknowledging ------------------------------------------------------------------------
+
+    def ack(self, state: Mapping[str, TableState]) -> None:
+        self._state.update(state)
+        lsns = [
+            parse_lsn(s.checkpoint) for t, s in self._state.items() if t in self.captured_tables
+        ]
+        if not lsns:
+            return
+        target = min(lsns)
+        if self._reader is not None:  # the slot is in use by the running peek: after it
+            self._pending_ack = max(target, self._pending_ack or 0)
+            return
+        self._advance(target)
+
+    def _apply_pending_ack(self) -> None:
+        if self._pending_ack is not None and self._reader is None:
+            target, self._pending_ack = self._pending_ack, None
+            self._advance(target)
+
+    def _advance(self, target: int) -> None:
+        row = self._slot_row()
+        if row is None or target <= parse_lsn(row["confirmed_flush_lsn"]):
+            return
+        self._query(
+            "select pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, format_lsn(target))
+        )
+
+    def heartbeat(self) -> None:
+        if not self.heartbeat_enabled:
+            return
+        try:
+            self._query(
+                "select pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,)
+            )
+        except psycopg2.Error as exc:  # e.g. not permitted for this role: lag still works
+            log.warning("CDC heartbeat failed: %s", str(exc).strip())
+
+    # -- lag ----------------------------------------------------------------------------------
+
+    def lag(self, state: Mapping[str, TableState] | None = None) -> dict[str, TableLag]:
+        """Per captured table: changes pending after its applied position, WAL bytes behind and
+        seconds since the oldest pending commit. One statement: it peeks the slot server-side and
+        groups by relation, reading commit times from the Begin messages with byte functions."""
+        state = dict(state or self._state)
+        tables = list(self.captured_tables)
+        lsns = [parse_lsn(state[t].checkpoint) if t in state else None for t in tables]
+        pos_lsn = [state[t].position.lsn if t in state else None for t in tables]
+        pos_seq = [state[t].position.seq if t in state else None for t in tables]
+        query = sql.SQL(LAG_SQL).format(
+            slot=sql.Literal(self.slot), pub=sql.Literal(self.publication)
+        )
+        params = {
+            "tables": tables,
+            "lsn": [format_lsn(x) if x is not None else None for x in lsns],
+            "pos_lsn": pos_lsn,
+            "pos_seq": pos_seq,
+            "slot": self.slot,
+        }
+        try:
+            rows = self._query(query, params)
+        except (psycopg2.errors.ObjectInUse, psycopg2.errors.UndefinedObject):
+            # the slot is being read right now (or does not exist): bytes only
+            rows = self._query(sql.SQL(LAG_BYTES_SQL), params)
+        out = {}
+        for table, pending, lag_bytes, oldest, seconds in rows:
+            out[table] = TableLag(
+                pending_changes=None if pending is None else int(pending),
+                position_lag_bytes=None if lag_bytes is None else int(lag_bytes),
+                seconds_behind=float(seconds or 0.0),
+                oldest_commit_ts=oldest,
+            )
+        return out
+
+
+def _now(cur) -> dt.datetime:
+    cur.execute("select now()")
+    return cur.fetchone()[0]
+
+
+# One round trip: peek everything pending (server-side), tag every change message with its
+# transaction's commit LSN/time (from the Begin message bytes) and its ordinal, and count per
+# relation what lies after each table's applied position.
+LAG_SQL = """
+with msgs as (
+    select ord, data, get_byte(data, 0) as kind,
+           max(case when get_byte(data, 0) = 66 then ord end) over (order by ord) as txn
+    from pg_logical_slot_peek_binary_changes({slot}, null, null, 'proto_version', '1',
+         'publication_names', {pub}) with ordinality as p(lsn, xid, data, ord)
+),
+begins as (
+    select ord as txn,
+           ('x' || encode(substr(data, 2, 8), 'hex'))::bit(64)::int8 as commit_lsn,
+           timestamptz '2000-01-01 00:00:00+00'
+             + ('x' || encode(substr(data, 10, 8), 'hex'))::bit(64)::int8 * interval '1 microsecond'
+             as commit_ts
+    from msgs where kind = 66
+),
+changes as (
+    select m.txn, b.commit_lsn, b.commit_ts,
+           2 * row_number() over (partition by m.txn order by m.ord) as seq,
+           ('x' || lpad(encode(substr(m.data, 2, 4), 'hex'), 16, '0'))::bit(64)::int8::oid as relid
+    from msgs m join begins b using (txn)
+    where m.kind in (73, 85, 68)
+),
+per_table as (
+    select c.relname::text as tbl, ch.commit_lsn, ch.seq, ch.commit_ts
+    from changes ch join pg_class c on c.oid = ch.relid
+),
+wanted as (
+    select * from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[],
+                         %(pos_seq)s::int8[]) as w(tbl, checkpoint, pos_lsn, pos_seq)
+),
+slot as (
+    select confirmed_flush_lsn from pg_replication_slots where slot_name = %(slot)s
+)
+select w.tbl,
+       count(p.tbl) as pending,
+       pg_wal_lsn_diff(pg_current_wal_lsn(),
+                       coalesce(w.checkpoint::pg_lsn, (select confirmed_flush_lsn from slot)))::int8,
+       min(p.commit_ts) as oldest,
+       coalesce(extract(epoch from now() - min(p.commit_ts)), 0)::float8 as seconds
+from wanted w
+left join per_table p
+  on p.tbl = w.tbl
+ and (w.pos_lsn is null or (p.commit_lsn, p.seq) > (w.pos_lsn, w.pos_seq))
+group by w.tbl, w.checkpoint
+order by w.tbl
+"""
+
+LAG_BYTES_SQL = """
+select w.tbl, null::int8,
+       pg_wal_lsn_diff(pg_current_wal_lsn(),
+           coalesce(w.checkpoint::pg_lsn,
+                    (select confirmed_flush_lsn from pg_replication_slots
+                     where slot_name = %(slot)s)))::int8,
+       null::timestamptz, 0::float8
+from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[], %(pos_seq)s::int8[])
+     as w(tbl, checkpoint, pos_lsn, pos_seq)
+order by w.tbl
+"""
+
+__all__ = ["SlotFeed", "frame_copy_rows"]

@@ -1,0 +1,82 @@
+"""The warehouse contract: apply a `ChangeBatch` to `raw.<table>` + `raw.<table>_changes` and
+record the feed position, all in one warehouse transaction.
+
+Semantics every implementation keeps (DuckDB here, BigQuery later):
+
+- `raw.<table>`: one row per primary key with the newest image: source columns + `_lsn, _seq,
+  _op, _is_deleted, _commit_ts, _loaded_at`. A change is applied only if its (lsn, seq) is newer
+  than the row's; deletes keep the row with `_is_deleted = true`; a truncate marks every row older
+  than it deleted; a column listed in `_unchanged_cols` keeps its previous value.
+- `raw.<table>_changes`: every change (op, position, commit time, image), once: changes at or
+  before the table's stored position are skipped, so replays add nothing.
+- `raw._cdc_state`: per table, the position applied through and the feed's checkpoint, written
+  in the same transaction. After a restart it is the truth the feed resumes from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from analytics_assets.lib.feeds.base import ChangeBatch, Position, TableState
+
+# Columns whose calendar date (in the partition time zone) names the business partition a change
+# touches; the automation re-runs exactly those daily partitions.
+DEFAULT_BUSINESS_DATE_COLUMNS: Mapping[str, str] = {
+    "orders": "created_at",
+    "order_items": "created_at",
+}
+
+
+@dataclass
+class TableApplyResult:
+    table: str
+    changes_by_op: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # at or before the stored position (replays)
+    first: Position | None = None
+    last: Position | None = None
+    business_dates: set[dt.date] = field(default_factory=set)
+
+    @property
+    def applied(self) -> int:
+        return sum(self.changes_by_op.values())
+
+
+@dataclass
+class ApplyResult:
+    tables: dict[str, TableApplyResult]
+    seconds: float = 0.0
+    committed: bool = True
+
+    @property
+    def applied(self) -> int:
+        return sum(t.applied for t in self.tables.values())
+
+
+@runtime_checkable
+class Warehouse(Protocol):
+    def ensure_tables(self, table: str, schema: pa.Schema, key: Sequence[str]) -> None:
+        """Create `raw.<table>` and `raw.<table>_changes`, or add the columns the source added."""
+
+    def state(self) -> dict[str, TableState]:
+        """The stored per-table positions (the committed truth)."""
+
+    def apply(
+        self,
+        batch: ChangeBatch,
+        *,
+        commit: bool = True,
+        before_commit: Callable[[], None] | None = None,
+    ) -> ApplyResult:
+        """Apply the batch in one transaction. With `commit=False` the transaction stays open
+        and the next `apply` continues it (a table's snapshot is applied all or nothing)."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,524 @@
+"""The DuckDB warehouse: Arrow batches registered as views, set-based SQL, one transaction.
+
+SQL is produced by the small functions below (one per statement) so a BigQuery adapter can
+mirror them in its dialect; nothing here loops over rows in Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analytics_assets.lib.feeds.base import (
+    COMMIT_TS,
+    IS_DELETED,
+    LOADED_AT,
+    LSN,
+    META_COLUMNS,
+    OP,
+    SEQ,
+    UNCHANGED,
+    ChangeBatch,
+    Position,
+    TableChanges,
+    TableState,
+)
+from analytics_assets.lib.warehouse.base import (
+    DEFAULT_BUSINESS_DATE_COLUMNS,
+    ApplyResult,
+    TableApplyResult,
+)
+from analytics_assets.settings import validate_identifier
+
+STATE_TABLE = "_cdc_state"
+STAGE = "_cdc_stage"
+BATCH_VIEW = "_cdc_batch"
+
+
+def q(name: str) -> str:
+    """Quote an identifier (source column names may be anything)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def column_type(t: pa.DataType) -> str:
+    if pa.types.is_int16(t):
+        return "SMALLINT"
+    if pa.types.is_int32(t):
+        return "INTEGER"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_floating(t):
+        return "DOUBLE"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision}, {t.scale})"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "BLOB"
+    if pa.types.is_list(t):
+        return f"{column_type(t.value_type)}[]"
+    return "VARCHAR"
+
+
+# -- statements (dialect-specific) ---------------------------------------------------------------
+
+
+def create_raw_sql(schema: str, table: str, columns: Sequence[tuple[str, str]]) -> str:
+    cols = ", ".join(f"{q(c)} {t}" for c, t in columns)
+    return (
+        f"create table if not exists {q(schema)}.{q(table)} ({cols}, "
+        f"{LSN} BIGINT NOT NULL, {SEQ} BIGINT NOT NULL, {OP} VARCHAR NOT NULL, "
+        f"{IS_DELETED} BOOLEAN NOT NULL, {COMMIT_TS} TIMESTAMPTZ, {LOADED_AT} TIMESTAMPTZ NOT NULL)"
+    )
+
+
+def create_changes_sql(schema: str, table: str, columns: Sequence[tuple[str, str]]) -> str:
+    cols = ", ".join(f"{q(c)} {t}" for c, t in columns)
+    return (
+        f"create table if not exists {q(schema)}.{q(table + '_changes')} ({cols}, "
+        f"{LSN} BIGINT NOT NULL, {SEQ} BIGINT NOT NULL, {OP} VARCHAR NOT NULL, "
+        f"{COMMIT_TS} TIMESTAMPTZ, {LOADED_AT} TIMESTAMPTZ NOT NULL)"
+    )
+
+
+def add_column_sql(schema: str, table: str, column: str, type_: str) -> str:
+    return f"alter table {q(schema)}.{q(table)} add column if not exists {q(column)} {type_}"
+
+
+def after_position(alias: str, pos: Position | None) -> str:
+    if pos is None:
+        return "true"
+    p = f"{alias}." if alias else ""
+    return (
+        f"({p}{LSN} > {int(pos.lsn)} or ({p}{LSN} = {int(pos.lsn)} and {p}{SEQ} > {int(pos.seq)}))"
+    )
+
+
+def stage_sql(
+    columns: Sequence[str],
+    key: Sequence[str],
+    unchanged: Sequence[str],
+    stored: Position | None,
+) -> str:
+    """The batch's rows after the stored position. A column a change does not carry (in
+    `_unchanged_cols`) takes the value of the latest earlier change of the same key in the batch;
+    `_miss_<i>` says it must come from the warehouse row instead."""
+    parts = []
+    miss = []
+    keys = ", ".join(q(k) for k in key)
+    for c in columns:
+        if c in unchanged:
+            i = list(unchanged).index(c)
+            carried = f"not list_contains(coalesce({UNCHANGED}, []), '{_lit(c)}')"
+            prev = (
+                f"last_value(case when {carried} then {q(c)} end ignore nulls) over "
+                f"(partition by {keys} order by {LSN}, {SEQ} "
+                f"rows between unbounded preceding and 1 preceding)"
+            )
+            parts.append(f"case when {carried} then {q(c)} else {prev} end as {q(c)}")
+            miss.append(f"(not {carried}) and {prev} is null as _miss_{i}")
+        else:
+            parts.append(q(c))
+    meta = f"{LSN}, {SEQ}, {OP}, {IS_DELETED}, {COMMIT_TS}"
+    return (
+        f"create or replace temp table {STAGE} as select {', '.join(parts + miss)}, {meta} "  # noqa: S608 - quoted identifiers, ints
+        f"from {BATCH_VIEW} where {after_position('', stored)}"
+    )
+
+
+def changes_insert_sql(
+    schema: str, table: str, columns: Sequence[str], key: Sequence[str], unchanged: Sequence[str]
+) -> str:
+    """Append every staged change to the change log; values a change did not carry are taken
+    from the warehouse row as it was before this batch."""
+    sel = []
+    for c in columns:
+        if c in unchanged:
+            i = list(unchanged).index(c)
+            sel.append(f"case when s._miss_{i} then r.{q(c)} else s.{q(c)} end as {q(c)}")
+        else:
+            sel.append(f"s.{q(c)}")
+    join = ""
+    if unchanged:
+        on = " and ".join(f"r.{q(k)} = s.{q(k)}" for k in key)
+        join = f" left join {q(schema)}.{q(table)} r on {on}"
+    return (
+        f"insert into {q(schema)}.{q(table + '_changes')} by name "  # noqa: S608 - quoted identifiers, ints
+        f"select {', '.join(sel)}, s.{LSN}, s.{SEQ}, s.{OP}, s.{COMMIT_TS}, "
+        f"$loaded_at as {LOADED_AT} from {STAGE} s{join}"
+    )
+
+
+def merge_sql(
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    unchanged: Sequence[str],
+    unique_keys: bool = False,
+) -> str:
+    """Newest change per key wins; an older change never overwrites a newer row. With
+    `unique_keys` (each key changes once in the batch) the newest-per-key step is skipped."""
+    keys = ", ".join(q(k) for k in key)
+    on = " and ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+    sets = []
+    for c in columns:
+        if c in key:
+            continue
+        if c in unchanged:
+            i = list(unchanged).index(c)
+            sets.append(f"{q(c)} = case when s._miss_{i} then t.{q(c)} else s.{q(c)} end")
+        else:
+            sets.append(f"{q(c)} = s.{q(c)}")
+    meta = [LSN, SEQ, OP, IS_DELETED, COMMIT_TS]
+    sets += [f"{m} = s.{m}" for m in meta] + [f"{LOADED_AT} = $loaded_at"]
+    ins_cols = [q(c) for c in columns] + meta + [LOADED_AT]
+    ins_vals = [f"s.{q(c)}" for c in columns] + [f"s.{m}" for m in meta] + ["$loaded_at"]
+    newer = f"(s.{LSN} > t.{LSN} or (s.{LSN} = t.{LSN} and s.{SEQ} > t.{SEQ}))"
+    source = (
+        STAGE
+        if unique_keys
+        else f"(select * from {STAGE} qualify row_number() over "  # noqa: S608 - quoted identifiers
+        f"(partition by {keys} order by {LSN} desc, {SEQ} desc) = 1)"
+    )
+    return (
+        f"merge into {q(schema)}.{q(table)} as t using {source} as s on {on} "  # noqa: S608 - quoted identifiers
+        f"when matched and {newer} then update set {', '.join(sets)} "
+        f"when not matched then insert ({', '.join(ins_cols)}) values ({', '.join(ins_vals)})"
+    )
+
+
+def truncate_sql(schema: str, table: str, pos: Position) -> str:
+    older = f"({LSN} < {int(pos.lsn)} or ({LSN} = {int(pos.lsn)} and {SEQ} < {int(pos.seq)}))"
+    return (
+        f"update {q(schema)}.{q(table)} set {IS_DELETED} = true, {OP} = 't', "  # noqa: S608 - quoted identifiers, ints
+        f"{LSN} = {int(pos.lsn)}, {SEQ} = {int(pos.seq)}, {COMMIT_TS} = $commit_ts, "
+        f"{LOADED_AT} = $loaded_at where {older}"
+    )
+
+
+def truncate_change_sql(schema: str, table: str, pos: Position) -> str:
+    return (
+        f"insert into {q(schema)}.{q(table + '_changes')} by name select "
+        f"{int(pos.lsn)}::BIGINT as {LSN}, {int(pos.seq)}::BIGINT as {SEQ}, 't' as {OP}, "
+        f"$commit_ts::TIMESTAMPTZ as {COMMIT_TS}, $loaded_at as {LOADED_AT}"
+    )
+
+
+BUCKET_US = 15 * 60 * 1_000_000  # every time zone offset is a multiple of 15 minutes
+
+
+def before_buckets_sql(schema: str, table: str, column: str, key: Sequence[str]) -> str:
+    """15-minute buckets of the business timestamp of the warehouse rows that this batch's
+    updates and deletes replace (their before images)."""
+    on = " and ".join(f"r.{q(k)} = s.{q(k)}" for k in key)
+    return (
+        f"select distinct epoch_us(r.{q(column)}) // {BUCKET_US} from {q(schema)}.{q(table)} r "  # noqa: S608 - quoted identifiers, ints
+        f"semi join (select * from {STAGE} where {OP} in ('u', 'd')) s on {on}"
+    )
+
+
+def before_values_sql(schema: str, table: str, column: str, key: Sequence[str]) -> str:
+    on = " and ".join(f"r.{q(k)} = s.{q(k)}" for k in key)
+    return (
+        f"select distinct r.{q(column)} from {q(schema)}.{q(table)} r "  # noqa: S608 - quoted identifiers, ints
+        f"semi join (select * from {STAGE} where {OP} in ('u', 'd')) s on {on}"
+    )
+
+
+def _bucket_date(bucket: int, tz: str) -> dt.date:
+    moment = dt.datetime.fromtimestamp(bucket * BUCKET_US / 1e6, dt.UTC)
+    return moment.astimezone(ZoneInfo(tz)).date()
+
+
+def _lit(text: str) -> str:
+    return text.replace("'", "''")
+
+
+# -- the adapter ---------------------------------------------------------------------------------
+
+
+class DuckDBWarehouse:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        schema: str = "raw",
+        business_date_columns: Mapping[str, str] | None = None,
+        timezone: str = "UTC",
+        feed_kind: str = "slot",
+        checkpoint_threshold: str = "1GB",
+        memory_limit: str | None = None,
+    ):
+        self.path = Path(path)
+        self.schema = validate_identifier(schema, "warehouse schema")
+        self.business_date_columns = dict(
+            DEFAULT_BUSINESS_DATE_COLUMNS
+            if business_date_columns is None
+            else business_date_columns
+        )
+        self.timezone = timezone
+        self.feed_kind = feed_kind
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path))
+        # DuckDB checkpoints when its WAL passes this size, rewriting every row group a MERGE
+        # touched; with the 16MB default that happened almost every CDC batch (cost growing
+        # with the table), so let the WAL grow and checkpoint far less often.
+        self.con.execute(f"set checkpoint_threshold = '{_lit(checkpoint_threshold)}'")
+        if memory_limit:  # DuckDB caches up to 80% of RAM by default
+            self.con.execute(f"set memory_limit = '{_lit(memory_limit)}'")
+        self._in_txn = False
+        self._state: dict[str, TableState] | None = None
+        self._pending_state: dict[str, TableState] = {}
+        self._columns: dict[str, list[str]] = {}
+        self.con.execute(f"create schema if not exists {q(self.schema)}")
+        self.con.execute(
+            f"create table if not exists {q(self.schema)}.{STATE_TABLE} ("
+            "table_name VARCHAR PRIMARY KEY, position_lsn BIGINT NOT NULL, "
+            "position_seq BIGINT NOT NULL, checkpoint VARCHAR NOT NULL, feed VARCHAR, "
+            "updated_at TIMESTAMPTZ NOT NULL)"
+        )
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _existing_columns(self, table: str) -> list[str]:
+        if table not in self._columns:
+            rows = self.con.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [self.schema, table],
+            ).fetchall()
+            self._columns[table] = [r[0] for r in rows]
+        return self._columns[table]
+
+    def ensure_tables(self, table: str, schema: pa.Schema, key: Sequence[str]) -> None:
+        validate_identifier(table, "table")
+        source = [(f.name, column_type(f.type)) for f in schema if f.name not in META_COLUMNS]
+        existing = self._existing_columns(table)
+        if not existing:
+            self.con.execute(create_raw_sql(self.schema, table, source))
+            self.con.execute(create_changes_sql(self.schema, table, source))
+            self._columns.pop(table, None)
+            self._columns.pop(table + "_changes", None)
+            return
+        added = [(c, t) for c, t in source if c not in existing]
+        for c, t in added:
+            self.con.execute(add_column_sql(self.schema, table, c, t))
+            self.con.execute(add_column_sql(self.schema, table + "_changes", c, t))
+        if added:
+            self._columns.pop(table, None)
+            self._columns.pop(table + "_changes", None)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, TableState]:
+        """The committed state (cached: this adapter is the only writer of its file)."""
+        if self._state is None or self._in_txn:
+            self._state = self._read_state()
+        return dict(self._state)
+
+    def _read_state(self) -> dict[str, TableState]:
+        rows = self.con.execute(
+            f"select table_name, position_lsn, position_seq, checkpoint, updated_at "  # noqa: S608 - quoted identifiers, ints
+            f"from {q(self.schema)}.{STATE_TABLE}"
+        ).fetchall()
+        return {r[0]: TableState(r[0], Position(r[1], r[2]), r[3], r[4]) for r in rows}
+
+    def _store_states(self, states: list[TableState]) -> None:
+        if not states:
+            return
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(states))
+        params: list = []
+        for st in states:
+            params += [st.table, st.position.lsn, st.position.seq, st.checkpoint]
+            params += [self.feed_kind, st.updated_at]
+        self.con.execute(
+            f"insert or replace into {q(self.schema)}.{STATE_TABLE} "  # noqa: S608 - fixed names
+            "(table_name, position_lsn, position_seq, checkpoint, feed, updated_at) "
+            f"values {values}",
+            params,
+        )
+
+    # -- apply --------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        if not self._in_txn:
+            self.con.execute("begin transaction")
+            self._in_txn = True
+
+    def rollback(self) -> None:
+        self._pending_state.clear()
+        if self._in_txn:
+            self._in_txn = False
+            self.con.execute("rollback")
+            self._columns.clear()
+            self._state = None
+
+    def commit(self) -> None:
+        if self._in_txn:
+            self._store_states(list(self._pending_state.values()))
+            self.con.execute("commit")
+            self._in_txn = False
+            if self._state is not None:
+                self._state.update(self._pending_state)
+            self._pending_state.clear()
+
+    def apply(
+        self,
+        batch: ChangeBatch,
+        *,
+        commit: bool = True,
+        before_commit: Callable[[], None] | None = None,
+    ) -> ApplyResult:
+        t0 = time.perf_counter()
+        now = dt.datetime.now(dt.UTC)
+        self.begin()
+        try:
+            state = {**(self._state if self._state is not None else self._read_state())}
+            state.update(self._pending_state)
+            results = {}
+            for table, tc in batch.tables.items():
+                results[table] = self._apply_table(tc, state.get(table), now)
+            if before_commit is not None:
+                before_commit()
+            if commit:
+                self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return ApplyResult(results, time.perf_counter() - t0, committed=commit)
+
+    def _apply_table(
+        self, tc: TableChanges, stored: TableState | None, now: dt.datetime
+    ) -> TableApplyResult:
+        table = validate_identifier(tc.table, "table")
+        result = TableApplyResult(table)
+        stored_pos = Position(*stored.position) if stored else None
+        if stored_pos is not None and tc.end <= stored_pos:
+            result.skipped = tc.num_changes
+            return result
+        rows = tc.rows
+        params = {"loaded_at": now}
+        columns = [f.name for f in rows.schema if f.name not in META_COLUMNS]
+        if columns:
+            self.ensure_tables(table, rows.schema, tc.key)
+        if rows.num_rows and columns:
+            if not tc.key:
+                raise ValueError(f"table {table} has no primary key: it cannot be merged")
+            fresh = _after(rows, stored_pos)
+            result.skipped = rows.num_rows - fresh.num_rows
+            if fresh.num_rows:
+                self._merge_rows(table, fresh, columns, tc.key, result, params)
+        for pos in tc.truncates:
+            if stored_pos is not None and pos <= stored_pos:
+                result.skipped += 1
+                continue
+            if not self._existing_columns(table):
+                continue  # nothing was ever loaded for it
+            tparams = {**params, "commit_ts": batch_commit_ts(tc, pos)}
+            self.con.execute(truncate_sql(self.schema, table, pos), tparams)
+            self.con.execute(truncate_change_sql(self.schema, table, pos), tparams)
+            result.changes_by_op["t"] = result.changes_by_op.get("t", 0) + 1
+            result.first = pos if result.first is None else min(result.first, pos)
+            result.last = pos if result.last is None else max(result.last, pos)
+        self._pending_state[table] = TableState(table, tc.end, tc.checkpoint, now)
+        return result
+
+    def _merge_rows(self, table, rows, columns, key, result, params) -> None:
+        lsn = rows.column(LSN).to_numpy()
+        seq = rows.column(SEQ).to_numpy()
+        lo, hi = int(np.argmin(lsn)), int(np.argmax(lsn))
+        first_lsn, last_lsn = int(lsn[lo]), int(lsn[hi])
+        result.first = Position(first_lsn, int(seq[lsn == first_lsn].min()))
+        result.last = Position(last_lsn, int(seq[lsn == last_lsn].max()))
+        for item in rows.column(OP).value_counts().to_pylist():
+            result.changes_by_op[item["values"]] = item["counts"]
+        unchanged = _unchanged_columns(rows)
+        if unchanged:  # values to carry forward: materialize the staged rows once
+            self.con.register(BATCH_VIEW, rows)
+            try:
+                self.con.execute(stage_sql(columns, key, unchanged, None))
+            finally:
+                self.con.unregister(BATCH_VIEW)
+        else:
+            self.con.register(STAGE, rows)
+        try:
+            date_col = self.business_date_columns.get(table)
+            if date_col in columns:
+                result.business_dates = self._business_dates(table, rows, date_col, key)
+            self.con.execute(
+                changes_insert_sql(self.schema, table, columns, key, unchanged), params
+            )
+            unique = len(key) == 1 and pc.count_distinct(rows.column(key[0])).as_py() == len(rows)
+            self.con.execute(merge_sql(self.schema, table, columns, key, unchanged, unique), params)
+        finally:
+            if unchanged:
+                self.con.execute(f"drop table if exists {STAGE}")
+            else:
+                self.con.unregister(STAGE)
+
+    def _business_dates(self, table, rows, column, key) -> set[dt.date]:
+        """Dates of the after images (from Arrow) and of the rows they replace (one query).
+        Timestamps are bucketed by 15 minutes in SQL and only the few distinct buckets are
+        converted to dates in the partition time zone."""
+        buckets: set[int] = set()
+        col = rows.column(column)
+        if pa.types.is_timestamp(col.type):
+            us = pc.cast(pc.drop_null(col), pa.int64()).to_numpy()
+            buckets |= set(np.unique(us // BUCKET_US).tolist())
+            before = self.con.execute(
+                before_buckets_sql(self.schema, table, column, key)
+            ).fetchall()
+            buckets |= {b[0] for b in before if b[0] is not None}
+            return {_bucket_date(b, self.timezone) for b in buckets}
+        if pa.types.is_date(col.type):
+            after = {d for d in pc.unique(col).to_pylist() if d is not None}
+            before = self.con.execute(before_values_sql(self.schema, table, column, key)).fetchall()
+            return after | {b[0] for b in before if b[0] is not None}
+        return set()
+
+    def close(self) -> None:
+        self.rollback()
+        self.con.close()
+
+
+def batch_commit_ts(tc: TableChanges, pos: Position) -> dt.datetime | None:
+    """Commit time of a truncate: that of a row change of the same transaction, if any."""
+    if tc.rows.num_rows == 0 or COMMIT_TS not in tc.rows.column_names:
+        return None
+    mask = pc.equal(tc.rows.column(LSN), pos.lsn)
+    same = tc.rows.column(COMMIT_TS).filter(mask)
+    return same[0].as_py() if len(same) else None
+
+
+def _after(rows: pa.Table, pos: Position | None) -> pa.Table:
+    """Rows strictly after `pos` (replays of applied changes are dropped here)."""
+    if pos is None:
+        return rows
+    lsn, seq = rows.column(LSN), rows.column(SEQ)
+    mask = pc.or_(
+        pc.greater(lsn, pos.lsn), pc.and_(pc.equal(lsn, pos.lsn), pc.greater(seq, pos.seq))
+    )
+    return rows.filter(mask)
+
+
+def _unchanged_columns(rows: pa.Table) -> list[str]:
+    if UNCHANGED not in rows.column_names:
+        return []
+    col = rows.column(UNCHANGED)
+    if col.null_count == len(col):
+        return []
+    flat = pc.list_flatten(col)
+    return sorted(set(pc.unique(flat).to_pylist()) - {None})

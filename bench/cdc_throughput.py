@@ -1,0 +1,293 @@
+"""CDC throughput: how close the project's decode + apply path gets to the raw pgoutput rate.
+
+Loads N row changes (inserts, updates, deletes; transactions of 10k) into a scratch database on
+its own embedded server (temp ANALYTICS_DATA_DIR), then measures, each in a fresh child process:
+
+  (a) raw: the server hands pgoutput bytes to a plain Python client, no decoding. Two transports:
+      COPY of pg_logical_slot_peek_binary_changes (what the slot feed uses) and psycopg2's
+      streaming replication protocol; the faster one is the reference.
+  (b) end to end: `analytics_assets.lib.cdc.ingest` into a DuckDB file (decode, stage, merge,
+      change log, state, commit, ack) with the default batch size.
+
+Prints both rates and their ratio (target >= 0.5), and the ingest's peak RSS.
+
+    python bench/cdc_throughput.py                     # 500k changes
+    python bench/cdc_throughput.py --backlog 2000000   # peak RSS for a 2M-change backlog
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SLOT, PUB, RAW_SLOT = "bench_slot", "bench_pub", "bench_raw_slot"
+TABLES = ["users", "products", "orders", "order_items"]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load(url: str, changes: int, txn_size: int = 10_000) -> dict[str, int]:
+    """Mixed workload on orders: per transaction 60% inserts, 25% updates, 15% deletes."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    cur = conn.cursor()
+    counts = {"c": 0, "u": 0, "d": 0}
+    next_id, upd_id, del_id = 1, 1, 1
+    done = 0
+    while done < changes:
+        n = min(txn_size, changes - done)
+        ins, upd = int(n * 0.6), int(n * 0.25)
+        dele = n - ins - upd
+        cur.execute(
+            "insert into orders (id, user_id, total, status, created_at) "
+            "select g, g %% 5000, (g %% 100000) / 100.0, 'new', "
+            "timestamptz '2026-01-01' + (g %% 90) * interval '1 day' + (g %% 86400) * interval '1 second' "
+            "from generate_series(%s, %s) g",
+            (next_id, next_id + ins - 1),
+        )
+        next_id += ins
+        # update rows that exist and are not deleted: ids after the deleted range
+        upd_id = max(upd_id, del_id)
+        cur.execute(
+            "update orders set status = 'paid', paid_at = now(), updated_at = now() "
+            "where id between %s and %s",
+            (upd_id, upd_id + upd - 1),
+        )
+        upd_id += upd
+        cur.execute("delete from orders where id between %s and %s", (del_id, del_id + dele - 1))
+        del_id += dele
+        conn.commit()
+        counts["c"] += ins
+        counts["u"] += cur.rowcount and upd
+        counts["d"] += dele
+        done += n
+    cur.execute("select setval('orders_id_seq', %s)", (next_id,))
+    conn.commit()
+    conn.close()
+    return counts
+
+
+# -- children -------------------------------------------------------------------------------------
+
+
+def child_raw_copy(url: str) -> dict:
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    cur = conn.cursor()
+
+    class Sink:
+        pass
+
+    rows: list[bytes] = []
+    sink = Sink()
+    sink.write = rows.append
+    t0 = time.perf_counter()
+    query = sql.SQL(
+        "copy (select data from pg_logical_slot_peek_binary_changes({}, null, null, "
+        "'proto_version', '1', 'publication_names', {})) to stdout with (format binary)"
+    ).format(sql.Literal(RAW_SLOT), sql.Literal(PUB))
+    cur.copy_expert(query.as_string(conn), sink)
+    seconds = time.perf_counter() - t0
+    changes = sum(1 for r in rows[1:] if r[6:7] in (b"I", b"U", b"D"))
+    changes += rows[0][25:26] in (b"I", b"U", b"D")
+    nbytes = sum(map(len, rows))
+    return {"changes": changes, "seconds": seconds, "bytes": nbytes, "rss_mb": _peak_rss_mb()}
+
+
+def child_raw_stream(url: str, expected: int) -> dict:
+    import psycopg2
+    import psycopg2.extras
+
+    conn = psycopg2.connect(url, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    cur = conn.cursor()
+    cur.start_replication(
+        slot_name=RAW_SLOT,
+        decode=False,
+        options={"proto_version": "1", "publication_names": PUB},
+    )
+    state = {"changes": 0, "bytes": 0}
+
+    class Done(Exception):
+        pass
+
+    def consume(msg):
+        state["bytes"] += len(msg.payload)
+        if msg.payload[:1] in (b"I", b"U", b"D"):
+            state["changes"] += 1
+            if state["changes"] >= expected:
+                raise Done
+
+    t0 = time.perf_counter()
+    try:
+        cur.consume_stream(consume)
+    except Done:
+        pass
+    seconds = time.perf_counter() - t0
+    conn.close()
+    return {**state, "seconds": seconds, "rss_mb": _peak_rss_mb()}
+
+
+def child_ingest(url: str, warehouse: str, batch_size: int, duckdb_memory: str = "") -> dict:
+    import pandas  # noqa: F401 - pyarrow imports it lazily on first use (~1 s); Dagster has it loaded
+
+    from analytics_assets.lib.cdc import ingest
+    from analytics_assets.lib.feeds.slot import SlotFeed
+    from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
+
+    feed = SlotFeed(url, slot=SLOT, publication=PUB, tables=TABLES)
+    import pyarrow as pa
+
+    wh = DuckDBWarehouse(warehouse, memory_limit=duckdb_memory or None)
+    base_rss = _peak_rss_mb()
+    t0 = time.perf_counter()
+    arrow_peak = [0]
+
+    def progress(info: dict) -> None:
+        arrow_peak[0] = max(arrow_peak[0], pa.total_allocated_bytes())
+        if os.environ.get("CDC_BENCH_VERBOSE"):
+            print(f"{time.perf_counter() - t0:7.2f}s {info}", file=sys.stderr, flush=True)
+
+    result = ingest(
+        feed=feed, warehouse=wh, batch_size=batch_size, measure_lag=False, progress=progress
+    )
+    seconds = time.perf_counter() - t0
+    rows = wh.con.execute("select count(*) from raw.orders").fetchone()[0]
+    wh.close()
+    return {
+        "changes": result.changes,
+        "batches": result.batches,
+        "seconds": seconds,
+        "rss_mb": _peak_rss_mb(),
+        "rss_before_mb": base_rss,
+        "arrow_peak_mb": arrow_peak[0] / 2**20,
+        "raw_rows": rows,
+    }
+
+
+def run_child(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
+    if os.environ.get("CDC_BENCH_VERBOSE"):
+        print(out.stderr, file=sys.stderr)
+    if out.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=500_000)
+    parser.add_argument("--backlog", type=int, default=None, help="changes for the RSS run")
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument(
+        "--duckdb-memory", default="", help="DuckDB memory_limit for the ingest (default: DuckDB's)"
+    )
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "copy":
+            res = child_raw_copy(rest[0])
+        elif kind == "stream":
+            res = child_raw_stream(rest[0], int(rest[1]))
+        else:
+            res = child_ingest(rest[0], rest[1], int(rest[2]), rest[3] if len(rest) > 3 else "")
+        print(json.dumps(res))
+        return
+
+    changes = args.backlog or args.changes
+    with tempfile.TemporaryDirectory(prefix="cdc_bench_") as tmp:
+        os.environ["ANALYTICS_DATA_DIR"] = tmp
+        os.environ.pop("ANALYTICS_PG_PORT", None)
+        os.environ.pop("SOURCE_DATABASE_URL", None)
+        from analytics_assets import settings
+        from analytics_assets.lib import stack
+
+        settings.get_settings.cache_clear()
+        info = stack.up(quiet=True)
+        try:
+            import psycopg2
+
+            from analytics_assets.defs.sources.schema import migrate
+
+            admin = psycopg2.connect(info.url("postgres"))
+            admin.autocommit = True
+            admin.cursor().execute("create database bench")
+            admin.close()
+            url = info.url("bench")
+            conn = psycopg2.connect(url)
+            migrate(conn)
+            conn.close()
+            warehouse = str(Path(tmp) / "bench.duckdb")
+            # the project's slot + snapshot of the (empty) tables, and a second slot at the same
+            # point for the raw measurements
+            run_child("ingest", url, warehouse, str(args.batch_size))
+            conn = psycopg2.connect(url)
+            conn.autocommit = True
+            conn.cursor().execute(
+                "select pg_create_logical_replication_slot(%s, 'pgoutput')", (RAW_SLOT,)
+            )
+            conn.close()
+            t0 = time.perf_counter()
+            loaded = load(url, changes)
+            load_s = time.perf_counter() - t0
+            print(
+                f"loaded {changes:,} row changes ({loaded['c']:,} inserts, {loaded['u']:,} "
+                f"updates, {loaded['d']:,} deletes) in {load_s:.1f}s"
+            )
+            raw_copy = run_child("copy", url)
+            raw_stream = run_child("stream", url, str(raw_copy["changes"]))
+            e2e = run_child("ingest", url, warehouse, str(args.batch_size), args.duckdb_memory)
+        finally:
+            stack.down(quiet=True)
+
+    rate = {
+        "copy": raw_copy["changes"] / raw_copy["seconds"],
+        "stream": raw_stream["changes"] / raw_stream["seconds"],
+    }
+    best = max(rate, key=rate.get)
+    e2e_rate = e2e["changes"] / e2e["seconds"]
+    print(
+        f"(a) raw pgoutput to Python, COPY of slot peek : {rate['copy']:>10,.0f} changes/s "
+        f"({raw_copy['bytes'] / raw_copy['seconds'] / 1e6:,.0f} MB/s)"
+    )
+    print(f"    raw pgoutput to Python, streaming protocol: {rate['stream']:>10,.0f} changes/s")
+    print(
+        f"(b) end to end into DuckDB (ingest)          : {e2e_rate:>10,.0f} changes/s "
+        f"({e2e['changes']:,} changes, {e2e['batches']} batches of <= {args.batch_size:,}, "
+        f"{e2e['seconds']:.2f}s)"
+    )
+    print(f"ratio (b) / (a, {best}) = {e2e_rate / rate[best]:.2f}  (target >= 0.5)")
+    print(
+        f"ingest peak RSS: {e2e['rss_mb']:,.0f} MB for a {changes:,}-change backlog "
+        f"(process before ingest: {e2e['rss_before_mb']:,.0f} MB; batch size {args.batch_size:,}; "
+        f"peak Arrow allocations {e2e['arrow_peak_mb']:,.0f} MB; DuckDB memory_limit "
+        f"{args.duckdb_memory or 'default (80% of RAM)'})"
+    )
+    if e2e["raw_rows"] != loaded["c"]:
+        print(f"WARNING: raw.orders has {e2e['raw_rows']:,} rows, expected {loaded['c']:,}")
+
+
+if __name__ == "__main__":
+    main()
