@@ -132,6 +132,46 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cdc(args: argparse.Namespace) -> int:
+    from analytics_assets.lib import cdc
+
+    settings = get_settings()
+    feed = cdc.make_feed(settings)
+    try:
+        if args.action == "status":
+            status = feed.slot_status()
+            lag = feed.lag(None)
+            print(f"[cdc] feed {feed.kind}: " + ", ".join(f"{k}={v}" for k, v in status.items()))
+            for table, item in sorted(lag.items()):
+                print(
+                    f"[cdc] {table:<14} pending {item.pending_changes or 0:>8}  "
+                    f"behind {item.seconds_behind:>8.1f}s  wal {item.position_lag_bytes or 0:>10} B"
+                )
+            return 0
+        tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+        warehouse = cdc.make_warehouse(settings)
+        try:
+            from tqdm import tqdm
+
+            with tqdm(unit="chg", desc="ingest", disable=args.quiet) as bar:
+                result = cdc.ingest(
+                    tables,
+                    feed=feed,
+                    warehouse=warehouse,
+                    progress=lambda p: bar.update(p["changes"]),
+                )
+        finally:
+            warehouse.close()
+        snap = ", ".join(result.snapshot_tables) or "none"
+        print(
+            f"[cdc] {result.changes} changes applied in {result.batches} batches "
+            f"({result.seconds:.1f}s); snapshot: {snap}"
+        )
+        return 0
+    finally:
+        feed.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from analytics_assets.demo import run_demo
 
@@ -160,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--seed", type=int, default=7)
     live.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_traffic)
+
+    p = sub.add_parser("cdc", help="change data capture: lag and slot status, ingest now")
+    p.add_argument("action", choices=["status", "ingest"])
+    p.add_argument("--tables", default=None, help="comma-separated subset (ingest)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_cdc)
 
     p = sub.add_parser("demo", help="the main job: stack, history, whole graph for recent days")
     p.add_argument("--days", type=_positive_int, default=30, help="days of history to load")
