@@ -10,6 +10,7 @@ from analytics_assets.defs.dbt.assets import build_dbt_assets
 from analytics_assets.defs.dbt.project import dbt_cli_resource
 from analytics_assets.defs.freshness import apply_freshness
 from analytics_assets.defs.notify.sensors import build_notify_defs
+from analytics_assets.defs.quality.checks import build_quality_defs
 from analytics_assets.defs.sources.assets import build_source_assets
 from analytics_assets.settings import get_settings
 
@@ -26,6 +27,7 @@ def build_definitions() -> dg.Definitions:
         ),
         build_notify_defs(),
         build_automation_defs(),
+        build_quality_defs(),
     )
     # Global policies last, over every domain's assets (as dagster-open-platform does).
     return apply_freshness(defs)

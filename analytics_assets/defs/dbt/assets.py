@@ -1,7 +1,8 @@
 """Every dbt model as an asset: daily marts partitioned by day, the rest unpartitioned.
 
 Each materialization carries dbt's adapter response (rows, bytes billed, slot ms on BigQuery):
-see `adapter_response.py`.
+see `adapter_response.py`. Each failing dbt test carries its failing rows, masked: see
+`defs/quality/dbt_evidence.py`.
 """
 
 import dagster as dg
@@ -13,6 +14,7 @@ from analytics_assets.defs.dbt.adapter_response import (
     stream_with_adapter_response,
 )
 from analytics_assets.defs.dbt.project import get_dbt_project
+from analytics_assets.defs.quality.dbt_evidence import with_failure_evidence
 from analytics_assets.lib.dbt_translator import AnalyticsDbtTranslator
 from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
 
@@ -36,7 +38,8 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
         window = context.partition_time_window
         context.log.info(f"dbt build for {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d}")
         args = [*dbt_build_args(window.start, window.end), *DEBUG_LOG_ARGS]
-        yield from stream_with_adapter_response(dbt.cli(args, context=context))
+        invocation = dbt.cli(args, context=context)
+        yield from with_failure_evidence(stream_with_adapter_response(invocation), invocation)
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -47,6 +50,7 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
         args = [*dbt_build_args(), *DEBUG_LOG_ARGS]
-        yield from stream_with_adapter_response(dbt.cli(args, context=context))
+        invocation = dbt.cli(args, context=context)
+        yield from with_failure_evidence(stream_with_adapter_response(invocation), invocation)
 
     return [dbt_daily_marts, dbt_models]
