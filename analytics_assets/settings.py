@@ -44,6 +44,10 @@ class Settings:
     lag_max_seconds: int
     ingest_max_idle_minutes: int
     partition_grace_minutes: int
+    cdc_feed: str = "slot"
+    cdc_topic_prefix: str = "app"
+    # librdkafka consumer properties from KAFKA_<NAME> variables (name lower-cased, _ -> .)
+    kafka_config: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_prod(self) -> bool:
@@ -108,6 +112,9 @@ def get_settings() -> Settings:
     except ValueError:
         raise ConfigError(f"PARTITION_START_DATE={start!r} is not a date (YYYY-MM-DD).") from None
     batch = _positive_int("CDC_BATCH_SIZE", "50000")
+    feed = _env("CDC_FEED", "slot")
+    if feed not in CDC_FEEDS:
+        raise ConfigError(f"CDC_FEED={feed!r} is not one of {', '.join(CDC_FEEDS)}.")
     return Settings(
         env=env,
         data_dir=ddir,
@@ -124,6 +131,24 @@ def get_settings() -> Settings:
         lag_max_seconds=_positive_int("CDC_LAG_MAX_SECONDS", "30"),
         ingest_max_idle_minutes=_positive_int("CDC_MAX_IDLE_MINUTES", "10"),
         partition_grace_minutes=_positive_int("PARTITION_GRACE_MINUTES", "30"),
+        cdc_feed=feed,
+        cdc_topic_prefix=_env("CDC_TOPIC_PREFIX", "app"),
+        kafka_config=kafka_config(),
+    )
+
+
+CDC_FEEDS = ("slot", "kafka")
+
+
+def kafka_config() -> tuple[tuple[str, str], ...]:
+    """Every `KAFKA_<NAME>` environment variable as the librdkafka property `<name>` (lower
+    case, `_` -> `.`), e.g. KAFKA_GROUP_ID -> group.id."""
+    return tuple(
+        sorted(
+            (name[len("KAFKA_") :].lower().replace("_", "."), value)
+            for name, value in os.environ.items()
+            if name.startswith("KAFKA_") and len(name) > len("KAFKA_") and value != ""
+        )
     )
 
 

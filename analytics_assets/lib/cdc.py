@@ -179,12 +179,20 @@ def ingest(
 
 
 def make_feed(settings: Settings | None = None) -> Feed:
-    """The change feed for this environment: the logical replication slot (dev, and prod unless
-    a Kafka feed is configured once it exists)."""
+    """The change feed for this environment: the logical replication slot (default), or
+    Debezium topics on Kafka with `CDC_FEED=kafka` (`CDC_TOPIC_PREFIX`, `KAFKA_*`)."""
+    settings = settings or get_settings()
+    if settings.cdc_feed == "kafka":
+        from analytics_assets.lib.feeds.kafka import KafkaFeed
+
+        return KafkaFeed(
+            dict(settings.kafka_config),
+            topic_prefix=settings.cdc_topic_prefix,
+            tables=settings.captured_tables,
+        )
     from analytics_assets.lib.feeds.slot import SlotFeed
     from analytics_assets.settings import require_source_url
 
-    settings = settings or get_settings()
     url = settings.source_url or require_source_url()
     return SlotFeed(
         url,
@@ -199,4 +207,6 @@ def make_warehouse(settings: Settings | None = None) -> Warehouse:
     from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
     settings = settings or get_settings()
-    return DuckDBWarehouse(settings.warehouse_path, timezone=settings.timezone)
+    return DuckDBWarehouse(
+        settings.warehouse_path, timezone=settings.timezone, feed_kind=settings.cdc_feed
+    )

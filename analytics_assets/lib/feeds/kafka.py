@@ -1,0 +1,574 @@
+"""The Debezium-on-Kafka feed: topics `<prefix>.<schema>.<table>` written by Debezium's Postgres
+connector (JSON converter), read with confluent-kafka.
+
+Consumer
+--------
+One consumer with the deployment's `group.id`, `enable.auto.commit=false`,
+`enable.auto.offset.store=false`, `isolation.level=read_committed`, `auto.offset.reset=earliest`
+(enforced: a conflicting `KAFKA_*` setting is an error). The feed *assigns* every partition of
+the open tables' topics itself instead of `subscribe()`-ing: the Feed contract has one reader at
+a time, and a table's position spans all its partitions, so a group rebalance splitting a topic
+over two readers could only break it (it also saves the join/rebalance wait). The group is still
+the unit of committed offsets, which tools and `slot_status()` read.
+
+Positions (the warehouse's newer-wins rule)
+-------------------------------------------
+Per table, the feed tracks `next[p]`, the next offset to read in each partition p of its topic.
+A record at (p, o) gets `_lsn = sum over partitions of next[] after reading it` (for a
+one-partition topic simply `o + 1`) and `_seq = p`. Reading any record raises exactly one
+`next[p]`, so `_lsn` strictly increases in the order the feed delivers a table's records. Debezium
+keys records by primary key, so all changes of a key are in one partition in offset (= commit)
+order, hence newer changes of a key always carry a larger `_lsn`: newer wins per key. (Changing
+a topic's partition count re-hashes keys; do that only with the connector stopped and the feed
+caught up.) A table's batch `end` is `(sum of next[], max partition)`: at or after all its rows,
+before every later record.
+
+Checkpoint and acknowledging
+----------------------------
+The per-table checkpoint is `next[]` as JSON (`{"0": 120, "1": 97}`), stored by the warehouse
+in the transaction that applied the batch. `ack(state)` commits those offsets to the group
+(synchronously, never backwards) only after that commit. On `open()` the warehouse's checkpoint
+is the truth: every partition is assigned at its checkpoint offset (the group's committed offset
+is not used, it may lag behind after a crash between warehouse commit and ack); a table without
+warehouse state starts at the oldest retained record, which is where Debezium's snapshot (`op`
+'r') is, so `needs_snapshot()` is always empty. A checkpoint below a partition's low watermark
+(retention deleted records never applied) raises `FeedError`: re-snapshot the table in Debezium.
+
+A read session ends at the high watermarks taken when it opened (like the slot feed's peek), so
+it ends under constant writes too.
+
+Lag cost (`lag()`): one ListOffsets request per broker for all partitions' high watermarks
+(AdminClient.list_offsets), plus, for partitions with unread records, one fetch of the oldest
+unread record to read its `source.ts_ms` (a separate, never-committing peek consumer); the
+group's committed offsets are fetched only for tables the warehouse has no state for.
+`heartbeat()` does nothing: Debezium's `heartbeat.interval.ms` keeps its slot moving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from analytics_assets.lib.debezium import TableDecoder
+from analytics_assets.lib.feeds.base import (
+    ChangeBatch,
+    FeedError,
+    Position,
+    TableChanges,
+    TableLag,
+    TableState,
+    meta_schema_fields,
+)
+from analytics_assets.settings import validate_identifier
+
+log = logging.getLogger(__name__)
+
+REQUIRED = {
+    "enable.auto.commit": "false",
+    "enable.auto.offset.store": "false",
+    "isolation.level": "read_committed",
+    "auto.offset.reset": "earliest",
+}
+# Properties only the consumer understands (the admin client rejects them).
+_CONSUMER_ONLY = {
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "auto.offset.reset",
+    "max.poll.interval.ms",
+    "session.timeout.ms",
+    "enable.partition.eof",
+    "fetch.wait.max.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "heartbeat.interval.ms",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "auto.commit.interval.ms",
+    "check.crcs",
+}
+
+
+def consumer_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The consumer configuration: `config` + the settings exactly-once depends on."""
+    out = {k: v for k, v in config.items()}
+    for name in ("bootstrap.servers", "group.id"):
+        if not out.get(name):
+            raise FeedError(
+                f"the Kafka feed needs {name!r} (KAFKA_{name.upper().replace('.', '_')})"
+            )
+    for name, value in REQUIRED.items():
+        given = out.get(name)
+        if given is not None and str(given).lower() != value:
+            raise FeedError(
+                f"Kafka property {name}={given!r} breaks exactly-once ingest: it must be {value} "
+                f"(KAFKA_{name.upper().replace('.', '_')})"
+            )
+        out[name] = value
+    out["enable.partition.eof"] = True
+    return out
+
+
+def parse_checkpoint(text: str | None) -> dict[int, int]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise FeedError(
+            f"stored checkpoint {text!r} is not a Kafka checkpoint (was the warehouse filled by "
+            "the slot feed? switching feeds needs a fresh warehouse or a re-snapshot)"
+        ) from None
+    if not isinstance(data, dict):
+        raise FeedError(f"stored checkpoint {text!r} is not a Kafka checkpoint")
+    return {int(p): int(o) for p, o in data.items()}
+
+
+def format_checkpoint(offsets: Mapping[int, int]) -> str:
+    return json.dumps({str(p): int(offsets[p]) for p in sorted(offsets)}, separators=(",", ":"))
+
+
+class KafkaFeed:
+    """Debezium topics on Kafka. `config` holds librdkafka consumer properties."""
+
+    kind = "kafka"
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        topic_prefix: str,
+        tables: Sequence[str],
+        schema: str = "public",
+        column_types: Mapping[str, Mapping[str, pa.DataType]] | None = None,
+        keys: Mapping[str, Sequence[str]] | None = None,
+        poll_timeout: float = 0.5,
+        idle_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+    ):
+        self.config = consumer_config(config)
+        self.group = str(self.config["group.id"])
+        self.topic_prefix = topic_prefix
+        self.schema = schema
+        self.captured_tables = tuple(validate_identifier(t, "captured table") for t in tables)
+        self.column_types = {t: dict(c) for t, c in (column_types or {}).items()}
+        self.keys = {t: tuple(k) for t, k in (keys or {}).items()}
+        self.poll_timeout = poll_timeout
+        self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self._consumer: Consumer | None = None
+        self._peeker: Consumer | None = None
+        self._admin: AdminClient | None = None
+        self._decoders: dict[str, TableDecoder] = {}
+        self._tables: tuple[str, ...] = ()
+        self._state: dict[str, TableState] = {}
+        self._next: dict[str, dict[int, int]] = {}
+        self._targets: dict[tuple[str, int], int] = {}
+        self._open_parts: set[tuple[str, int]] = set()
+        self._committed: dict[tuple[str, int], int] = {}
+        self._by_topic: dict[str, str] = {}
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def topic(self, table: str) -> str:
+        return f"{self.topic_prefix}.{self.schema}.{table}"
+
+    @property
+    def consumer(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(self.config)
+        return self._consumer
+
+    @property
+    def admin(self) -> AdminClient:
+        if self._admin is None:
+            conf = {k: v for k, v in self.config.items() if k not in _CONSUMER_ONLY}
+            self._admin = AdminClient(conf)
+        return self._admin
+
+    def _peek_consumer(self) -> Consumer:
+        if self._peeker is None:
+            conf = dict(self.config)
+            conf["group.id"] = f"{self.group}.lag-peek"  # never commits
+            conf["enable.partition.eof"] = False
+            self._peeker = Consumer(conf)
+        return self._peeker
+
+    def partitions(self) -> dict[str, list[int]]:
+        """Partitions of every captured table's topic ([] for a topic that does not exist yet:
+        Debezium creates it with the table's first event)."""
+        try:
+            md = self.consumer.list_topics(timeout=self.request_timeout)
+        except KafkaException as exc:
+            raise FeedError(
+                f"cannot reach Kafka ({self.config['bootstrap.servers']}): {exc}"
+            ) from None
+        out = {}
+        for t in self.captured_tables:
+            tm = md.topics.get(self.topic(t))
+            out[t] = sorted(tm.partitions) if tm is not None and tm.error is None else []
+        return out
+
+    def _watermarks(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(low, high) watermarks of `tps`, one ListOffsets round per kind for all of them."""
+        if not tps:
+            return {}
+        out: dict[tuple[str, int], list[int]] = {tp: [0, 0] for tp in tps}
+        for i, spec in enumerate((OffsetSpec.earliest(), OffsetSpec.latest())):
+            futures = self.admin.list_offsets(
+                {TopicPartition(t, p): spec for t, p in tps},
+                isolation_level=_isolation_level(),
+                request_timeout=self.request_timeout,
+            )
+            for tp, fut in futures.items():
+                try:
+                    out[(tp.topic, tp.partition)][i] = fut.result().offset
+                except KafkaException as exc:
+                    raise FeedError(
+                        f"cannot read offsets of {tp.topic}[{tp.partition}]: {exc}"
+                    ) from None
+        return {tp: (lo, hi) for tp, (lo, hi) in out.items()}
+
+    def _group_committed(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        if not tps:
+            return {}
+        res = self.consumer.committed(
+            [TopicPartition(t, p) for t, p in tps], timeout=self.request_timeout
+        )
+        return {(tp.topic, tp.partition): tp.offset for tp in res if tp.offset >= 0}
+
+    # -- session ------------------------------------------------------------------------------
+
+    def needs_snapshot(self, tables: Sequence[str], state: Mapping[str, TableState]) -> list[str]:
+        return []  # Debezium's snapshot (op 'r') is on the topics
+
+    def snapshot(
+        self, tables: Sequence[str], max_rows: int, resync: Sequence[str] = ()
+    ) -> Iterator[ChangeBatch]:
+        return iter(())
+
+    def open(self, tables: Sequence[str], state: Mapping[str, TableState]) -> None:
+        unknown = [t for t in tables if t not in self.captured_tables]
+        if unknown:
+            raise FeedError(f"tables {unknown} are not captured (CAPTURED_TABLES)")
+        self._tables = tuple(tables)
+        self._state = dict(state)
+        parts = self.partitions()
+        self._by_topic = {self.topic(t): t for t in self._tables}
+        missing = [self.topic(t) for t in self._tables if not parts[t]]
+        if missing:
+            log.warning("Kafka topics %s do not exist (yet): nothing to read for them", missing)
+        self.ack(state)
+        tps = [(self.topic(t), p) for t in self._tables for p in parts[t]]
+        marks = self._watermarks(tps)
+        assignment = []
+        self._next = {}
+        self._targets = {}
+        for t in self._tables:
+            checkpoint = parse_checkpoint(state[t].checkpoint) if t in state else {}
+            nxt = {}
+            for p in parts[t]:
+                low, high = marks[(self.topic(t), p)]
+                start = checkpoint.get(p)
+                if start is not None and start < low:
+                    raise FeedError(
+                        f"{self.topic(t)}[{p}]: the warehouse is at offset {start} but the "
+                        f"oldest retained record is {low}: changes were deleted by retention "
+                        f"before they were applied. Re-snapshot {t} in Debezium (signal) "
+                        "into a fresh warehouse table."
+                    )
+                nxt[p] = start if start is not None else low
+                self._targets[(self.topic(t), p)] = high
+                assignment.append(TopicPartition(self.topic(t), p, nxt[p]))
+            self._next[t] = nxt
+        self._open_parts = {
+            (tp.topic, tp.partition)
+            for tp in assignment
+            if tp.offset < self._targets[(tp.topic, tp.partition)]
+        }
+        if not assignment:
+            self.consumer.unassign()
+            return
+        # start offsets are explicit: neither the committed offset nor auto.offset.reset applies
+        self.consumer.assign(assignment)
+
+    def close(self) -> None:
+        for client in (self._consumer, self._peeker):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+        self._consumer = self._peeker = None
+        self._open_parts = set()
+        self._targets = {}
+
+    def _decoder(self, table: str) -> TableDecoder:
+        dec = self._decoders.get(table)
+        if dec is None:
+            dec = TableDecoder(
+                table,
+                key=self.keys.get(table, ()),
+                column_types=self.column_types.get(table),
+                topic=self.topic(table),
+            )
+            self._decoders[table] = dec
+        return dec
+
+    def _end(self, table: str) -> Position:
+        nxt = self._next.get(table, {})
+        return Position(sum(nxt.values()), max(nxt) if nxt else 0)
+
+    def read_batch(self, max_changes: int) -> ChangeBatch | None:
+        """Records up to about `max_changes`, or None once every partition reached the high
+        watermark it had when the session opened."""
+        if not self._tables:
+            raise FeedError("open() the feed before reading")
+        if not self._open_parts:
+            return None
+        t0 = time.perf_counter()
+        messages = []
+        idle_since = time.monotonic()
+        while not messages and self._open_parts:
+            got = self.consumer.consume(max(1, max_changes), timeout=self.poll_timeout)
+            for m in got:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        self._open_parts.discard((m.topic(), m.partition()))
+                        continue
+                    raise FeedError(f"Kafka consumer error: {err}")
+                messages.append(m)
+            if not messages and time.monotonic() - idle_since > self.idle_timeout:
+                log.warning(
+                    "no records for %.0fs below the session's high watermarks %s: ending the "
+                    "session (aborted Kafka transactions or compaction can leave such gaps)",
+                    self.idle_timeout,
+                    sorted(self._open_parts),
+                )
+                self._open_parts = set()
+        if not messages:
+            return None
+        per_table: dict[str, tuple[list, list, list, list, list]] = {}
+        for m in messages:
+            topic, p, off = m.topic(), m.partition(), m.offset()
+            table = self._by_topic.get(topic)
+            if table is None:
+                continue
+            nxt = self._next[table]
+            if off < nxt.get(p, 0):
+                continue  # already delivered (a re-fetch after a seek)
+            nxt[p] = off + 1
+            if off + 1 >= self._targets.get((topic, p), 0):
+                self._open_parts.discard((topic, p))
+            vals, keys, lsns, seqs, where = per_table.setdefault(table, ([], [], [], [], []))
+            vals.append(m.value())
+            keys.append(m.key())
+            lsns.append(sum(nxt.values()))
+            seqs.append(p)
+            where.append((p, off))
+        tables: dict[str, TableChanges] = {}
+        first = last = None
+        min_ts = max_ts = None
+        for t in self._tables:
+            end = self._end(t)
+            checkpoint = format_checkpoint(self._next.get(t, {}))
+            if t not in per_table:
+                rows = pa.schema(meta_schema_fields()).empty_table()
+                tables[t] = TableChanges(t, rows, self.keys.get(t, ()), end, checkpoint)
+                continue
+            vals, keys, lsns, seqs, where = per_table[t]
+            dec = self._decoder(t)
+            decoded = dec.decode(vals, lsns, seqs, keys=keys, where=where)
+            tables[t] = TableChanges(t, decoded.rows, dec.key, end, checkpoint, decoded.truncates)
+            lo = Position(lsns[0], seqs[0])
+            first = lo if first is None else min(first, lo)
+            last = end if last is None else max(last, end)
+            if decoded.min_commit_ts is not None:
+                min_ts = (
+                    decoded.min_commit_ts if min_ts is None else min(min_ts, decoded.min_commit_ts)
+                )
+                max_ts = (
+                    decoded.max_commit_ts if max_ts is None else max(max_ts, decoded.max_commit_ts)
+                )
+        batch = ChangeBatch(tables, first, last, min_ts, max_ts)
+        batch.decode_seconds = time.perf_counter() - t0
+        return batch
+
+    # -- acknowledging ------------------------------------------------------------------------
+
+    def ack(self, state: Mapping[str, TableState]) -> None:
+        """Commit the warehouse's checkpoints as the group's offsets (never backwards)."""
+        self._state.update(state)
+        wanted = {
+            (self.topic(t), p): off
+            for t, s in state.items()
+            if t in self.captured_tables
+            for p, off in parse_checkpoint(s.checkpoint).items()
+        }
+        unknown = [tp for tp in wanted if tp not in self._committed]
+        if unknown:  # one request for the group's offsets we have not seen yet
+            got = self._group_committed(unknown)
+            self._committed.update({tp: got.get(tp, -1) for tp in unknown})
+        offsets = [
+            TopicPartition(t, p, off)
+            for (t, p), off in wanted.items()
+            if off > self._committed.get((t, p), -1)
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise FeedError(f"cannot commit offsets for group {self.group!r}: {exc}") from None
+        for tp in offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    def committed(self) -> dict[str, dict[int, int]]:
+        """The group's committed offsets per table (from the broker)."""
+        parts = self.partitions()
+        tps = [(self.topic(t), p) for t in self.captured_tables for p in parts[t]]
+        got = self._group_committed(tps)
+        return {
+            t: {p: got[(self.topic(t), p)] for p in parts[t] if (self.topic(t), p) in got}
+            for t in self.captured_tables
+        }
+
+    def heartbeat(self) -> None:
+        """Nothing to do: Debezium's `heartbeat.interval.ms` moves its replication slot."""
+
+    # -- lag ----------------------------------------------------------------------------------
+
+    def _positions(
+        self, state: Mapping[str, TableState], parts: Mapping[str, list[int]], marks
+    ) -> dict[tuple[str, int], int]:
+        """Where reading would resume: warehouse checkpoint, else the group's committed offset,
+        else the oldest retained record."""
+        pos: dict[tuple[str, int], int] = {}
+        need_group = []
+        for t in self.captured_tables:
+            cp = parse_checkpoint(state[t].checkpoint) if t in state else None
+            for p in parts[t]:
+                tp = (self.topic(t), p)
+                if cp is not None:
+                    pos[tp] = cp.get(p, marks[tp][0])
+                else:
+                    need_group.append(tp)
+        got = self._group_committed(need_group)
+        for tp in need_group:
+            pos[tp] = got.get(tp, marks[tp][0])
+        return pos
+
+    def lag(self, state: Mapping[str, TableState] | None = None) -> dict[str, TableLag]:
+        """Per table: records not yet applied (offset lag, tombstones included) and seconds since
+        the `source.ts_ms` of the oldest of them."""
+        state = dict(state if state is not None else self._state)
+        parts = self.partitions()
+        tps = [(self.topic(t), p) for t in self.captured_tables for p in parts[t]]
+        marks = self._watermarks(tps)
+        pos = self._positions(state, parts, marks)
+        behind = {tp: max(0, marks[tp][1] - max(pos[tp], marks[tp][0])) for tp in tps}
+        oldest = self._oldest_ts({tp: max(pos[tp], marks[tp][0]) for tp in tps if behind[tp]})
+        now = dt.datetime.now(dt.UTC)
+        out = {}
+        for t in self.captured_tables:
+            mine = [(self.topic(t), p) for p in parts[t]]
+            pending = sum(behind[tp] for tp in mine)
+            stamps = [oldest[tp] for tp in mine if tp in oldest]
+            first = min(stamps) if stamps else None
+            out[t] = TableLag(
+                pending_changes=pending,
+                position_lag_bytes=pending,
+                seconds_behind=max(0.0, (now - first).total_seconds()) if first else 0.0,
+                oldest_commit_ts=first,
+            )
+        return out
+
+    def _oldest_ts(
+        self, starts: Mapping[tuple[str, int], int]
+    ) -> dict[tuple[str, int], dt.datetime]:
+        """The `source.ts_ms` (else the record timestamp) of the record at each start offset."""
+        if not starts:
+            return {}
+        peek = self._peek_consumer()
+        peek.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+        out: dict[tuple[str, int], dt.datetime] = {}
+        deadline = time.monotonic() + self.request_timeout
+        try:
+            while len(out) < len(starts) and time.monotonic() < deadline:
+                for m in peek.consume(len(starts), timeout=0.2):
+                    tp = (m.topic(), m.partition())
+                    if m.error() is not None or tp in out:
+                        continue
+                    out[tp] = _record_time(m)
+        finally:
+            peek.unassign()
+        return out
+
+    def slot_status(self) -> dict[str, Any]:
+        """The consumer group's view: committed offsets, high watermarks and offset lag per
+        table (the Kafka counterpart of the slot's health)."""
+        try:
+            parts = self.partitions()
+        except FeedError as exc:
+            return {"kind": "kafka", "group": self.group, "reachable": False, "error": str(exc)}
+        tps = [(self.topic(t), p) for t in self.captured_tables for p in parts[t]]
+        marks = self._watermarks(tps)
+        committed = self._group_committed(tps)
+        tables = {}
+        for t in self.captured_tables:
+            mine = [(self.topic(t), p) for p in parts[t]]
+            tables[t] = {
+                "topic": self.topic(t),
+                "partitions": len(mine),
+                "committed": {p: committed.get((self.topic(t), p)) for p in parts[t]},
+                "high_watermarks": {p: marks[(self.topic(t), p)][1] for p in parts[t]},
+                "offset_lag": sum(
+                    max(0, marks[tp][1] - committed.get(tp, marks[tp][0])) for tp in mine
+                ),
+            }
+        return {
+            "kind": "kafka",
+            "group": self.group,
+            "reachable": True,
+            "exists": bool(committed),
+            "missing_topics": [self.topic(t) for t in self.captured_tables if not parts[t]],
+            "total_offset_lag": sum(v["offset_lag"] for v in tables.values()),
+            "tables": tables,
+        }
+
+
+def _isolation_level():
+    from confluent_kafka import IsolationLevel
+
+    return IsolationLevel.READ_COMMITTED
+
+
+def _record_time(m) -> dt.datetime:
+    value = m.value()
+    if value:
+        try:
+            obj = json.loads(value)
+            if isinstance(obj, dict) and set(obj) == {"schema", "payload"}:
+                obj = obj["payload"] or {}
+            ts = (obj.get("source") or {}).get("ts_ms") or obj.get("ts_ms")
+            if ts is not None:
+                return dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
+        except (ValueError, AttributeError):
+            pass
+    _, ts = m.timestamp()
+    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
+
+
+__all__ = ["KafkaFeed", "consumer_config", "format_checkpoint", "parse_checkpoint"]

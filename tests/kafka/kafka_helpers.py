@@ -1,0 +1,392 @@
+"""Kafka test helpers: a stand-in for Debezium's Postgres connector and a CdcEnv that ingests
+through the Kafka feed.
+
+`Connector` runs real statements on the embedded source database and emits the change events
+Debezium's Postgres connector (JSON converter) would emit for them, after the transaction
+commits (rolled-back transactions emit nothing): `c` with the inserted row, `u` with the new
+row, `d` with the old row + a tombstone, a primary-key update as delete(old key) + tombstone +
+create(new key), `t` for a truncate, `r` for snapshot reads. Row images come from the source
+(`returning *`), so the raw tables can be compared with the source row for row.
+
+Producers use `batch.num.messages=1`: tansu's memory engine reported a high watermark lower
+than the records delivered when a request carried several records (DESIGN.md); one record per
+request is exact. test_kafka_feed.py::test_tansu_quirk_one_record_per_batch pins that.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg2
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdc"))
+
+from cdc_helpers import CdcEnv  # noqa: E402
+
+from analytics_assets.lib.debezium import PLACEHOLDER, encode_decimal  # noqa: E402
+from analytics_assets.lib.feeds.kafka import KafkaFeed  # noqa: E402
+from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
+
+PRODUCER_QUIRK = {"batch.num.messages": 1, "linger.ms": 0}  # tansu memory engine: see above
+
+
+def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics(
+        [NewTopic(t, n, 1) for t, n in partitions.items()], operation_timeout=10
+    ).values():
+        fut.result()
+
+
+def _field(name: str, pg_type: str, mode: str, optional: bool) -> dict:
+    f = {"field": name, "optional": optional}
+    if pg_type == "bigint":
+        f["type"] = "int64"
+    elif pg_type == "integer":
+        f["type"] = "int32"
+    elif pg_type == "smallint":
+        f["type"] = "int16"
+    elif pg_type == "boolean":
+        f["type"] = "boolean"
+    elif pg_type in ("double precision", "real"):
+        f["type"] = "double"
+    elif pg_type.startswith("numeric"):
+        precision, scale = pg_type[len("numeric(") : -1].split(",")
+        params = {"scale": scale.strip(), "connect.decimal.precision": precision.strip()}
+        if mode == "precise":
+            f.update(
+                type="bytes",
+                name="org.apache.kafka.connect.data.Decimal",
+                version=1,
+                parameters=params,
+            )
+        elif mode == "string":
+            f["type"] = "string"
+        else:
+            f["type"] = "double"
+    elif pg_type == "timestamp with time zone":
+        f.update(type="string", name="io.debezium.time.ZonedTimestamp", version=1)
+    elif pg_type == "timestamp without time zone":
+        f.update(type="int64", name="io.debezium.time.MicroTimestamp", version=1)
+    elif pg_type == "date":
+        f.update(type="int32", name="io.debezium.time.Date", version=1)
+    else:
+        f["type"] = "string"
+    return f
+
+
+def _encode(value, field: dict):
+    if value is None:
+        return None
+    name = field.get("name")
+    if isinstance(value, Decimal):
+        if name == "org.apache.kafka.connect.data.Decimal":
+            return encode_decimal(value, int(field["parameters"]["scale"]))
+        return str(value) if field["type"] == "string" else float(value)
+    if isinstance(value, dt.datetime):
+        if name == "io.debezium.time.ZonedTimestamp":
+            return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        epoch = dt.datetime(1970, 1, 1)
+        return (value - epoch) // dt.timedelta(microseconds=1)
+    if isinstance(value, dt.date):
+        return (value - dt.date(1970, 1, 1)).days
+    return value
+
+
+class Connector:
+    """Debezium's Postgres connector, emulated for `tables` of the source at `url`."""
+
+    def __init__(
+        self,
+        url: str,
+        bootstrap: str,
+        prefix: str,
+        tables,
+        *,
+        mode: str = "precise",
+        schemas: bool = True,
+        partitions: dict[str, int] | None = None,
+        toast_placeholder: bool = False,
+        key_only_deletes: bool = False,
+    ):
+        self.url = url
+        self.prefix = prefix
+        self.tables = tuple(tables)
+        self.mode = mode
+        self.schemas = schemas
+        self.toast_placeholder = toast_placeholder
+        self.key_only_deletes = key_only_deletes
+        self.conn = psycopg2.connect(url)
+        self.fields = {t: self._fields(t) for t in self.tables}
+        create_topics(bootstrap, {self.topic(t): (partitions or {}).get(t, 1) for t in self.tables})
+        self.producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_QUIRK})
+        self.pending: list[tuple] = []
+        self.produced = 0
+
+    def topic(self, table: str) -> str:
+        return f"{self.prefix}.public.{table}"
+
+    def _fields(self, table: str) -> list[dict]:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "select attname, format_type(atttypid, atttypmod), not attnotnull "
+                "from pg_attribute where attrelid = %s::regclass and attnum > 0 "
+                "and not attisdropped order by attnum",
+                (table,),
+            )
+            rows = cur.fetchall()
+        self.conn.rollback()
+        return [_field(n, t, self.mode, opt) for n, t, opt in rows]
+
+    # -- source statements (in the connector's open transaction) -----------------------------
+
+    def _row(self, cur, table: str) -> dict | None:
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return {d.name: v for d, v in zip(cur.description, row, strict=True)}
+
+    def insert(self, table: str, **values) -> dict | None:
+        cols = list(values)
+        with self.conn.cursor() as cur:
+            cur.execute(
+                f"insert into {table} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "  # noqa: S608
+                "returning *",
+                list(values.values()),
+            )
+            after = self._row(cur, table)
+        self.pending.append((table, "c", None, after))
+        return after
+
+    def update(self, table: str, row_id: int, **values) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(f"select * from {table} where id = %s for update", (row_id,))  # noqa: S608
+            before = self._row(cur, table)
+            if before is None:
+                return
+            sets = ", ".join(f"{c} = %s" for c in values)
+            cur.execute(
+                f"update {table} set {sets} where id = %s returning *",  # noqa: S608
+                [*values.values(), row_id],
+            )
+            after = self._row(cur, table)
+        if after["id"] != before["id"]:  # a primary-key update
+            self.pending.append((table, "d", before, None))
+            self.pending.append((table, "c", None, after))
+        else:
+            self.pending.append((table, "u", before, after))
+
+    def delete(self, table: str, row_id: int) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(f"delete from {table} where id = %s returning *", (row_id,))  # noqa: S608
+            before = self._row(cur, table)
+        if before is not None:
+            self.pending.append((table, "d", before, None))
+
+    def truncate(self, table: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(f"truncate {table}")
+        self.pending.append((table, "t", None, None))
+
+    def ids(self, table: str) -> list[int]:
+        with self.conn.cursor() as cur:
+            cur.execute(f"select id from {table} order by id")  # noqa: S608
+            return [r[0] for r in cur.fetchall()]
+
+    def commit(self) -> None:
+        self.conn.commit()
+        ts = int(time.time() * 1000)
+        txid = uuid.uuid4().int % 10**9
+        for table, op, before, after in self.pending:
+            self._emit(table, op, before, after, ts, txid)
+        self.pending.clear()
+        self.producer.flush(30)
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+        self.pending.clear()
+
+    def snapshot(self) -> None:
+        """Debezium's initial snapshot: an `r` event per current row."""
+        ts = int(time.time() * 1000)
+        for table in self.tables:
+            with self.conn.cursor() as cur:
+                cur.execute(f"select * from {table} order by id")  # noqa: S608
+                names = [d.name for d in cur.description]
+                rows = cur.fetchall()
+            for row in rows:
+                self._emit(table, "r", None, dict(zip(names, row, strict=True)), ts, 0)
+        self.conn.rollback()
+        self.producer.flush(30)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _image(self, table: str, row: dict | None, *, before: bool = False) -> dict | None:
+        if row is None:
+            return None
+        image = {}
+        for f in self.fields[table]:
+            image[f["field"]] = _encode(row[f["field"]], f)
+        if before and self.key_only_deletes:
+            image = {k: (v if k == "id" else None) for k, v in image.items()}
+        return image
+
+    def _emit(self, table, op, before, after, ts, txid) -> None:
+        b = self._image(table, before, before=op == "d")
+        a = self._image(table, after)
+        if op == "u" and self.toast_placeholder and before is not None:
+            for f in self.fields[table]:
+                v = after[f["field"]]
+                if isinstance(v, str) and len(v) > 1000 and v == before[f["field"]]:
+                    a[f["field"]] = PLACEHOLDER  # unchanged TOAST value
+        source = {
+            "version": "2.7.3.Final",
+            "connector": "postgresql",
+            "name": self.prefix,
+            "ts_ms": ts,
+            "snapshot": "true" if op == "r" else "false",
+            "db": "app",
+            "schema": "public",
+            "table": table,
+            "txId": txid,
+            "lsn": None,
+        }
+        payload = {
+            "before": b,
+            "after": a,
+            "source": source,
+            "op": op,
+            "ts_ms": int(time.time() * 1000),
+            "transaction": None,
+        }
+        value = {"schema": self._schema(table), "payload": payload} if self.schemas else payload
+        row = after if op in ("c", "u", "r") else before
+        key = None if op == "t" else self._key(table, row["id"])
+        # compact, like Kafka Connect's JsonConverter
+        self.producer.produce(
+            self.topic(table), key=key, value=json.dumps(value, separators=(",", ":"))
+        )
+        self.produced += 1
+        if op == "d":  # the tombstone that lets compaction drop the key
+            self.producer.produce(self.topic(table), key=key, value=None)
+            self.produced += 1
+
+    def _key(self, table: str, row_id: int) -> bytes:
+        if self.schemas:
+            key = {
+                "schema": {
+                    "type": "struct",
+                    "fields": [{"type": "int64", "optional": False, "field": "id"}],
+                    "optional": False,
+                    "name": f"{self.topic(table)}.Key",
+                },
+                "payload": {"id": row_id},
+            }
+        else:
+            key = {"id": row_id}
+        return json.dumps(key).encode()
+
+    def _schema(self, table: str) -> dict:
+        row = {
+            "type": "struct",
+            "fields": self.fields[table],
+            "optional": True,
+            "name": f"{self.topic(table)}.Value",
+        }
+        return {
+            "type": "struct",
+            "fields": [
+                {**row, "field": "before"},
+                {**row, "field": "after"},
+                {
+                    "type": "struct",
+                    "fields": [
+                        {"type": "int64", "optional": False, "field": "ts_ms"},
+                        {"type": "string", "optional": False, "field": "table"},
+                    ],
+                    "optional": False,
+                    "name": "io.debezium.connector.postgresql.Source",
+                    "field": "source",
+                },
+                {"type": "string", "optional": False, "field": "op"},
+                {"type": "int64", "optional": True, "field": "ts_ms"},
+            ],
+            "optional": False,
+            "name": f"{self.topic(table)}.Envelope",
+            "version": 2,
+        }
+
+    def close(self) -> None:
+        self.producer.flush(30)
+        self.conn.close()
+
+
+class KafkaEnv(CdcEnv):
+    """A CdcEnv whose feed is the Kafka feed on `bootstrap`, topics `<prefix>.public.<table>`."""
+
+    bootstrap: str = ""
+    prefix: str = ""
+    group: str = ""
+    column_types: dict | None = None
+
+    def configure(self, bootstrap: str, column_types=None) -> KafkaEnv:
+        self.bootstrap = bootstrap
+        self.prefix = f"p{uuid.uuid4().hex[:8]}"
+        self.group = f"g-{self.prefix}"
+        self.column_types = column_types
+        return self
+
+    def feed(self, tables=None) -> KafkaFeed:
+        return KafkaFeed(
+            {"bootstrap.servers": self.bootstrap, "group.id": self.group},
+            topic_prefix=self.prefix,
+            tables=tables or self.tables,
+            column_types=self.column_types,
+            idle_timeout=3.0,
+        )
+
+    def warehouse(self) -> DuckDBWarehouse:
+        return DuckDBWarehouse(self.tmp / f"{self.db}.duckdb", feed_kind="kafka")
+
+    def connector(self, **kw) -> Connector:
+        return Connector(self.url, self.bootstrap, self.prefix, self.tables, **kw)
+
+    def group_committed(self) -> dict[str, dict[int, int]]:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            md = c.list_topics(timeout=10)
+            tps = []
+            for t in self.tables:
+                topic = f"{self.prefix}.public.{t}"
+                if topic in md.topics:
+                    tps += [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+            out: dict[str, dict[int, int]] = {t: {} for t in self.tables}
+            for tp in c.committed(tps, timeout=10):
+                if tp.offset >= 0:
+                    out[tp.topic.rsplit(".", 1)[1]][tp.partition] = tp.offset
+            return out
+        finally:
+            c.close()
+
+    def high_watermarks(self) -> dict[str, dict[int, int]]:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            md = c.list_topics(timeout=10)
+            out: dict[str, dict[int, int]] = {}
+            for t in self.tables:
+                topic = f"{self.prefix}.public.{t}"
+                out[t] = {
+                    p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in (md.topics[topic].partitions if topic in md.topics else {})
+                }
+            return out
+        finally:
+            c.close()
