@@ -25,6 +25,7 @@ from analytics_assets.lib.feeds.base import Feed, Position, TableLag
 from analytics_assets.lib.warehouse.base import ApplyResult, Warehouse
 from analytics_assets.settings import ConfigError, Settings, get_settings
 
+OP_NAMES = {"c": "inserted", "u": "updated", "d": "deleted", "t": "truncated", "r": "snapshot"}
 STAGES = ("snapshot", "decoded", "applied", "committed", "acked")
 
 
@@ -46,7 +47,9 @@ class TableIngestResult:
 
     def metadata(self) -> dict[str, Any]:
         """Flat, numeric-where-possible metadata for a Dagster materialization."""
-        md: dict[str, Any] = {f"changes_{op}": n for op, n in sorted(self.changes_by_op.items())}
+        md: dict[str, Any] = {
+            f"changes_{OP_NAMES.get(op, op)}": n for op, n in sorted(self.changes_by_op.items())
+        }
         md["changes"] = self.changes
         md["snapshot"] = self.snapshotted
         if self.first is not None:

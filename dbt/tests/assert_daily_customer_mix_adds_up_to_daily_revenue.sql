@@ -3,6 +3,8 @@
 -- Each customer with a completed order that date must be exactly one of new or returning.
 -- With min_date/max_date only that window is checked.
 
+{{ config(meta={'dagster': {'ref': {'name': 'daily_customer_mix'}}}) }}
+
 with
 
 mix as (

@@ -3,6 +3,8 @@
 -- returned are those dates. With min_date/max_date only that window is checked: dates outside it
 -- were not rebuilt by this run.
 
+{{ config(meta={'dagster': {'ref': {'name': 'daily_revenue'}}}) }}
+
 with
 
 expected as (

@@ -2,6 +2,8 @@
 -- soft-deleted in the app (deleted_at set); such orders must never count anywhere. The rows
 -- returned are those orders.
 
+{{ config(meta={'dagster': {'ref': {'name': 'fct_orders'}}}) }}
+
 with
 
 deleted_orders as (
