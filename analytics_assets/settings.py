@@ -48,6 +48,10 @@ class Settings:
     cdc_topic_prefix: str = "app"
     # librdkafka consumer properties from KAFKA_<NAME> variables (name lower-cased, _ -> .)
     kafka_config: tuple[tuple[str, str], ...] = ()
+    # BigQuery (prod): the raw CDC tables go to dataset `raw_schema` of `gcp_project`
+    gcp_project: str | None = None
+    bigquery_location: str | None = None
+    raw_schema: str = "raw"
 
     @property
     def is_prod(self) -> bool:
@@ -134,6 +138,9 @@ def get_settings() -> Settings:
         cdc_feed=feed,
         cdc_topic_prefix=_env("CDC_TOPIC_PREFIX", "app"),
         kafka_config=kafka_config(),
+        gcp_project=_env("GCP_PROJECT"),
+        bigquery_location=_env("BIGQUERY_LOCATION", "US"),
+        raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
     )
 
 

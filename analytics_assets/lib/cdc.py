@@ -206,10 +206,27 @@ def make_feed(settings: Settings | None = None) -> Feed:
 
 
 def make_warehouse(settings: Settings | None = None) -> Warehouse:
-    """DuckDB at settings.warehouse_path (dev); BigQuery comes with its adapter."""
+    """DuckDB at settings.warehouse_path (dev); BigQuery dataset `RAW_SCHEMA` of `GCP_PROJECT`
+    through dagster-gcp's BigQueryResource (prod, application default credentials)."""
+    settings = settings or get_settings()
+    if settings.is_prod:
+        from dagster_gcp import BigQueryResource
+
+        from analytics_assets.lib.warehouse.bigquery import BigQueryWarehouse
+
+        if not settings.gcp_project:
+            raise ConfigError("ANALYTICS_ENV=prod needs GCP_PROJECT for the BigQuery warehouse.")
+        resource = BigQueryResource(
+            project=settings.gcp_project, location=settings.bigquery_location
+        )
+        return BigQueryWarehouse(
+            resource=resource,
+            dataset=settings.raw_schema,
+            timezone=settings.timezone,
+            feed_kind=settings.cdc_feed,
+        )
     from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
-    settings = settings or get_settings()
     return DuckDBWarehouse(
         settings.warehouse_path, timezone=settings.timezone, feed_kind=settings.cdc_feed
     )

@@ -1,4 +1,4 @@
-"""Warehouse adapters: one contract (`base`), DuckDB in dev (`duckdb`), BigQuery later."""
+"""Warehouse adapters: one contract (`base`), DuckDB in dev (`duckdb`), BigQuery (bigquery.py)."""
 
 from analytics_assets.lib.warehouse.base import (
     DEFAULT_BUSINESS_DATE_COLUMNS,
