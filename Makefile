@@ -36,7 +36,7 @@ lint: install
 format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-bench: install
+bench: prepare
 	$(BIN)/python bench/run_all.py
 
 stack-up: install

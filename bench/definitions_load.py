@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from _common import Result, arg_parser
+
 TARGET_S = 2.5
 RUNS = 5
 
@@ -22,20 +24,19 @@ def _time(code: str) -> float:
     return time.perf_counter() - started
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
+    args = arg_parser(__doc__).parse_args(argv)
+    runs = 3 if args.quick else RUNS
+    result = Result("definitions_load", "Definitions load (fresh process)")
     _time("import analytics_assets.definitions")  # warm the OS file cache and the dbt manifest
-    load = statistics.median(_time("import analytics_assets.definitions") for _ in range(RUNS))
-    floor = statistics.median(_time("import dagster, dagster_dbt") for _ in range(RUNS))
-    result = {
-        "definitions_load_s": round(load, 3),
-        "floor_import_dagster_dbt_s": round(floor, 3),
-        "ratio_vs_target": round(load / TARGET_S, 3),
-        "ratio_vs_floor": round(load / floor, 3),
-        "target_met": load <= TARGET_S,
-    }
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    return result
+    load = statistics.median(_time("import analytics_assets.definitions") for _ in range(runs))
+    floor = statistics.median(_time("import dagster, dagster_dbt") for _ in range(runs))
+    result.figure("definitions load s (median)", round(load, 3))
+    result.figure("floor: import dagster, dagster_dbt s (median)", round(floor, 3))
+    result.ratio("load / 2.5 s target", load / TARGET_S, 1.0)
+    result.ratio("load / floor (import dagster, dagster_dbt)", load / floor, None)
+    result.write(args.json)
+    return result.record
 
 
 if __name__ == "__main__":

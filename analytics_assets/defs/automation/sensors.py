@@ -125,8 +125,9 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
 
 def _minutes_since_last_ingest(instance, tables, now) -> float | None:
     latest = None
-    for table in tables:
-        event = instance.get_latest_materialization_event(raw_keys(table)[0])
+    # one storage query for all tables (one per table cost ~70 ms a tick with 50 tables)
+    events = instance.get_latest_materialization_events([raw_keys(t)[0] for t in tables])
+    for event in events.values():
         if event is not None:
             ts = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
             latest = ts if latest is None else max(latest, ts)

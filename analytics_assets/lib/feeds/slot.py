@@ -63,6 +63,7 @@ SESSION_SETTINGS = (
 HEARTBEAT_PREFIX = "analytics_assets.heartbeat"
 _COPY_HEADER = 19  # PGCOPY signature + flags + extension length
 _DONE = object()
+FIRST_CHUNK_MESSAGES = 20_000
 
 
 def _connect(url: str, **kwargs):
@@ -99,6 +100,7 @@ class _PeekReader(threading.Thread):
         self.url = url
         self.copy_sql = copy_sql
         self.chunk_messages = chunk_messages
+        self.first_chunk_messages = max(1, min(chunk_messages, FIRST_CHUNK_MESSAGES))
         self.transform = transform
         self.queue: queue.Queue = queue.Queue(maxsize=max_chunks)
         self.stopping = threading.Event()
@@ -111,7 +113,9 @@ class _PeekReader(threading.Thread):
     def write(self, data: bytes) -> None:
         rows = self._rows
         rows.append(data)
-        if len(rows) >= self.chunk_messages:
+        # the first chunk is smaller so the applying thread starts sooner (a full first chunk
+        # would be decoded while nothing else runs)
+        if len(rows) >= (self.first_chunk_messages if self._first else self.chunk_messages):
             self._hand_over()
 
     def _hand_over(self, final: bool = False) -> None:

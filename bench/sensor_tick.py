@@ -1,0 +1,142 @@
+"""Sensor tick: `cdc_lag_sensor` evaluated with 50 captured tables (target: median <= 100 ms, and
+one source round trip for the lag read).
+
+A scratch database on its own embedded server gets 50 tables, a publication and a pgoutput slot
+holding a few pending changes per table; CAPTURED_TABLES names all 50. The sensor is evaluated
+in-process against the project's Definitions and an ephemeral Dagster instance. Every statement
+the feed sends to the source is counted by a cursor wrapper; the lag read must be one statement
+for all tables (the other is the session setup of the fresh connection each tick opens).
+
+    python bench/sensor_tick.py [--tables 50] [--ticks 30] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+
+from _common import Result, arg_parser, scratch_stack
+
+TARGET_MS = 100.0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--tables", type=int, default=50)
+    parser.add_argument("--ticks", type=int, default=30)
+    parser.add_argument("--changes-per-table", type=int, default=20)
+    args = parser.parse_args(argv)
+    ticks = 10 if args.quick else args.ticks
+    result = Result("sensor_tick", f"Sensor tick ({args.tables} captured tables)")
+
+    with scratch_stack("sensor_bench_", ("bench",)) as scratch:
+        import psycopg2
+
+        url = scratch["urls"]["bench"]
+        tables = [f"t{i:02d}" for i in range(1, args.tables + 1)]
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        cur = conn.cursor()
+        for t in tables:
+            cur.execute(
+                f"create table {t} (id bigint primary key, v text, created_at timestamptz "
+                "default now())"
+            )
+        os.environ.update(
+            SOURCE_DATABASE_URL=url,
+            CAPTURED_TABLES=",".join(tables),
+            WAREHOUSE_PATH=str(scratch["dir"] / "warehouse.duckdb"),
+        )
+        from analytics_assets import settings
+
+        settings.get_settings.cache_clear()
+        from analytics_assets.lib.cdc import make_feed
+
+        feed = make_feed()
+        feed.ensure_publication()
+        feed.close()
+        s = settings.get_settings()
+        cur.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')", (s.slot,))
+        for t in tables:  # pending changes in the slot, one transaction per table
+            cur.execute(
+                f"insert into {t} (id, v) select g, 'x' || g "  # noqa: S608 - generated names
+                "from generate_series(1, %s) g",
+                (args.changes_per_table,),
+            )
+        conn.close()
+
+        import dagster as dg
+
+        from analytics_assets.definitions import build_definitions
+        from analytics_assets.defs.automation.sensors import cdc_lag_sensor
+        from analytics_assets.lib.feeds import slot as slot_mod
+
+        counts = {"statements": 0, "lag": 0, "connects": 0}
+
+        class CountingCursor(psycopg2.extensions.cursor):
+            def execute(self, query, vars=None):  # noqa: A002 - psycopg2's signature
+                counts["statements"] += 1
+                text = query if isinstance(query, str) else query.as_string(self.connection)
+                if "pg_logical_slot_peek_binary_changes" in text or "unnest(" in text:
+                    counts["lag"] += 1
+                return super().execute(query, vars)
+
+        real_connect = slot_mod._connect
+
+        def counting_connect(url, **kwargs):
+            counts["connects"] += 1
+            return real_connect(url, cursor_factory=CountingCursor, **kwargs)
+
+        slot_mod._connect = counting_connect
+        defs = build_definitions()
+        instance = dg.DagsterInstance.ephemeral()
+        times, per_tick = [], []
+        logging.getLogger("dagster").setLevel(logging.WARNING)
+        profiler = None
+        if os.environ.get("BENCH_PROFILE"):  # pyinstrument over the measured ticks
+            from pyinstrument import Profiler
+
+            profiler = Profiler()
+        try:
+            for i in range(ticks + 1):
+                before = dict(counts)
+                context = dg.build_sensor_context(instance=instance, definitions=defs)
+                if profiler is not None and i == 1:
+                    profiler.start()
+                started = time.perf_counter()
+                cdc_lag_sensor(context)
+                elapsed = (time.perf_counter() - started) * 1000
+                if i == 0:
+                    continue  # the first tick warms imports and caches
+                times.append(elapsed)
+                per_tick.append({k: counts[k] - before[k] for k in counts})
+        finally:
+            slot_mod._connect = real_connect
+            if profiler is not None:
+                profiler.stop()
+                print(profiler.output_text(show_all=False))
+
+    median = statistics.median(times)
+    result.figure("captured tables", args.tables)
+    result.figure("pending changes in the slot", args.tables * args.changes_per_table)
+    result.figure("ticks measured", len(times))
+    result.figure("median tick ms", round(median, 1))
+    result.figure("p90 tick ms", round(sorted(times)[int(0.9 * (len(times) - 1))], 1))
+    lag_reads = max(t["lag"] for t in per_tick)
+    result.figure("lag-read statements per tick", lag_reads)
+    result.figure("source statements per tick (all)", max(t["statements"] for t in per_tick))
+    result.figure("source connections per tick", max(t["connects"] for t in per_tick))
+    result.ratio("median tick / 100 ms", median / TARGET_MS, 1.0)
+    result.ratio("lag-read round trips per tick / 1", lag_reads / 1, 1.0)
+    result.note(
+        "each tick opens a fresh source connection: one statement sets the session (time zone, "
+        "date style), one reads the lag of every table"
+    )
+    result.write(args.json)
+    return result.record
+
+
+if __name__ == "__main__":
+    main()
