@@ -4,6 +4,7 @@ to the source by change data capture, and its append-only change log."""
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from analytics_assets.lib.metadata import as_metadata
 from analytics_assets.settings import get_settings
 
 INGEST_POOL = "cdc_ingest"
@@ -15,23 +16,6 @@ def raw_keys(table: str) -> tuple[dg.AssetKey, dg.AssetKey]:
 
 def selected_tables(keys: set[dg.AssetKey], tables: tuple[str, ...]) -> list[str]:
     return [t for t in tables if any(k in keys for k in raw_keys(t))]
-
-
-def _as_metadata(raw: dict) -> dict:
-    """Numbers stay numbers (the UI plots them); lists become JSON."""
-    out = {}
-    for key, value in raw.items():
-        if isinstance(value, bool):
-            out[key] = dg.MetadataValue.bool(value)
-        elif isinstance(value, int):
-            out[key] = dg.MetadataValue.int(value)
-        elif isinstance(value, float):
-            out[key] = dg.MetadataValue.float(value)
-        elif isinstance(value, list | dict):
-            out[key] = dg.MetadataValue.json(value)
-        elif value is not None:
-            out[key] = dg.MetadataValue.text(str(value))
-    return out
 
 
 def build_cdc_assets() -> list[dg.AssetsDefinition]:
@@ -86,7 +70,7 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
             f"({result.seconds:.1f}s); snapshot: {result.snapshot_tables or 'none'}"
         )
         for table in tables:
-            metadata = _as_metadata(result.tables[table].metadata())
+            metadata = as_metadata(result.tables[table].metadata())
             current, changes = raw_keys(table)
             if current in context.selected_asset_keys:
                 yield dg.MaterializeResult(asset_key=current, metadata=metadata)

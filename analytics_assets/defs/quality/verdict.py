@@ -3,11 +3,13 @@ blocking check that failed and why."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+
+from analytics_assets.lib.metadata import as_metadata
 
 WARN = dg.AssetCheckSeverity.WARN
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -78,27 +80,6 @@ class Verdict:
             blocking=blocking,
             partition=partition,
         )
-
-
-def as_metadata(raw: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
-    """Numbers stay numbers (the UI plots them), lists and dicts become JSON, None is left out."""
-    out: dict[str, dg.MetadataValue] = {}
-    for key, value in raw.items():
-        if value is None:
-            continue
-        if isinstance(value, dg.MetadataValue):
-            out[key] = value
-        elif isinstance(value, bool):
-            out[key] = dg.MetadataValue.bool(value)
-        elif isinstance(value, int):
-            out[key] = dg.MetadataValue.int(value)
-        elif isinstance(value, float):
-            out[key] = dg.MetadataValue.float(value)
-        elif isinstance(value, list | dict):
-            out[key] = dg.MetadataValue.json(value)
-        else:
-            out[key] = dg.MetadataValue.text(str(value))
-    return out
 
 
 @dataclass(frozen=True)
