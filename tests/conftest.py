@@ -8,7 +8,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from analytics_assets import settings
@@ -61,28 +60,10 @@ def pg_stack(data_dir):
 @pytest.fixture
 def source_db(pg_stack):
     """A fresh, migrated source database per test (a new database, same server)."""
-    import uuid
+    from graph_runs import scratch_source_database
 
-    from analytics_assets.defs.sources.schema import migrate
-
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(pg_stack.url("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'create database "{name}"')
-    url = pg_stack.url(name)
-    conn = psycopg2.connect(url)
-    migrate(conn)
-    conn.close()
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(
-            "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
-            "where database = %s and not active",
-            (name,),
-        )
-        cur.execute(f'drop database if exists "{name}" with (force)')
-    admin.close()
+    with scratch_source_database(pg_stack.url("postgres")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -23,37 +23,50 @@ import pytest
 from analytics_assets import settings
 
 
+def new_database(admin_url: str, prefix: str = "t_") -> tuple[str, str]:
+    """Create an empty database on the embedded server; returns its name and URL."""
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    admin.close()
+    return name, admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop a test database and the replication slots on it (ending any reader first)."""
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots "
+            "where database = %s and active",
+            (name,),
+        )
+        cur.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+            "where database = %s and not active",
+            (name,),
+        )
+        cur.execute(f'drop database if exists "{name}" with (force)')
+    admin.close()
+
+
 @contextlib.contextmanager
 def scratch_source_database(admin_url: str) -> Iterator[str]:
     """A fresh, migrated source database on the embedded server; dropped (with its slots)
     afterwards. `admin_url` points at the server's `postgres` database."""
     from analytics_assets.defs.sources.schema import migrate
 
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'create database "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    name, url = new_database(admin_url)
     conn = psycopg2.connect(url)
     migrate(conn)
     conn.close()
     try:
         yield url
     finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                "select pg_terminate_backend(active_pid) from pg_replication_slots "
-                "where database = %s and active",
-                (name,),
-            )
-            cur.execute(
-                "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
-                "where database = %s and not active",
-                (name,),
-            )
-            cur.execute(f'drop database if exists "{name}" with (force)')
-        admin.close()
+        drop_database(admin_url, name)
 
 
 @contextlib.contextmanager

@@ -3,11 +3,12 @@ warehouse file, crash injection, and row-for-row comparisons of raw tables with 
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+from graph_runs import drop_database  # noqa: F401 - re-exported for the CDC tests
+from graph_runs import new_database as _new_database
 from psycopg2 import sql
 
 from analytics_assets.defs.sources.schema import APP_TABLES
@@ -155,28 +156,4 @@ class CdcEnv:
 
 
 def new_database(admin_url: str) -> tuple[str, str]:
-    name = f"c_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'create database "{name}"')
-    admin.close()
-    return name, admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(
-            "select pg_terminate_backend(active_pid) from pg_replication_slots "
-            "where database = %s and active",
-            (name,),
-        )
-        cur.execute(
-            "select pg_drop_replication_slot(slot_name) from pg_replication_slots "
-            "where database = %s and not active",
-            (name,),
-        )
-        cur.execute(f'drop database if exists "{name}" with (force)')
-    admin.close()
+    return _new_database(admin_url, prefix="c_")
