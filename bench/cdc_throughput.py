@@ -24,7 +24,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -197,7 +196,7 @@ def run_child(*args: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from _common import Result
+    from _common import Result, scratch_stack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=500_000)
@@ -226,52 +225,37 @@ def main(argv: list[str] | None = None) -> dict:
     title = f"CDC apply ({changes:,}-change backlog)"
     result = Result("cdc_backlog" if args.backlog else "cdc_apply", title)
     load_avg = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="cdc_bench_") as tmp:
-        os.environ["ANALYTICS_DATA_DIR"] = tmp
-        os.environ.pop("ANALYTICS_PG_PORT", None)
-        os.environ.pop("SOURCE_DATABASE_URL", None)
-        from analytics_assets import settings
-        from analytics_assets.lib import stack
+    with scratch_stack("cdc_bench_") as scratch:
+        import psycopg2
 
-        settings.get_settings.cache_clear()
-        info = stack.up(quiet=True)
-        try:
-            import psycopg2
+        from analytics_assets.defs.sources.schema import migrate
 
-            from analytics_assets.defs.sources.schema import migrate
-
-            admin = psycopg2.connect(info.url("postgres"))
-            admin.autocommit = True
-            admin.cursor().execute("create database bench")
-            admin.close()
-            url = info.url("bench")
-            conn = psycopg2.connect(url)
-            migrate(conn)
-            conn.close()
-            warehouse = str(Path(tmp) / "bench.duckdb")
-            # the project's slot + snapshot of the (empty) tables, and a second slot at the same
-            # point for the raw measurements
-            run_child("ingest", url, warehouse, str(args.batch_size))
-            conn = psycopg2.connect(url)
-            conn.autocommit = True
-            conn.cursor().execute(
-                "select pg_create_logical_replication_slot(%s, 'pgoutput')", (RAW_SLOT,)
-            )
-            conn.close()
-            t0 = time.perf_counter()
-            loaded = load(url, changes)
-            load_s = time.perf_counter() - t0
-            print(
-                f"loaded {changes:,} row changes ({loaded['c']:,} inserts, {loaded['u']:,} "
-                f"updates, {loaded['d']:,} deletes) in {load_s:.1f}s"
-            )
-            raw_copy = run_child("copy", url)
-            raw_stream = run_child("stream", url, str(raw_copy["changes"]))
-            load_avg = max(load_avg, os.getloadavg()[0])
-            e2e = run_child("ingest", url, warehouse, str(args.batch_size), args.duckdb_memory)
-            load_avg = max(load_avg, os.getloadavg()[0])
-        finally:
-            stack.down(quiet=True)
+        url = scratch["urls"]["bench"]
+        conn = psycopg2.connect(url)
+        migrate(conn)
+        conn.close()
+        warehouse = str(scratch["dir"] / "bench.duckdb")
+        # the project's slot + snapshot of the (empty) tables, and a second slot at the same
+        # point for the raw measurements
+        run_child("ingest", url, warehouse, str(args.batch_size))
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        conn.cursor().execute(
+            "select pg_create_logical_replication_slot(%s, 'pgoutput')", (RAW_SLOT,)
+        )
+        conn.close()
+        t0 = time.perf_counter()
+        loaded = load(url, changes)
+        load_s = time.perf_counter() - t0
+        print(
+            f"loaded {changes:,} row changes ({loaded['c']:,} inserts, {loaded['u']:,} "
+            f"updates, {loaded['d']:,} deletes) in {load_s:.1f}s"
+        )
+        raw_copy = run_child("copy", url)
+        raw_stream = run_child("stream", url, str(raw_copy["changes"]))
+        load_avg = max(load_avg, os.getloadavg()[0])
+        e2e = run_child("ingest", url, warehouse, str(args.batch_size), args.duckdb_memory)
+        load_avg = max(load_avg, os.getloadavg()[0])
 
     rate = {
         "copy": raw_copy["changes"] / raw_copy["seconds"],

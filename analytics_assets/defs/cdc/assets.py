@@ -24,26 +24,20 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
     specs = []
     for table in settings.captured_tables:
         current, changes = raw_keys(table)
-        specs.append(
-            dg.AssetSpec(
-                current,
-                deps=[dg.AssetKey(["app_db", table])],
-                group_name="raw",
-                kinds={kind},
-                description=f"Current state of app table {table}, one row per key, deletes flagged.",
-                skippable=True,
+        for key, description in (
+            (current, f"Current state of app table {table}, one row per key, deletes flagged."),
+            (changes, f"Every change to app table {table}: op, position and commit time."),
+        ):
+            specs.append(
+                dg.AssetSpec(
+                    key,
+                    deps=[dg.AssetKey(["app_db", table])],
+                    group_name="raw",
+                    kinds={kind},
+                    description=description,
+                    skippable=True,
+                )
             )
-        )
-        specs.append(
-            dg.AssetSpec(
-                changes,
-                deps=[dg.AssetKey(["app_db", table])],
-                group_name="raw",
-                kinds={kind},
-                description=f"Every change to app table {table}: op, position and commit time.",
-                skippable=True,
-            )
-        )
 
     @dg.multi_asset(
         name="cdc_ingest",
