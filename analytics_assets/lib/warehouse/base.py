@@ -1,7 +1,7 @@
 """The warehouse contract: apply a `ChangeBatch` to `raw.<table>` + `raw.<table>_changes` and
 record the feed position, all in one warehouse transaction.
 
-Semantics every implementation keeps (DuckDB here, BigQuery later):
+Semantics every implementation keeps (DuckDB and BigQuery):
 
 - `raw.<table>`: one row per primary key with the newest image: source columns + `_lsn, _seq,
   _op, _is_deleted, _commit_ts, _loaded_at`. A change is applied only if its (lsn, seq) is newer
@@ -21,8 +21,18 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from analytics_assets.lib.feeds.base import ChangeBatch, Position, TableState
+from analytics_assets.lib.feeds.base import (
+    COMMIT_TS,
+    LSN,
+    SEQ,
+    UNCHANGED,
+    ChangeBatch,
+    Position,
+    TableChanges,
+    TableState,
+)
 
 # Columns whose calendar date (in the partition time zone) names the business partition a change
 # touches; the automation re-runs exactly those daily partitions.
@@ -80,3 +90,35 @@ class Warehouse(Protocol):
     def rollback(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# -- Arrow-side steps both adapters take before any SQL ------------------------------------------
+
+
+def rows_after(rows: pa.Table, pos: Position | None) -> pa.Table:
+    """Rows strictly after `pos` (replays of applied changes are dropped before any SQL)."""
+    if pos is None:
+        return rows
+    lsn, seq = rows.column(LSN), rows.column(SEQ)
+    mask = pc.or_(
+        pc.greater(lsn, pos.lsn), pc.and_(pc.equal(lsn, pos.lsn), pc.greater(seq, pos.seq))
+    )
+    return rows.filter(mask)
+
+
+def unchanged_columns(rows: pa.Table) -> list[str]:
+    """Columns some change in `rows` does not carry (unchanged TOAST, key-only images)."""
+    if UNCHANGED not in rows.column_names:
+        return []
+    col = rows.column(UNCHANGED)
+    if col.null_count == len(col):
+        return []
+    return sorted(set(pc.unique(pc.list_flatten(col)).to_pylist()) - {None})
+
+
+def truncate_commit_ts(tc: TableChanges, pos: Position) -> dt.datetime | None:
+    """Commit time of a truncate: that of a row change of the same transaction, if any."""
+    if tc.rows.num_rows == 0 or COMMIT_TS not in tc.rows.column_names:
+        return None
+    same = tc.rows.column(COMMIT_TS).filter(pc.equal(tc.rows.column(LSN), pos.lsn))
+    return same[0].as_py() if len(same) else None

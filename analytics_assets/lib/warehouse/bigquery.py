@@ -55,6 +55,9 @@ from analytics_assets.lib.warehouse.base import (
     DEFAULT_BUSINESS_DATE_COLUMNS,
     ApplyResult,
     TableApplyResult,
+    rows_after,
+    truncate_commit_ts,
+    unchanged_columns,
 )
 from analytics_assets.settings import ConfigError, validate_identifier
 
@@ -558,7 +561,7 @@ class BigQueryWarehouse:
         if rows.num_rows and columns:
             if not tc.key:
                 raise ValueError(f"table {table} has no primary key: it cannot be merged")
-            fresh = after(rows, stored_pos)
+            fresh = rows_after(rows, stored_pos)
             result.skipped = rows.num_rows - fresh.num_rows
             if fresh.num_rows:
                 self._merge_rows(plan, table, fresh, columns, tc.key, result)
@@ -634,34 +637,6 @@ def _schema_field(f: pa.Field):
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return bigquery.SchemaField(f.name, column_type(t.value_type), mode="REPEATED")
     return bigquery.SchemaField(f.name, column_type(t), mode="NULLABLE")
-
-
-def after(rows: pa.Table, pos: Position | None) -> pa.Table:
-    """Rows strictly after `pos` (replays of applied changes are dropped before loading)."""
-    if pos is None:
-        return rows
-    lsn, seq = rows.column(LSN), rows.column(SEQ)
-    mask = pc.or_(
-        pc.greater(lsn, pos.lsn), pc.and_(pc.equal(lsn, pos.lsn), pc.greater(seq, pos.seq))
-    )
-    return rows.filter(mask)
-
-
-def unchanged_columns(rows: pa.Table) -> list[str]:
-    if UNCHANGED not in rows.column_names:
-        return []
-    col = rows.column(UNCHANGED)
-    if col.null_count == len(col):
-        return []
-    return sorted(set(pc.unique(pc.list_flatten(col)).to_pylist()) - {None})
-
-
-def truncate_commit_ts(tc: TableChanges, pos: Position) -> dt.datetime | None:
-    """Commit time of a truncate: that of a row change of the same transaction, if any."""
-    if tc.rows.num_rows == 0 or COMMIT_TS not in tc.rows.column_names:
-        return None
-    same = tc.rows.column(COMMIT_TS).filter(pc.equal(tc.rows.column(LSN), pos.lsn))
-    return same[0].as_py() if len(same) else None
 
 
 _BUCKET_US = 15 * 60 * 1_000_000  # every time zone offset is a multiple of 15 minutes

@@ -35,6 +35,9 @@ from analytics_assets.lib.warehouse.base import (
     DEFAULT_BUSINESS_DATE_COLUMNS,
     ApplyResult,
     TableApplyResult,
+    rows_after,
+    truncate_commit_ts,
+    unchanged_columns,
 )
 from analytics_assets.settings import validate_identifier
 
@@ -417,7 +420,7 @@ class DuckDBWarehouse:
         if rows.num_rows and columns:
             if not tc.key:
                 raise ValueError(f"table {table} has no primary key: it cannot be merged")
-            fresh = _after(rows, stored_pos)
+            fresh = rows_after(rows, stored_pos)
             result.skipped = rows.num_rows - fresh.num_rows
             if fresh.num_rows:
                 self._merge_rows(table, fresh, columns, tc.key, result, params)
@@ -427,7 +430,7 @@ class DuckDBWarehouse:
                 continue
             if not self._existing_columns(table):
                 continue  # nothing was ever loaded for it
-            tparams = {**params, "commit_ts": batch_commit_ts(tc, pos)}
+            tparams = {**params, "commit_ts": truncate_commit_ts(tc, pos)}
             self.con.execute(truncate_sql(self.schema, table, pos), tparams)
             self.con.execute(truncate_change_sql(self.schema, table, pos), tparams)
             result.changes_by_op["t"] = result.changes_by_op.get("t", 0) + 1
@@ -445,7 +448,7 @@ class DuckDBWarehouse:
         result.last = Position(last_lsn, int(seq[lsn == last_lsn].max()))
         for item in rows.column(OP).value_counts().to_pylist():
             result.changes_by_op[item["values"]] = item["counts"]
-        unchanged = _unchanged_columns(rows)
+        unchanged = unchanged_columns(rows)
         if unchanged:  # values to carry forward: materialize the staged rows once
             self.con.register(BATCH_VIEW, rows)
             try:
@@ -492,33 +495,3 @@ class DuckDBWarehouse:
     def close(self) -> None:
         self.rollback()
         self.con.close()
-
-
-def batch_commit_ts(tc: TableChanges, pos: Position) -> dt.datetime | None:
-    """Commit time of a truncate: that of a row change of the same transaction, if any."""
-    if tc.rows.num_rows == 0 or COMMIT_TS not in tc.rows.column_names:
-        return None
-    mask = pc.equal(tc.rows.column(LSN), pos.lsn)
-    same = tc.rows.column(COMMIT_TS).filter(mask)
-    return same[0].as_py() if len(same) else None
-
-
-def _after(rows: pa.Table, pos: Position | None) -> pa.Table:
-    """Rows strictly after `pos` (replays of applied changes are dropped here)."""
-    if pos is None:
-        return rows
-    lsn, seq = rows.column(LSN), rows.column(SEQ)
-    mask = pc.or_(
-        pc.greater(lsn, pos.lsn), pc.and_(pc.equal(lsn, pos.lsn), pc.greater(seq, pos.seq))
-    )
-    return rows.filter(mask)
-
-
-def _unchanged_columns(rows: pa.Table) -> list[str]:
-    if UNCHANGED not in rows.column_names:
-        return []
-    col = rows.column(UNCHANGED)
-    if col.null_count == len(col):
-        return []
-    flat = pc.list_flatten(col)
-    return sorted(set(pc.unique(flat).to_pylist()) - {None})
