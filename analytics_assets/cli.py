@@ -172,6 +172,12 @@ def cmd_cdc(args: argparse.Namespace) -> int:
         feed.close()
 
 
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from analytics_assets.materialize import materialize
+
+    return materialize(args.select, args.partition, args.partition_range)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from analytics_assets.demo import run_demo
 
@@ -206,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", default=None, help="comma-separated subset (ingest)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_cdc)
+
+    p = sub.add_parser(
+        "materialize", help="`dagster asset materialize` with the arguments checked first"
+    )
+    p.add_argument("--select", required=True, help="Dagster asset selection, e.g. 'tag:daily'")
+    window = p.add_mutually_exclusive_group()
+    window.add_argument("--partition", default=None, help="one day, YYYY-MM-DD")
+    window.add_argument("--partition-range", default=None, help="START...END, inclusive")
+    p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("demo", help="the main job: stack, history, whole graph for recent days")
     p.add_argument("--days", type=_positive_int, default=30, help="days of history to load")

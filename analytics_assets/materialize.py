@@ -1,0 +1,172 @@
+"""`analytics-assets materialize`: `dagster asset materialize` for this project, checked first.
+
+Dagster's own command answers a mistyped date, an empty selection or a range over unpartitioned
+assets with a Python traceback. This command checks what a user can get wrong before any run
+starts, says in one line what is wrong and what to do, then hands the same arguments to Dagster's
+command in this process (the definitions load once):
+
+- the Dagster instance: DAGSTER_HOME set, or the embedded stack running (its env is taken over);
+- `--partition` / `--partition-range`: ISO dates, start <= end, inside the daily partitions
+  (from PARTITION_START_DATE up to the last day that has ended);
+- `--select`: matches at least one asset; daily marts need a partition (and ranges need every
+  selected asset to be a daily mart, as Dagster's single-run backfills do).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import warnings
+from collections.abc import Sequence
+
+from analytics_assets.settings import ConfigError, get_settings
+
+MODULE = "analytics_assets.definitions"
+
+
+def parse_day(text: str, what: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{what} {text!r} is not a date: use YYYY-MM-DD, e.g. 2026-02-14"
+        ) from None
+
+
+def partition_window(
+    partition: str | None, partition_range: str | None, *, today: dt.date | None = None
+) -> tuple[dt.date, dt.date] | None:
+    """The first and last partition day asked for, checked against the daily partitions."""
+    if partition is None and partition_range is None:
+        return None
+    if partition is not None and partition_range is not None:
+        raise ConfigError("give --partition or --partition-range, not both")
+    if partition is not None:
+        first = last = parse_day(partition, "--partition")
+    else:
+        parts = partition_range.split("...")
+        if len(parts) != 2:
+            raise ConfigError(
+                f"--partition-range {partition_range!r} is not START...END "
+                "(three dots), e.g. 2026-02-01...2026-02-28"
+            )
+        first = parse_day(parts[0], "--partition-range start")
+        last = parse_day(parts[1], "--partition-range end")
+        if last < first:
+            raise ConfigError(
+                f"--partition-range ends ({last}) before it starts ({first}): "
+                f"did you mean {last}...{first}?"
+            )
+    settings = get_settings()
+    start = dt.date.fromisoformat(settings.partition_start)
+    newest = _last_closed_day(settings.timezone, today)
+    for day in sorted({first, last}):
+        if day < start:
+            raise ConfigError(
+                f"{day} is before the first daily partition ({start}); "
+                "PARTITION_START_DATE sets where partitions begin"
+            )
+        if day > newest:
+            raise ConfigError(
+                f"{day} has no daily partition yet: the newest is {newest} "
+                f"(a day's partition exists once the day has ended in {settings.timezone})"
+            )
+    return first, last
+
+
+def _last_closed_day(timezone: str, today: dt.date | None) -> dt.date:
+    if today is None:
+        from zoneinfo import ZoneInfo
+
+        today = dt.datetime.now(ZoneInfo(timezone)).date()
+    return today - dt.timedelta(days=1)
+
+
+def ensure_instance_env() -> None:
+    """Point Dagster at the dev stack's instance when the shell has not (`stack env`)."""
+    if os.environ.get("DAGSTER_HOME"):
+        return
+    if get_settings().is_prod:
+        raise ConfigError("DAGSTER_HOME is not set: point it at the instance's dagster.yaml")
+    from analytics_assets.lib import stack
+
+    info = stack.status()
+    if info is None:
+        raise ConfigError("The stack is not running: run `analytics-assets stack up` first.")
+    os.environ.update(info.env())
+    get_settings.cache_clear()
+
+
+def check_selection(
+    select: str, window: tuple[dt.date, dt.date] | None, *, is_range: bool = False
+) -> list[str]:
+    """Resolve `select` as Dagster's command does; return the selected asset keys (strings)."""
+    import dagster as dg
+
+    from analytics_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    try:
+        with warnings.catch_warnings():  # Dagster's beta notes on its own selection parser
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            keys = dg.AssetSelection.from_coercible(select.split(",")).resolve(graph)
+    except Exception as exc:  # noqa: BLE001 - Dagster raises several types for a bad selection
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--select {select!r} is not a valid selection: {first_line}") from None
+    keys = {k for k in keys if graph.get(k).is_materializable}
+    if not keys:
+        groups = sorted({graph.get(k).group_name for k in graph.materializable_asset_keys})
+        raise ConfigError(
+            f"--select {select!r} matches no asset; try 'group:<name>' with one of "
+            f"{', '.join(groups)}, 'tag:daily' (the daily marts) or 'not tag:daily'"
+        )
+    partitioned = sorted(k.to_user_string() for k in keys if graph.get(k).partitions_def)
+    plain = sorted(k.to_user_string() for k in keys if not graph.get(k).partitions_def)
+    if window is None and partitioned:
+        raise ConfigError(
+            f"{len(partitioned)} selected asset(s) are daily-partitioned ({partitioned[0]}, ...): "
+            "add --partition YYYY-MM-DD or --partition-range START...END"
+        )
+    if window is not None and not partitioned:
+        raise ConfigError(
+            "none of the selected assets is partitioned: drop --partition/--partition-range "
+            "or select the daily marts with 'tag:daily'"
+        )
+    if is_range and plain:
+        raise ConfigError(
+            f"a partition range runs daily marts only, but the selection also has {plain[0]}"
+            f"{' and others' if len(plain) > 1 else ''}: materialize those without a range first, "
+            "then the range with --select 'tag:daily'"
+        )
+    return sorted(k.to_user_string() for k in keys)
+
+
+def materialize(
+    select: str, partition: str | None = None, partition_range: str | None = None
+) -> int:
+    window = partition_window(partition, partition_range)
+    ensure_instance_env()
+    keys = check_selection(select, window, is_range=partition_range is not None)
+    print(
+        f"[materialize] {len(keys)} asset(s)"
+        + (f", days {window[0]}..{window[1]}" if window else "")
+    )
+    args: list[str] = ["asset", "materialize", "-m", MODULE, "--select", select]
+    if partition is not None:
+        args += ["--partition", partition]
+    if partition_range is not None:
+        args += ["--partition-range", partition_range]
+    return run_dagster(args)
+
+
+def run_dagster(args: Sequence[str]) -> int:
+    """Dagster's CLI in this process; its click errors become one line."""
+    import click
+    from dagster._cli import cli
+
+    try:
+        cli.main(args=list(args), prog_name="dagster", standalone_mode=False)
+    except click.ClickException as exc:
+        print(f"error: {exc.format_message()} (the run's events above say which step)")
+        return 1
+    return 0

@@ -1,0 +1,88 @@
+"""`analytics-assets materialize` refuses what a user can get wrong, in one line, before any run.
+
+The successful path (a partition and a range actually materialized through Dagster's command) is
+run by tests/test_readme.py, which executes the README's `analytics-assets materialize` lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from analytics_assets import cli, settings
+from analytics_assets.materialize import partition_window
+from analytics_assets.settings import ConfigError
+
+
+@pytest.fixture
+def instance_env(monkeypatch, tmp_path):
+    """An instance location, so the checks under test run without starting anything."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--select", "tag:daily", "--partition", "2026-13-01"], "is not a date: use YYYY-MM-DD"),
+        (["--select", "tag:daily", "--partition", "14/02/2026"], "is not a date"),
+        (
+            ["--select", "tag:daily", "--partition-range", "2026-02-05...2026-02-01"],
+            "did you mean 2026-02-01...2026-02-05?",
+        ),
+        (
+            ["--select", "tag:daily", "--partition-range", "2026-02-01..2026-02-05"],
+            "is not START...END (three dots)",
+        ),
+        (
+            ["--select", "tag:daily", "--partition", "2025-12-31"],
+            "before the first daily partition",
+        ),
+        (["--select", "tag:daily", "--partition", "2999-01-01"], "has no daily partition yet"),
+        (["--select", "tag:nosuch", "--partition", "2026-02-01"], "matches no asset"),
+        (["--select", "marts/nosuch"], "is not a valid selection"),
+        (["--select", "tag:daily"], "add --partition YYYY-MM-DD or --partition-range"),
+        (["--select", "group:raw", "--partition", "2026-02-01"], "none of the selected assets"),
+        (
+            ["--select", "*", "--partition-range", "2026-02-01...2026-02-03"],
+            "a partition range runs daily marts only",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line_and_start_nothing(args, expected, instance_env, capsys):
+    code = cli.main(["materialize", *args])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_USER_ERROR
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in out + err
+    assert "RUN_START" not in out + err
+
+
+def test_stack_not_running_says_how_to_start_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("ANALYTICS_DATA_DIR", str(tmp_path))  # no server there
+    settings.get_settings.cache_clear()
+    try:
+        code = cli.main(["materialize", "--select", "tag:daily", "--partition", "2026-02-01"])
+    finally:
+        monkeypatch.undo()
+        settings.get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USER_ERROR
+    assert "analytics-assets stack up" in err
+
+
+def test_partition_bounds_follow_the_clock():
+    today = dt.date(2026, 3, 10)
+    assert partition_window("2026-03-09", None, today=today) == (
+        dt.date(2026, 3, 9),
+        dt.date(2026, 3, 9),
+    )
+    with pytest.raises(ConfigError, match="newest is 2026-03-09"):
+        partition_window("2026-03-10", None, today=today)  # today has not ended
+    assert partition_window(None, "2026-01-01...2026-03-09", today=today) == (
+        dt.date(2026, 1, 1),
+        dt.date(2026, 3, 9),
+    )
+    assert partition_window(None, None, today=today) is None
