@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import inspect
 import logging
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +44,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
+from analytics_assets.lib.cdc import IngestBusy
 from analytics_assets.lib.feeds.base import (
     ChangeBatch,
     FeedError,
@@ -64,19 +69,57 @@ HEARTBEAT_PREFIX = "analytics_assets.heartbeat"
 _COPY_HEADER = 19  # PGCOPY signature + flags + extension length
 _DONE = object()
 FIRST_CHUNK_MESSAGES = 20_000
+# pg_try_advisory_lock(INGEST_LOCK_CLASS, crc32(slot)): one ingest per slot at a time
+INGEST_LOCK_CLASS = 7263002
+# a dead peer (network gone, server frozen) is noticed in ~60s instead of the kernel's hours
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+class SourceUnavailable(FeedError):
+    """The connection to the source broke (restart, crash, failover, network). Nothing after the
+    last committed batch was applied; the next ingest resumes from the warehouse's positions."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The session is gone (as opposed to an error the server reported on a live session)."""
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    code = getattr(exc, "pgcode", None) or ""
+    if type(exc) in (psycopg2.OperationalError, psycopg2.DatabaseError) and not code:
+        # libpq's own: "server closed the connection unexpectedly", or (a COPY cut off) "error
+        # with status PGRES_COPY_OUT and no message from the libpq"
+        return True
+    return code.startswith(("08", "57P"))  # connection exception, admin/crash shutdown
+
+
+def _reason(exc: BaseException) -> str:
+    if type(exc) is psycopg2.DatabaseError:  # libpq had nothing to say: a COPY was cut off
+        return "the connection broke while reading the slot"
+    return _first_line(exc)
 
 
 def _connect(url: str, **kwargs):
     try:
-        conn = psycopg2.connect(url, connect_timeout=10, **kwargs)
+        conn = psycopg2.connect(url, connect_timeout=10, **KEEPALIVES, **kwargs)
     except psycopg2.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        raise FeedError(f"cannot connect to the source {redact_url(url)}: {reason}") from None
+        raise SourceUnavailable(
+            f"cannot connect to the source {redact_url(url)}: {_first_line(exc)}"
+        ) from None
     return conn
 
 
 def _session(url: str):
-    conn = _connect(url, application_name="analytics_assets_cdc")
+    conn = _connect(url, application_name=f"analytics_assets_cdc pid {os.getpid()}")
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(SESSION_SETTINGS)
@@ -194,6 +237,62 @@ def frame_copy_rows(rows: list[bytes]) -> tuple[bytes, np.ndarray]:
     return buf, starts
 
 
+def _holder(rows: list[tuple]) -> str:
+    """Who holds the slot or the ingest lock, from pg_stat_activity rows."""
+    if not rows:
+        return "a session that has just ended; run the ingest again"
+    pid, app, addr, started = rows[0]
+    parts = [f"backend PID {pid}"]
+    if app:
+        parts.append(f"application {app!r}")  # ours carry the client's PID
+    if addr:
+        parts.append(f"from {addr}")
+    if started is not None:
+        parts.append(f"since {started:%Y-%m-%d %H:%M:%S %Z}".strip())
+    return ", ".join(parts) + "; wait for it to finish (or end it), then run the ingest again"
+
+
+def _source_errors(method):
+    """Driver errors of a SlotFeed method as the feed's own: a lost connection becomes one-line
+    `SourceUnavailable`, a slot held by another session `IngestBusy`; other errors pass."""
+
+    def translate(self, exc: Exception) -> Exception | None:
+        if isinstance(exc, psycopg2.errors.ObjectInUse):
+            return self._busy(exc)
+        if _connection_lost(exc):
+            return SourceUnavailable(
+                f"lost the connection to the source {redact_url(self.url)} ({_reason(exc)}); nothing after the last committed batch was applied: "
+                "run the ingest again once the source is back"
+            )
+        return None
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            except psycopg2.Error as exc:
+                mapped = translate(self, exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
+
+        return generator
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except psycopg2.Error as exc:
+            mapped = translate(self, exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    return wrapper
+
+
 class SlotFeed:
     """The slot feed. `url` is the source database; `tables` are the captured tables."""
 
@@ -222,6 +321,7 @@ class SlotFeed:
         self._pending_ack: int | None = None
         self._caught_up = False
         self._keys: dict[str, tuple[str, ...]] = {}
+        self._claimed = None  # the connection that holds the ingest lock
 
     # -- connection and catalog ---------------------------------------------------------------
 
@@ -230,6 +330,44 @@ class SlotFeed:
         if self._conn is None or self._conn.closed:
             self._conn = _session(self.url)
         return self._conn
+
+    def _claim(self) -> None:
+        """One ingest per slot: a session advisory lock on the feed's connection, held until
+        close() (or until the connection ends, so a crashed ingest never keeps it)."""
+        if self._claimed is not None and self._claimed is self._conn and not self._conn.closed:
+            return
+        key = zlib.crc32(self.slot.encode()) & 0x7FFFFFFF
+        got = self._query("select pg_try_advisory_lock(%s, %s)", (INGEST_LOCK_CLASS, key))[0][0]
+        if got:
+            self._claimed = self._conn
+            return
+        rows = self._query(
+            """
+            select a.pid, a.application_name, a.client_addr::text, a.backend_start
+            from pg_locks l join pg_stat_activity a on a.pid = l.pid
+            where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+              and l.classid = %s::oid and l.objid = %s::oid
+              and l.database = (select oid from pg_database where datname = current_database())
+            """,
+            (INGEST_LOCK_CLASS, key),
+        )
+        raise IngestBusy(f"another ingest is running on slot {self.slot!r}: {_holder(rows)}")
+
+    def _busy(self, exc: Exception) -> IngestBusy:
+        match = re.search(r"PID (\d+)", str(exc))
+        rows = []
+        if match:
+            with contextlib.suppress(psycopg2.Error):
+                rows = self._query(
+                    "select pid, application_name, client_addr::text, backend_start "
+                    "from pg_stat_activity where pid = %s",
+                    (int(match.group(1)),),
+                )
+            rows = rows or [(int(match.group(1)), None, None, None)]
+        return IngestBusy(
+            f"another ingest is running: replication slot {self.slot!r} is in use by "
+            f"{_holder(rows)}"
+        )
 
     def _query(self, query, params=None) -> list[tuple]:
         with self.conn.cursor() as cur:
@@ -331,6 +469,7 @@ class SlotFeed:
             "same_database": r[8],
         }
 
+    @_source_errors
     def slot_status(self) -> dict[str, Any]:
         row = self._slot_row()
         if row is None:
@@ -339,7 +478,9 @@ class SlotFeed:
 
     # -- session ------------------------------------------------------------------------------
 
+    @_source_errors
     def needs_snapshot(self, tables: Sequence[str], state: Mapping[str, TableState]) -> list[str]:
+        self._claim()
         row = self._slot_row()
         if row is None or row["wal_status"] == "lost":
             return list(tables)  # no stream to resume from: (re)snapshot everything asked for
@@ -348,11 +489,13 @@ class SlotFeed:
         # captured for a while): the changes in between are gone, so resynchronize it
         return [t for t in tables if t not in state or parse_lsn(state[t].checkpoint) < confirmed]
 
+    @_source_errors
     def open(self, tables: Sequence[str], state: Mapping[str, TableState]) -> None:
         unknown = [t for t in tables if t not in self.captured_tables]
         if unknown:
             raise FeedError(f"tables {unknown} are not captured (CAPTURED_TABLES)")
         self.close_reader()
+        self._claim()
         self._tables = tuple(tables)
         self._state = dict(state)
         self._keys = self.primary_keys()
@@ -367,11 +510,14 @@ class SlotFeed:
         self._caught_up = False
 
     def close_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.stop()
-            self._wait_slot_released(self._reader.backend_pid)
-            self._reader = None
+        reader, self._reader = self._reader, None
         self._decoder = None
+        if reader is not None:
+            reader.stop()
+            try:
+                self._wait_slot_released(reader.backend_pid)
+            except (psycopg2.Error, FeedError) as exc:  # the source went away, and so did the
+                log.debug("slot release not confirmed: %s", _first_line(exc))  # reader session
 
     def close(self) -> None:
         self.close_reader()
@@ -382,6 +528,7 @@ class SlotFeed:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+        self._claimed = None
 
     def _wait_slot_released(self, pid: int | None, timeout: float = 30.0) -> None:
         if pid is None:
@@ -398,6 +545,7 @@ class SlotFeed:
 
     # -- snapshot -----------------------------------------------------------------------------
 
+    @_source_errors
     def snapshot(
         self, tables: Sequence[str], max_rows: int, resync: Sequence[str] = ()
     ) -> Iterator[ChangeBatch]:
@@ -407,6 +555,7 @@ class SlotFeed:
         if not tables:
             return
         self.close_reader()
+        self._claim()
         self.ensure_publication()
         row = self._slot_row()
         if row is not None and row["wal_status"] == "lost":
@@ -586,6 +735,7 @@ class SlotFeed:
             batch.decode_seconds = time.perf_counter() - t0
         return batch
 
+    @_source_errors
     def read_batch(self, max_changes: int) -> ChangeBatch | None:
         """The next batch of the session's peek, which covers the WAL up to where it was when
         the session's first read started (so a session ends even under constant writes; the
@@ -645,6 +795,7 @@ class SlotFeed:
 
     # -- acknowledging ------------------------------------------------------------------------
 
+    @_source_errors
     def ack(self, state: Mapping[str, TableState]) -> None:
         self._state.update(state)
         lsns = [
@@ -683,6 +834,7 @@ class SlotFeed:
 
     # -- lag ----------------------------------------------------------------------------------
 
+    @_source_errors
     def lag(self, state: Mapping[str, TableState] | None = None) -> dict[str, TableLag]:
         """Per captured table: changes pending after its applied position, WAL bytes behind and
         seconds since the oldest pending commit. One statement: it peeks the slot server-side and

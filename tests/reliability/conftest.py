@@ -1,0 +1,42 @@
+"""Fixtures for the fault tests: a test's own embedded server (so restarting or killing it never
+disturbs the session's shared server) holding a migrated `app` database, driven through the CDC
+helpers of tests/cdc."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdc"))
+
+from cdc_helpers import CdcEnv  # noqa: E402
+
+from analytics_assets import settings  # noqa: E402
+from analytics_assets.defs.sources.schema import migrate  # noqa: E402
+from analytics_assets.lib import stack  # noqa: E402
+
+
+@pytest.fixture
+def own_stack(own_server_dir, monkeypatch):
+    """A second embedded server in its own data dir; its port stays fixed across restarts."""
+    monkeypatch.setenv("ANALYTICS_DATA_DIR", str(own_server_dir / "data"))
+    monkeypatch.delenv("ANALYTICS_PG_PORT", raising=False)
+    settings.get_settings.cache_clear()
+    info = stack.up(quiet=True)
+    monkeypatch.setenv("ANALYTICS_PG_PORT", str(info.port))
+    yield info
+    stack.down(quiet=True)
+    settings.get_settings.cache_clear()
+
+
+@pytest.fixture
+def own_cdc(own_stack, tmp_path) -> CdcEnv:
+    """The own server's `app` database, migrated, as a CDC test environment."""
+    import psycopg2
+
+    conn = psycopg2.connect(own_stack.source_url)
+    migrate(conn)
+    conn.close()
+    return CdcEnv(own_stack.source_url, stack.SOURCE_DB, tmp_path)
