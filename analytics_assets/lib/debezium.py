@@ -26,9 +26,12 @@ Accepted input
   images that carry only the key (REPLICA IDENTITY DEFAULT) are listed in `_unchanged_cols`, so
   the warehouse keeps the previous values.
 
-Errors: a record that is not JSON, is truncated, has an unknown op, lacks the image its op needs,
-or belongs to another table (`source.table`) raises `EnvelopeError` naming topic, partition and
-offset; nothing of the batch is applied (a dead-letter table is future work).
+Bad records: a record that is not JSON, is truncated, has an unknown op, lacks the image its op
+needs, belongs to another table (`source.table`) or holds a value its column cannot take raises
+`EnvelopeError` naming topic, partition and offset, or with `decode(..., quarantine=True)` (what
+the Kafka feed uses) is left out and listed in `DecodedTable.rejected` with the reason; the feed
+turns those into dead letters (`raw._dead_letters`, written in the batch's transaction) and
+moves past them.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class DecodedTable:
     tombstones: int = 0
     min_commit_ts: dt.datetime | None = None
     max_commit_ts: dt.datetime | None = None
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (record index, reason)
 
 
 def _ts_from_ms(ms: int | None) -> dt.datetime | None:
@@ -213,9 +217,14 @@ class TableDecoder:
         *,
         keys: Sequence[bytes | None] | None = None,
         where: Sequence[tuple[int, int]] | None = None,
+        quarantine: bool = False,
     ) -> DecodedTable:
-        """`values[i]` at position (lsn[i], seq[i]); `where[i]` = (partition, offset) for errors."""
+        """`values[i]` at position (lsn[i], seq[i]); `where[i]` = (partition, offset) for errors.
+
+        A record that cannot be read raises `EnvelopeError`, or with `quarantine` is left out
+        and listed in `DecodedTable.rejected` as (i, reason)."""
         images: list[dict] = []
+        index: list[int] = []  # record of each image
         ops: list[str] = []
         lsns: list[int] = []
         seqs: list[int] = []
@@ -224,9 +233,12 @@ class TableDecoder:
         deletes: list[bool] = []
         out = DecodedTable(pa.table({}))
 
-        def fail(i: int, why: str) -> EnvelopeError:
+        def reject(i: int, why: str) -> None:
+            if quarantine:
+                out.rejected.append((i, why))
+                return
             p, o = where[i] if where is not None else (None, i)
-            return EnvelopeError(
+            raise EnvelopeError(
                 f"Debezium record {self.topic} partition {p} offset {o}: {why} "
                 "(the batch was not applied; fix or skip the record, then re-run)"
             )
@@ -235,8 +247,6 @@ class TableDecoder:
             if value is None or len(value) == 0:
                 out.tombstones += 1
                 continue
-            if keys is not None:
-                self._learn_key(keys[i])
             prefix = self._prefix
             try:
                 if prefix is not None and value.startswith(prefix) and value.endswith(b"}"):
@@ -247,9 +257,11 @@ class TableDecoder:
                     if isinstance(obj, dict) and set(obj) == {"schema", "payload"}:
                         self._remember_prefix(value, obj["schema"])
             except ValueError as exc:
-                raise fail(i, f"not JSON ({exc})") from None
+                reject(i, f"not JSON ({exc})")
+                continue
             if not isinstance(obj, dict):
-                raise fail(i, "not a JSON object")
+                reject(i, "not a JSON object")
+                continue
             if "payload" in obj and set(obj) <= {"schema", "payload"}:
                 if isinstance(obj.get("schema"), dict):
                     self._learn_schema(obj["schema"])
@@ -258,25 +270,36 @@ class TableDecoder:
                     out.tombstones += 1
                     continue
                 if not isinstance(obj, dict):
-                    raise fail(i, "payload is not an object")
+                    reject(i, "payload is not an object")
+                    continue
             op = obj.get("op")
             if op not in OPS:
-                raise fail(i, f"unknown or missing op {op!r}")
+                reject(i, f"unknown or missing op {str(op)[:40]!r}")
+                continue
             source = obj.get("source") or {}
             if not isinstance(source, dict):
-                raise fail(i, "source is not an object")
+                reject(i, "source is not an object")
+                continue
             if source.get("table") not in (None, self.table):
-                raise fail(i, f"record of table {source.get('table')!r}, expected {self.table!r}")
+                other = str(source.get("table"))[:80]
+                reject(i, f"record of table {other!r}, expected {self.table!r}")
+                continue
+            image = None
+            if op != "t":
+                image = obj.get("before" if op == "d" else "after")
+                if not isinstance(image, dict):
+                    reject(i, f"op {op!r} without its {'before' if op == 'd' else 'after'} image")
+                    continue
+            if keys is not None:
+                self._learn_key(keys[i])
             ts = source.get("ts_ms", obj.get("ts_ms"))
             if ts is not None:
                 all_ts.append(ts)
             if op == "t":
                 out.truncates.append(Position(int(lsn[i]), int(seq[i])))
                 continue
-            image = obj.get("before" if op == "d" else "after")
-            if not isinstance(image, dict):
-                raise fail(i, f"op {op!r} without its {'before' if op == 'd' else 'after'} image")
             images.append(image)
+            index.append(i)
             ops.append(op)
             lsns.append(int(lsn[i]))
             seqs.append(int(seq[i]))
@@ -285,8 +308,32 @@ class TableDecoder:
 
         out.min_commit_ts = _ts_from_ms(min(all_ts)) if all_ts else None
         out.max_commit_ts = _ts_from_ms(max(all_ts)) if all_ts else None
-        out.rows = self._to_arrow(images, ops, lsns, seqs, ts_ms, deletes)
+        parts = [images, ops, lsns, seqs, ts_ms, deletes]
+        if quarantine:
+            try:
+                out.rows = self._to_arrow(*parts)
+                return out
+            except EnvelopeError:
+                # a value that does not fit its column: find the records that hold one
+                keep = self._readable(parts, index, out.rejected)
+                parts = [[col[j] for j in keep] for col in parts]
+        out.rows = self._to_arrow(*parts)
         return out
+
+    def _readable(self, parts: list[list], index: list[int], rejected: list) -> list[int]:
+        """Rows whose values convert on their own; the others go to `rejected`."""
+        learned = dict(self.types)
+        keep = []
+        for j, i in enumerate(index):
+            try:
+                self._to_arrow(*([col[j]] for col in parts))
+                keep.append(j)
+            except EnvelopeError as exc:
+                rejected.append((i, str(exc).split(": ", 1)[-1]))
+            finally:
+                self.types = dict(learned)  # one record must not decide a column's type
+        rejected.sort()
+        return keep
 
     # -- columns ----------------------------------------------------------------------------
 

@@ -344,13 +344,13 @@ class KafkaEnv(CdcEnv):
         self.column_types = column_types
         return self
 
-    def feed(self, tables=None) -> KafkaFeed:
+    def feed(self, tables=None, **kw) -> KafkaFeed:
         return KafkaFeed(
             {"bootstrap.servers": self.bootstrap, "group.id": self.group},
             topic_prefix=self.prefix,
             tables=tables or self.tables,
             column_types=self.column_types,
-            idle_timeout=3.0,
+            **{"idle_timeout": 3.0, **kw},
         )
 
     def warehouse(self) -> DuckDBWarehouse:

@@ -249,7 +249,8 @@ def test_lag_and_status(kenv):
         con.close()
 
 
-def test_malformed_record_raises_a_clear_error_and_applies_nothing(kenv):
+def test_strict_feed_raises_a_clear_error_on_a_malformed_record_and_applies_nothing(kenv):
+    """With `dead_letters=False` a bad record stops the batch (test_dead_letters.py: default)."""
     kenv.tables = ("users",)
     con = kenv.connector(partitions={"users": 1})
     try:
@@ -258,13 +259,13 @@ def test_malformed_record_raises_a_clear_error_and_applies_nothing(kenv):
         con.producer.produce(con.topic("users"), key=b'{"id": 99}', value=b'{"payload": {"op": "c"')
         con.producer.flush(10)
         with pytest.raises(EnvelopeError, match=r"partition 0 offset 1: not JSON"):
-            kenv.ingest()
+            kenv.ingest(feed=kenv.feed(dead_letters=False))
         assert kenv.group_committed()["users"] == {}
     finally:
         con.close()
 
 
-def test_record_of_another_table_is_refused(kenv):
+def test_strict_feed_refuses_a_record_of_another_table(kenv):
     kenv.tables = ("users",)
     create_topics(kenv.bootstrap, {f"{kenv.prefix}.public.users": 1})
     p = Producer({"bootstrap.servers": kenv.bootstrap, **PRODUCER_QUIRK})
@@ -272,7 +273,7 @@ def test_record_of_another_table_is_refused(kenv):
     p.produce(f"{kenv.prefix}.public.users", key=b'{"id": 1}', value=json.dumps(value))
     p.flush(10)
     with pytest.raises(EnvelopeError, match="table 'orders', expected 'users'"):
-        kenv.ingest()
+        kenv.ingest(feed=kenv.feed(dead_letters=False))
 
 
 def test_exactly_once_settings_are_enforced():

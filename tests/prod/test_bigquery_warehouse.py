@@ -37,7 +37,9 @@ from google.cloud import bigquery
 
 from analytics_assets.lib import cdc
 from analytics_assets.lib.feeds.base import (
+    DEAD_LETTER_VALUE_MAX,
     ChangeBatch,
+    DeadLetter,
     Position,
     TableChanges,
     meta_schema_fields,
@@ -549,3 +551,69 @@ def test_make_warehouse_is_bigquery_in_prod(monkeypatch):
         w.close()
     finally:
         get_settings.cache_clear()
+
+
+# -- dead letters --------------------------------------------------------------------------------
+
+
+def _with_dead_letters(step: int, dead) -> ChangeBatch:
+    batch = STEPS[step][1]
+    return ChangeBatch(batch.tables, batch.first, batch.last, None, None, dead_letters=list(dead))
+
+
+DEAD = [
+    DeadLetter.of("app.public.orders", 0, 7, "orders", "not JSON (Expecting ',')", b'{"op": "c"'),
+    DeadLetter.of(
+        "app.public.orders", 1, 3, "orders", "unknown or missing op 'x'", b"\x00" * 20_000
+    ),
+    DeadLetter.of(
+        "app.public.orders", 0, 9, "orders", "op 'c' without its after image", None, b"k"
+    ),
+]
+
+
+def _dead_letters(con) -> list[dict]:
+    cur = con.execute(
+        'select * exclude (first_seen_at) from "raw"."_dead_letters" '
+        "order by topic, kafka_partition, kafka_offset"
+    )
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def test_dead_letters_are_written_once_in_the_batch_transaction(both):
+    """Same dead letters through both adapters (BigQuery SQL on the DuckDB-backed FAKE client):
+    equal `_dead_letters` rows, inserted by the transaction script; a replay and a repeat in a
+    later batch add none; a failing script stores none."""
+    ddb, bqw, client = both
+    for warehouse in (ddb, bqw):
+        warehouse.apply(STEPS[0][1], commit=False)
+        warehouse.apply(STEPS[1][1])
+    client.calls.clear()
+    client.fail_script = RuntimeError("Query error")
+    with pytest.raises(RuntimeError):
+        bqw.apply(_with_dead_letters(2, DEAD[:2]))
+    client.fail_script = None
+    assert client.con.execute(
+        "select count(*) from information_schema.tables where table_name = '_dead_letters'"
+    ).fetchall() == [(1,)]  # created outside the script (DDL), empty
+    assert client.con.execute('select count(*) from "raw"."_dead_letters"').fetchall() == [(0,)]
+    for warehouse in (ddb, bqw):
+        warehouse.apply(_with_dead_letters(2, DEAD[:2]))
+        warehouse.apply(_with_dead_letters(2, DEAD[:2]))  # a replay: positions skip, ids dedupe
+        warehouse.apply(_with_dead_letters(3, DEAD[1:]))  # one new, one seen before
+    got, expected = (_dead_letters(con) for con in (client.con, ddb.con))
+    assert got == expected
+    assert [(r["kafka_partition"], r["kafka_offset"]) for r in got] == [(0, 7), (0, 9), (1, 3)]
+    big = next(r for r in got if r["kafka_offset"] == 3)
+    assert big["value_bytes"] == 20_000 and len(big["record_value"]) == DEAD_LETTER_VALUE_MAX
+    assert next(r for r in got if r["kafka_offset"] == 9)["record_value"] is None
+    scripts = [c for c in client.calls if c[0] == "query" and c[1].startswith("BEGIN")]
+    dead_scripts = [s for s in scripts if "INSERT INTO `raw`.`_dead_letters`" in s[1]]
+    assert len(dead_scripts) == 4  # the failed one and three more, each inside its transaction
+    for _, sql, _ in dead_scripts:
+        assert sqlglot.parse(sql, read="bigquery", error_level=sqlglot.ErrorLevel.RAISE)
+    left = client.con.execute(
+        "select table_name from information_schema.tables where table_name like '_cdc_load_%'"
+    ).fetchall()
+    assert left == []

@@ -18,6 +18,11 @@ skipped, so a replay after a crash applies nothing twice. Feeds also hand out an
 per-table `checkpoint` (slot: the end LSN of the last transaction wholly read; Kafka: committed
 offsets as JSON), stored with the position in the same warehouse transaction and given back to
 `Feed.ack` after that transaction commits.
+
+Dead letters: a record the feed cannot decode (Kafka: not JSON, truncated, unknown op, missing
+image, another table's record) is not applied; it travels in `ChangeBatch.dead_letters` and the
+warehouse writes it to `raw._dead_letters` in the batch's transaction, once per record, while
+the table's position moves past it. The slot feed never has any.
 """
 
 from __future__ import annotations
@@ -99,6 +104,48 @@ class TableChanges:
         return counts
 
 
+DEAD_LETTER_VALUE_MAX = 16_384  # bytes of a dead letter's record value kept (its size is kept too)
+DEAD_LETTER_KEY_MAX = 1_024
+DEAD_LETTER_REASON_MAX = 300
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that was read but could not be applied; its place in the feed identifies it."""
+
+    topic: str
+    partition: int
+    offset: int
+    table: str | None  # the captured table whose position moved past it
+    reason: str  # short; names no values beyond what the record itself holds
+    value: bytes | None  # the record value, at most DEAD_LETTER_VALUE_MAX bytes
+    value_size: int  # the full value's length
+    key: bytes | None = None  # at most DEAD_LETTER_KEY_MAX bytes
+
+    @classmethod
+    def of(
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        table: str | None,
+        reason: str,
+        value: bytes | None,
+        key: bytes | None = None,
+    ) -> DeadLetter:
+        """Bounded: the reason, value and key are cut to their maximum lengths."""
+        return cls(
+            topic,
+            int(partition),
+            int(offset),
+            table,
+            reason[:DEAD_LETTER_REASON_MAX],
+            None if value is None else bytes(value[:DEAD_LETTER_VALUE_MAX]),
+            0 if value is None else len(value),
+            None if key is None else bytes(key[:DEAD_LETTER_KEY_MAX]),
+        )
+
+
 @dataclass
 class ChangeBatch:
     tables: dict[str, TableChanges]
@@ -108,6 +155,7 @@ class ChangeBatch:
     max_commit_ts: dt.datetime | None
     snapshot: bool = False  # rows come from the initial snapshot
     decode_seconds: float = 0.0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
     @property
     def num_changes(self) -> int:
@@ -123,6 +171,7 @@ class ChangeBatch:
             self.max_commit_ts,
             self.snapshot,
             self.decode_seconds,
+            [d for d in self.dead_letters if d.table in keep],
         )
 
 

@@ -61,6 +61,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from analytics_assets.lib.debezium import TableDecoder
 from analytics_assets.lib.feeds.base import (
     ChangeBatch,
+    DeadLetter,
     FeedError,
     Position,
     TableChanges,
@@ -100,6 +101,12 @@ _CONSUMER_ONLY = {
     "auto.commit.interval.ms",
     "check.crcs",
 }
+
+
+# Errors librdkafka reports while it cannot reach the broker (it keeps reconnecting).
+_BROKER_DOWN = frozenset(
+    {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT}
+)
 
 
 def consumer_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,6 +165,7 @@ class KafkaFeed:
         poll_timeout: float = 0.5,
         idle_timeout: float = 5.0,
         request_timeout: float = 10.0,
+        dead_letters: bool = True,
     ):
         self.config = consumer_config(config)
         self.group = str(self.config["group.id"])
@@ -169,6 +177,7 @@ class KafkaFeed:
         self.poll_timeout = poll_timeout
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
+        self.dead_letters = dead_letters  # False: a bad record raises EnvelopeError instead
         self._consumer: Consumer | None = None
         self._peeker: Consumer | None = None
         self._admin: AdminClient | None = None
@@ -340,6 +349,7 @@ class KafkaFeed:
         t0 = time.perf_counter()
         messages = []
         idle_since = time.monotonic()
+        down: KafkaError | None = None  # the last "broker unreachable" error since a record
         while not messages and self._open_parts:
             got = self.consumer.consume(max(1, max_changes), timeout=self.poll_timeout)
             for m in got:
@@ -348,9 +358,18 @@ class KafkaFeed:
                     if err.code() == KafkaError._PARTITION_EOF:
                         self._open_parts.discard((m.topic(), m.partition()))
                         continue
+                    if err.code() in _BROKER_DOWN:
+                        down = err  # librdkafka reconnects on its own: wait, within bounds
+                        continue
                     raise FeedError(f"Kafka consumer error: {err}")
                 messages.append(m)
-            if not messages and time.monotonic() - idle_since > self.idle_timeout:
+            if messages:
+                break
+            waited = time.monotonic() - idle_since
+            if down is not None and waited > self.request_timeout:
+                raise self._unreachable(down)
+            if waited > self.idle_timeout and down is None:
+                self._ping()  # a silent broker (hung, not refusing) must not look caught up
                 log.warning(
                     "no records for %.0fs below the session's high watermarks %s: ending the "
                     "session (aborted Kafka transactions or compaction can leave such gaps)",
@@ -379,6 +398,7 @@ class KafkaFeed:
             seqs.append(p)
             where.append((p, off))
         tables: dict[str, TableChanges] = {}
+        dead: list[DeadLetter] = []
         first = last = None
         min_ts = max_ts = None
         for t in self._tables:
@@ -390,7 +410,12 @@ class KafkaFeed:
                 continue
             vals, keys, lsns, seqs, where = per_table[t]
             dec = self._decoder(t)
-            decoded = dec.decode(vals, lsns, seqs, keys=keys, where=where)
+            decoded = dec.decode(
+                vals, lsns, seqs, keys=keys, where=where, quarantine=self.dead_letters
+            )
+            for i, why in decoded.rejected:
+                p, off = where[i]
+                dead.append(DeadLetter.of(self.topic(t), p, off, t, why, vals[i], keys[i]))
             tables[t] = TableChanges(t, decoded.rows, dec.key, end, checkpoint, decoded.truncates)
             lo = Position(lsns[0], seqs[0])
             first = lo if first is None else min(first, lo)
@@ -402,9 +427,30 @@ class KafkaFeed:
                 max_ts = (
                     decoded.max_commit_ts if max_ts is None else max(max_ts, decoded.max_commit_ts)
                 )
-        batch = ChangeBatch(tables, first, last, min_ts, max_ts)
+        batch = ChangeBatch(tables, first, last, min_ts, max_ts, dead_letters=dead)
         batch.decode_seconds = time.perf_counter() - t0
+        if dead:
+            log.warning(
+                "%d Debezium record(s) cannot be decoded, quarantined in _dead_letters: %s",
+                len(dead),
+                "; ".join(f"{d.topic}[{d.partition}]@{d.offset}: {d.reason}" for d in dead[:5]),
+            )
         return batch
+
+    def _ping(self) -> None:
+        """Raise FeedError when the broker does not answer a metadata request in time."""
+        try:
+            self.consumer.list_topics(timeout=self.request_timeout)
+        except KafkaException as exc:
+            raise self._unreachable(exc.args[0] if exc.args else exc) from None
+
+    def _unreachable(self, err: Any) -> FeedError:
+        topics = sorted({t for t, _ in self._open_parts})
+        return FeedError(
+            f"Kafka broker {self.config['bootstrap.servers']} unreachable while reading "
+            f"{', '.join(topics)} ({err}); nothing unread was applied and the warehouse kept its "
+            "position: re-run the ingest once the broker is back"
+        )
 
     # -- acknowledging ------------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ Semantics every implementation keeps (DuckDB and BigQuery):
   before the table's stored position are skipped, so replays add nothing.
 - `raw._cdc_state`: per table, the position applied through and the feed's checkpoint, written
   in the same transaction. After a restart it is the truth the feed resumes from.
+- `raw._dead_letters`: the batch's records the feed could not decode (`ChangeBatch.dead_letters`:
+  topic, partition, offset, table, reason, bounded value and key, first-seen time), written in
+  the same transaction and at most once per (topic, partition, offset), so a replay adds none.
 """
 
 from __future__ import annotations
@@ -29,10 +32,49 @@ from analytics_assets.lib.feeds.base import (
     SEQ,
     UNCHANGED,
     ChangeBatch,
+    DeadLetter,
     Position,
     TableChanges,
     TableState,
 )
+
+DEAD_LETTERS = "_dead_letters"
+# The dead-letter columns (besides `first_seen_at`, set by the warehouse), as Arrow types.
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("kafka_partition", pa.int64(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+        pa.field("table_name", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("record_key", pa.binary()),
+        pa.field("record_value", pa.binary()),
+        pa.field("value_bytes", pa.int64(), nullable=False),
+    ]
+)
+DEAD_LETTER_ID = ("topic", "kafka_partition", "kafka_offset")
+
+
+def dead_letter_rows(dead: Sequence[DeadLetter]) -> pa.Table:
+    """The dead letters as one Arrow table (one row per distinct record)."""
+    seen: dict[tuple[str, int, int], DeadLetter] = {}
+    for d in dead:
+        seen.setdefault((d.topic, d.partition, d.offset), d)
+    rows = list(seen.values())
+    return pa.table(
+        [
+            [d.topic for d in rows],
+            [d.partition for d in rows],
+            [d.offset for d in rows],
+            [d.table for d in rows],
+            [d.reason for d in rows],
+            [d.key for d in rows],
+            [d.value for d in rows],
+            [d.value_size for d in rows],
+        ],
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
 
 # Columns whose calendar date (in the partition time zone) names the business partition a change
 # touches; the automation re-runs exactly those daily partitions.

@@ -52,9 +52,13 @@ from analytics_assets.lib.feeds.base import (
     TableState,
 )
 from analytics_assets.lib.warehouse.base import (
+    DEAD_LETTER_ID,
+    DEAD_LETTER_SCHEMA,
+    DEAD_LETTERS,
     DEFAULT_BUSINESS_DATE_COLUMNS,
     ApplyResult,
     TableApplyResult,
+    dead_letter_rows,
     rows_after,
     truncate_commit_ts,
     unchanged_columns,
@@ -281,6 +285,28 @@ def truncate_change_sql(dataset: str, table: str, p: str) -> str:
         f"SELECT @{p}_lsn, @{p}_seq, 't', @{p}_commit_ts, @loaded_at FROM (SELECT 1) AS one "
         f"WHERE NOT EXISTS (SELECT 1 FROM {log} AS c "
         f"WHERE c.{LSN} = @{p}_lsn AND c.{SEQ} = @{p}_seq)"
+    )
+
+
+def create_dead_letters_sql(dataset: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table_ref(dataset, DEAD_LETTERS)} ("
+        "topic STRING NOT NULL, kafka_partition INT64 NOT NULL, kafka_offset INT64 NOT NULL, "
+        "table_name STRING, reason STRING NOT NULL, record_key BYTES, record_value BYTES, "
+        "value_bytes INT64 NOT NULL, first_seen_at TIMESTAMP NOT NULL)"
+    )
+
+
+def dead_letters_insert_sql(dataset: str, load_table: str) -> str:
+    """The loaded dead letters not stored yet (a replayed record is not added twice)."""
+    target = table_ref(dataset, DEAD_LETTERS)
+    cols = [f.name for f in DEAD_LETTER_SCHEMA]
+    same = " AND ".join(f"x.{c} = d.{c}" for c in DEAD_LETTER_ID)
+    return (
+        f"INSERT INTO {target} ({', '.join(cols)}, first_seen_at) "  # noqa: S608 - quoted identifiers
+        f"SELECT {', '.join(f'd.{c}' for c in cols)}, @loaded_at "
+        f"FROM {table_ref(dataset, load_table)} AS d "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS x WHERE {same})"
     )
 
 
@@ -531,6 +557,8 @@ class BigQueryWarehouse:
             results = {}
             for table, tc in batch.tables.items():
                 results[table] = self._apply_table(plan, tc, state.get(table), now)
+            if batch.dead_letters:
+                self._plan_dead_letters(plan, batch, now)
             if before_commit is not None:
                 before_commit()
             if commit:
@@ -582,6 +610,17 @@ class BigQueryWarehouse:
             result.last = pos if result.last is None else max(result.last, pos)
         plan.states[table] = TableState(table, tc.end, tc.checkpoint, now)
         return result
+
+    def _plan_dead_letters(self, plan: Plan, batch: ChangeBatch, now: dt.datetime) -> None:
+        """Load the dead letters; the script inserts them (DDL cannot run inside it)."""
+        if DEAD_LETTERS not in self._columns:
+            self._run(create_dead_letters_sql(self.dataset))
+            self._columns[DEAD_LETTERS] = [f.name for f in DEAD_LETTER_SCHEMA]
+        load = f"{LOAD_PREFIX}{DEAD_LETTERS.strip('_')}_{uuid.uuid4().hex[:12]}"
+        plan.load_tables.append(load)
+        self._load(load, dead_letter_rows(batch.dead_letters))
+        plan.params["loaded_at"] = ("TIMESTAMP", now)
+        plan.statements.append(dead_letters_insert_sql(self.dataset, load))
 
     def _merge_rows(self, plan, table, rows, columns, key, result) -> None:
         positions = sorted(

@@ -32,9 +32,12 @@ from analytics_assets.lib.feeds.base import (
     TableState,
 )
 from analytics_assets.lib.warehouse.base import (
+    DEAD_LETTER_ID,
+    DEAD_LETTERS,
     DEFAULT_BUSINESS_DATE_COLUMNS,
     ApplyResult,
     TableApplyResult,
+    dead_letter_rows,
     rows_after,
     truncate_commit_ts,
     unchanged_columns,
@@ -44,6 +47,7 @@ from analytics_assets.settings import validate_identifier
 STATE_TABLE = "_cdc_state"
 STAGE = "_cdc_stage"
 BATCH_VIEW = "_cdc_batch"
+DEAD_VIEW = "_cdc_dead"
 
 
 def q(name: str) -> str:
@@ -217,6 +221,25 @@ def truncate_change_sql(schema: str, table: str, pos: Position) -> str:
         f"insert into {q(schema)}.{q(table + '_changes')} by name select "
         f"{int(pos.lsn)}::BIGINT as {LSN}, {int(pos.seq)}::BIGINT as {SEQ}, 't' as {OP}, "
         f"$commit_ts::TIMESTAMPTZ as {COMMIT_TS}, $loaded_at as {LOADED_AT}"
+    )
+
+
+def create_dead_letters_sql(schema: str) -> str:
+    return (
+        f"create table if not exists {q(schema)}.{q(DEAD_LETTERS)} (topic VARCHAR NOT NULL, "
+        "kafka_partition BIGINT NOT NULL, kafka_offset BIGINT NOT NULL, table_name VARCHAR, "
+        "reason VARCHAR NOT NULL, record_key BLOB, record_value BLOB, "
+        "value_bytes BIGINT NOT NULL, first_seen_at TIMESTAMPTZ NOT NULL)"
+    )
+
+
+def dead_letters_insert_sql(schema: str) -> str:
+    """The batch's dead letters not stored yet (a replayed record is not added twice)."""
+    same = " and ".join(f"x.{c} = d.{c}" for c in DEAD_LETTER_ID)
+    return (
+        f"insert into {q(schema)}.{q(DEAD_LETTERS)} by name "  # noqa: S608 - quoted identifiers
+        f"select d.*, $loaded_at as first_seen_at from {DEAD_VIEW} d where not exists "
+        f"(select 1 from {q(schema)}.{q(DEAD_LETTERS)} x where {same})"
     )
 
 
@@ -437,6 +460,8 @@ class DuckDBWarehouse:
             result.first = pos if result.first is None else min(result.first, pos)
             result.last = pos if result.last is None else max(result.last, pos)
         self._pending_state[table] = TableState(table, tc.end, tc.checkpoint, now)
+            if batch.dead_letters:
+                self._store_dead_letters(batch, now)
         return result
 
     def _merge_rows(self, table, rows, columns, key, result, params) -> None:
@@ -482,6 +507,14 @@ class DuckDBWarehouse:
             us = pc.cast(pc.drop_null(col), pa.int64()).to_numpy()
             buckets |= set(np.unique(us // BUCKET_US).tolist())
             before = self.con.execute(
+    def _store_dead_letters(self, batch: ChangeBatch, now: dt.datetime) -> None:
+        self.con.execute(create_dead_letters_sql(self.schema))
+        self.con.register(DEAD_VIEW, dead_letter_rows(batch.dead_letters))
+        try:
+            self.con.execute(dead_letters_insert_sql(self.schema), {"loaded_at": now})
+        finally:
+            self.con.unregister(DEAD_VIEW)
+
                 before_buckets_sql(self.schema, table, column, key)
             ).fetchall()
             buckets |= {b[0] for b in before if b[0] is not None}
