@@ -4,6 +4,7 @@
 |---|---|---|---|
 | `schema_drift` | each `raw/<table>` | WARN new source column, ERROR dropped/retyped | yes |
 | `slot_health` | each `raw/<table>` | WARN / ERROR by thresholds (config.py) | yes |
+| `dead_letters` | each `raw/<table>` | WARN while records are quarantined | no |
 | `source_reconciliation` | `marts/daily_revenue`, per daily partition | ERROR | yes |
 | `volume_anomaly` | `marts/daily_revenue`, per daily partition | WARN | no |
 
@@ -20,7 +21,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from analytics_assets.defs.quality import reconciliation, schema_drift, slot_health, volume
+from analytics_assets.defs.quality import (
+    dead_letters,
+    reconciliation,
+    schema_drift,
+    slot_health,
+    volume,
+)
 from analytics_assets.defs.quality.config import quality_settings
 from analytics_assets.defs.quality.verdict import ERROR, FailedCheck, Verdict, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import (
@@ -38,6 +45,7 @@ from analytics_assets.settings import get_settings, require_source_url
 DAILY_REVENUE = dg.AssetKey(["marts", "daily_revenue"])
 SCHEMA_DRIFT = "schema_drift"
 SLOT_HEALTH = "slot_health"
+DEAD_LETTERS = "dead_letters"
 RECONCILIATION = "source_reconciliation"
 VOLUME = "volume_anomaly"
 
@@ -171,6 +179,40 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
             yield v.result(key)
         raise_for_blocking(failed)
 
+    @dg.multi_asset_check(
+        name=DEAD_LETTERS,
+        specs=[
+            dg.AssetCheckSpec(
+                DEAD_LETTERS,
+                asset=raw_key(t),
+                blocking=False,
+                description=(
+                    f"Change records of {t} the feed could not decode (malformed, truncated, "
+                    "unknown op, another table's) are quarantined in raw._dead_letters and "
+                    "missing from the raw table; WARN with their count while any are there."
+                ),
+            )
+            for t in tables
+        ],
+        can_subset=True,
+        description="Quarantined (undecodable) change records per raw table.",
+    )
+    def dead_letters_check(context):
+        selected = _selected_tables(context)
+        previous = _last_checked(context.instance, [key for key, _ in selected])
+        try:
+            with connect(get_settings()) as con:
+                found = dead_letters.read(con, {t: previous.get(key) for key, t in selected})
+        except WarehouseUnavailable as exc:
+            for key, _ in selected:
+                v = Verdict()
+                v.warn(f"quarantine not read: {exc}")
+                yield v.result(key)
+            return
+        for key, table in selected:
+            v = dead_letters.verdict(table, found[table], first_check=key not in previous)
+            yield v.result(key)
+
     daily = daily_partitions()
     # Partitioned checks (one verdict per date in the UI) are a preview feature in Dagster 1.13.
     with warnings.catch_warnings():
@@ -264,6 +306,7 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
     return [
         schema_drift_check,
         slot_health_check,
+        dead_letters_check,
         source_reconciliation_check,
         volume_anomaly_check,
     ]
@@ -277,6 +320,24 @@ def _built_at(instance: dg.DagsterInstance, partition: str) -> dt.datetime | Non
     if not records:
         return None
     return dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC)
+
+
+def _last_checked(
+    instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]
+) -> dict[dg.AssetCheckKey, dt.datetime]:
+    """When each check's last finished evaluation started (the running one has not finished)."""
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus as Status,
+    )
+
+    out = {}
+    for key in keys:
+        done = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=1, status={Status.SUCCEEDED, Status.FAILED}
+        )
+        if done:
+            out[key] = dt.datetime.fromtimestamp(done[0].create_timestamp, dt.UTC)
+    return out
 
 
 def build_quality_defs() -> dg.Definitions:
