@@ -1,0 +1,470 @@
+"""Freshness under load: live traffic at 1,000 changes/s for 5 minutes while a real Dagster
+instance (daemon + run workers) lets the project's sensors drive the runs; p50/p95/max of (change
+visible in raw / in revenue_minutely) minus (its commit time). Targets: p95 <= 30 s for raw,
+<= 60 s for revenue_minutely.
+
+Everything runs on a scratch embedded PostgreSQL (source database + Dagster storage) with its own
+DAGSTER_HOME (the project's dagster.yaml: one run at a time, the DuckDB single writer), DuckDB
+warehouse and dbt target dir; `dagster-daemon run` (no webserver) evaluates the sensors and
+launches each run in its own worker process. After a warm-up (the first ingest, the sensors'
+first ticks and the runs they start), `analytics-assets traffic live` writes the traffic in its
+own process; the bench then waits until the slot is drained and revenue_minutely rebuilt, stops
+the daemon and measures:
+
+- commit time of each change: `_commit_ts` of its row in raw.<table>_changes (the commit time
+  PostgreSQL wrote in the WAL, decoded by the CDC feed; same clock as the bench);
+- visible in raw: the time Dagster recorded the raw/<table> materialization of the run that
+  applied it (the first one at or after the change's `_loaded_at`); the step logs it after the
+  warehouse commit, so this is an upper bound by the rest of the step (milliseconds here);
+- visible in revenue_minutely: the first marts/revenue_minutely materialization after that. Runs
+  take turns (max_concurrent_runs 1) and a run builds the models after its ingest step, so that
+  build read the change. A final check compares revenue_minutely with the source minute by
+  minute.
+
+A sampler thread also polls the warehouse every second as a reader would, opening DuckDB
+read-only only while no run is in flight (a reader holding the file would make a run's writer
+fail to open it): its raw figures include waiting for the run to finish (its dbt step too).
+
+    python bench/freshness_under_load.py [--rate 1000] [--seconds 300] [--json out.json]
+    python bench/freshness_under_load.py --quick     # 60 s of traffic
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _common import ROOT, Result, arg_parser, scratch_stack
+
+RAW_TARGET_S = 30.0
+REVENUE_TARGET_S = 60.0
+TABLES = ("orders", "order_items")
+CLOSE_TICK = "Checking for new runs for sensor: partition_close_sensor"
+IN_FLIGHT_NAMES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+RUNNING_NAMES = ("STARTING", "STARTED", "CANCELING")
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "max": float("nan")}
+    arr = np.asarray(values, dtype=float)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "max": float(arr.max()),
+    }
+
+
+def _stop_group(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
+    """Stop a process we started in its own session, and everything it started."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def _runs(instance, statuses: tuple[str, ...] | None = None, after: float | None = None):
+    import dagster as dg
+
+    kwargs = {}
+    if statuses:
+        kwargs["statuses"] = [dg.DagsterRunStatus[s] for s in statuses]
+    if after is not None:
+        kwargs["created_after"] = dt.datetime.fromtimestamp(after, dt.UTC)
+    return instance.get_run_records(dg.RunsFilter(**kwargs))
+
+
+def _event_times(instance, key: list[str]) -> list[float]:
+    import dagster as dg
+
+    times, cursor = [], None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetKey(key), limit=1000, cursor=cursor, ascending=True
+        )
+        times += [r.timestamp for r in page.records]
+        if not page.has_more:
+            return times
+        cursor = page.cursor
+
+
+def _open_warehouse(path: Path, wait: float = 0.0):
+    import duckdb
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.5)
+
+
+class Sampler(threading.Thread):
+    """Every `interval` s: if no run is in flight, read the newest commit time visible in each
+    raw change log (a reader's view); records (sample time, {table: epoch seconds})."""
+
+    def __init__(self, warehouse: Path, interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.warehouse, self.interval = warehouse, interval
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, dict[str, float | None]]] = []
+        self.attempts = self.busy = self.locked = self.errors = 0
+
+    def run(self) -> None:
+        import duckdb
+
+        instance = _instance()
+        while not self.stop.wait(self.interval):
+            self.attempts += 1
+            try:
+                if _runs(instance, RUNNING_NAMES):
+                    self.busy += 1
+                    continue
+                con = _open_warehouse(self.warehouse)
+                if con is None:
+                    self.locked += 1
+                    continue
+                try:
+                    seen = {}
+                    for table in TABLES:
+                        row = con.execute(
+                            f"select epoch(max(_commit_ts)) from raw.{table}_changes"  # noqa: S608
+                        ).fetchone()
+                        seen[table] = row[0]
+                finally:
+                    con.close()
+                self.samples.append((time.time(), seen))
+            except (duckdb.Error, OSError) as exc:  # a table not created yet, a stopping server
+                self.errors += 1
+                if self.errors <= 3:
+                    print(f"sampler: {type(exc).__name__}: {exc}", flush=True)
+
+
+def _wait(what: str, check, timeout: float, every: float = 3.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not reached in {timeout:.0f} s")
+
+
+def _traffic_rate(output: str) -> tuple[int, int, float] | None:
+    m = re.search(r"(\d+) changes in (\d+) transactions over ([\d.]+)s", output)
+    return (int(m.group(1)), int(m.group(2)), float(m.group(3))) if m else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--rate", type=float, default=1000.0, help="changes per second")
+    parser.add_argument("--seconds", type=float, default=300.0, help="traffic duration")
+    parser.add_argument("--history-days", type=int, default=2)
+    parser.add_argument("--orders-per-day", type=int, default=2000)
+    parser.add_argument("--keep-log", default=None, help="copy the daemon log here at the end")
+    args = parser.parse_args(argv)
+    seconds = 60.0 if args.quick else args.seconds
+    result = Result(
+        "freshness_under_load",
+        f"Freshness under load ({args.rate:,.0f} changes/s for {seconds / 60:g} min, "
+        "sensor-driven runs)",
+    )
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    loads = [os.getloadavg()[0]]
+    daemon = traffic = None
+    sampler = None
+    with scratch_stack("freshness_bench_", ("bench",)) as scratch:
+        import psycopg2
+
+        from analytics_assets import settings
+        from analytics_assets.defs.sources.schema import migrate
+        from analytics_assets.defs.sources.traffic import generate_history
+        from analytics_assets.lib import stack
+
+        tmp: Path = scratch["dir"]
+        url = scratch["urls"]["bench"]
+        home = tmp / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+        warehouse = tmp / "warehouse.duckdb"
+        env_vars = {
+            **stack.status().env(),
+            "DAGSTER_HOME": str(home),
+            "SOURCE_DATABASE_URL": url,
+            "WAREHOUSE_PATH": str(warehouse),
+            "NOTIFY_PATH": str(tmp / "notifications.jsonl"),
+            "DBT_TARGET_PATH": str(tmp / "dbt_target"),
+        }
+        saved = {k: os.environ.get(k) for k in env_vars}
+        os.environ.update(env_vars)
+        settings.get_settings.cache_clear()
+        daemon_log = open(tmp / "daemon.log", "w")  # noqa: SIM115 - closed in finally
+        try:
+            from analytics_assets.defs.automation.sensors import INGEST_TAG, read_lag
+
+            conn = psycopg2.connect(url)
+            migrate(conn)
+            generate_history(conn, days=args.history_days, orders_per_day=args.orders_per_day)
+            conn.close()
+            bin_dir = Path(sys.executable).parent
+            daemon = subprocess.Popen(
+                [str(bin_dir / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+                cwd=ROOT,
+                env=dict(os.environ),
+                stdout=daemon_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            instance = _instance()
+
+            # warm-up: the first ingest (snapshot), then a tick of every sensor after it (the
+            # partition close sensor, every 60 s, may start a daily build) and their runs
+            log_path = tmp / "daemon.log"
+            quiet_checks: list[bool] = []
+            close_ticks: list[int] = []
+
+            def warmed_up() -> bool:
+                if daemon.poll() is not None:
+                    raise RuntimeError("dagster-daemon exited; see its log")
+                loads.append(os.getloadavg()[0])
+                ticks = log_path.read_text().count(CLOSE_TICK)
+                if not close_ticks and _event_times(instance, ["marts", "revenue_minutely"]):
+                    close_ticks.append(ticks)
+                idle = not _runs(instance, IN_FLIGHT_NAMES)
+                quiet_checks.append(bool(close_ticks) and ticks > close_ticks[0] and idle)
+                return len(quiet_checks) >= 2 and all(quiet_checks[-2:])
+
+            warm_s = _wait("warm-up (first ingest and revenue_minutely)", warmed_up, 900, 5)
+            warmup_runs = len(_runs(instance))
+            print(f"warm-up done in {warm_s:.0f} s ({warmup_runs} runs)", flush=True)
+
+            sampler = Sampler(warehouse)
+            sampler.start()
+            traffic_start = time.time()
+            traffic = subprocess.Popen(
+                [
+                    str(bin_dir / "analytics-assets"),
+                    "traffic",
+                    "live",
+                    "--rate",
+                    str(args.rate),
+                    "--seconds",
+                    str(seconds),
+                    "--quiet",
+                ],
+                cwd=ROOT,
+                env=dict(os.environ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            while traffic.poll() is None:
+                time.sleep(1)
+                loads.append(os.getloadavg()[0])
+                if daemon.poll() is not None:
+                    raise RuntimeError("dagster-daemon exited during the traffic; see its log")
+            traffic_end = time.time()
+            traffic_out = traffic.stdout.read()
+            if traffic.returncode != 0:
+                raise RuntimeError(f"traffic failed: {traffic_out[-2000:]}")
+            print(traffic_out.strip(), flush=True)
+
+            # catch-up: an ingest run that started after the last commit succeeded (it built
+            # revenue_minutely after its ingest step)
+            def caught_up() -> bool:
+                loads.append(os.getloadavg()[0])
+                if daemon.poll() is not None:
+                    raise RuntimeError("dagster-daemon exited; see its log")
+                return any(
+                    r.dagster_run.status.value == "SUCCESS"
+                    and r.dagster_run.tags.get(INGEST_TAG) == "true"
+                    and r.start_time is not None
+                    and r.start_time > traffic_end
+                    for r in _runs(instance, after=traffic_end)
+                )
+
+            catchup_s = _wait("catch-up after the traffic", caught_up, 600, 2)
+            sampler.stop.set()
+            sampler.join(timeout=30)
+            slot_pending = sum(read_lag()[t].pending_changes or 0 for t in TABLES)
+            runs = [
+                r
+                for r in _runs(instance, after=traffic_start)
+                if r.create_timestamp.timestamp() <= traffic_end + catchup_s
+            ]
+        finally:
+            if sampler is not None:
+                sampler.stop.set()
+            _stop_group(traffic, 10)
+            _stop_group(daemon)
+            daemon_log.close()
+            if args.keep_log:
+                Path(args.keep_log).write_text((tmp / "daemon.log").read_text())
+
+        # the daemon is down: the warehouse is free; read the change logs
+        con = _open_warehouse(warehouse, wait=60)
+        if con is None:
+            raise RuntimeError("the warehouse stayed locked after the daemon stopped")
+        changes = {}
+        for table in TABLES:
+            changes[table] = con.execute(
+                f"select epoch(_commit_ts), epoch(_loaded_at) from raw.{table}_changes "  # noqa: S608
+                "where _commit_ts >= to_timestamp(?) order by _lsn, _seq",
+                [traffic_start],
+            ).fetchall()
+        window_minute = dt.datetime.fromtimestamp(traffic_start, dt.UTC).replace(
+            second=0, microsecond=0
+        )
+        got = con.execute(
+            "select revenue_minute, order_count, total_revenue from marts.revenue_minutely "
+            "where revenue_minute >= ? order by 1",
+            [window_minute],
+        ).fetchall()
+        con.close()
+        conn = psycopg2.connect(url)
+        with conn.cursor() as cur:
+            cur.execute(
+                "select date_trunc('minute', created_at at time zone 'UTC'), count(*), sum(total) "
+                "from orders where status != 'cancelled' and deleted_at is null "
+                "and created_at >= %s group by 1 order by 1",
+                (window_minute,),
+            )
+            expected = cur.fetchall()
+        conn.close()
+        raw_events = {t: _event_times(instance, ["raw", t]) for t in TABLES}
+        revenue_events = _event_times(instance, ["marts", "revenue_minutely"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    import bisect
+
+    raw_lat, rev_lat, sampled_lat = [], [], []
+    unseen = 0
+    for table in TABLES:
+        events = raw_events[table]
+        seen = [(s[0], s[1].get(table)) for s in sampler.samples]
+        for commit, loaded in changes[table]:
+            i = bisect.bisect_left(events, loaded)
+            if i == len(events):
+                unseen += 1
+                continue
+            raw_at = events[i]
+            raw_lat.append(raw_at - commit)
+            j = bisect.bisect_right(revenue_events, raw_at)
+            if j < len(revenue_events):
+                rev_lat.append(revenue_events[j] - commit)
+            sampled = next((t for t, m in seen if m is not None and m >= commit), None)
+            if sampled is not None:
+                sampled_lat.append(sampled - commit)
+    n_changes = sum(len(v) for v in changes.values())
+    raw_p, rev_p, smp_p = _percentiles(raw_lat), _percentiles(rev_lat), _percentiles(sampled_lat)
+    commits = sorted(c for v in changes.values() for c, _ in v)
+    span = commits[-1] - commits[0] if len(commits) > 1 else float("nan")
+    generated = _traffic_rate(traffic_out)
+    by_reason: dict[str, int] = {}
+    for r in runs:
+        tags = r.dagster_run.tags
+        reason = tags.get("analytics/reason") or tags.get("dagster/sensor_name") or "other"
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    durations = [r.end_time - r.start_time for r in runs if r.start_time is not None and r.end_time]
+    failed = sum(1 for r in runs if r.dagster_run.status.value == "FAILURE")
+    matches = [(m.replace(tzinfo=None), n, s) for m, n, s in expected] == [
+        (m.replace(tzinfo=None), n, s) for m, n, s in got
+    ]
+
+    result.figure("requested rate (changes/s)", args.rate)
+    result.figure("traffic duration s", round(traffic_end - traffic_start, 1))
+    if generated:
+        result.figure("generator: changes", generated[0])
+        result.figure("generator: transactions", generated[1])
+        result.figure("generator: achieved rate (changes/s)", round(generated[0] / generated[2]))
+    result.figure("row changes captured in raw (orders + order_items)", n_changes)
+    result.figure("captured rate (changes/s over the commit span)", round(n_changes / span))
+    for label, p in (("raw", raw_p), ("revenue_minutely", rev_p)):
+        for k, v in p.items():
+            result.figure(f"{label} visible - commit, {k} s", round(v, 1))
+    result.figure("changes not visible in raw by the end", unseen)
+    result.figure("changes without a later revenue_minutely build", len(raw_lat) - len(rev_lat))
+    for k, v in smp_p.items():
+        result.figure(f"sampler (reader between runs): raw visible - commit, {k} s", round(v, 1))
+    result.figure(
+        "sampler polls: read / run in flight / locked / errors",
+        f"{len(sampler.samples)} / {sampler.busy} / {sampler.locked} / {sampler.errors}",
+    )
+    result.figure("runs launched (traffic + catch-up)", len(runs))
+    result.figure(
+        "runs by reason", ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items())) or "none"
+    )
+    result.figure("runs failed", failed)
+    if durations:
+        result.figure("run duration, median s", round(sorted(durations)[len(durations) // 2], 1))
+        result.figure("run duration, max s", round(max(durations), 1))
+    result.figure(
+        "revenue_minutely builds (traffic + catch-up)",
+        len([t for t in revenue_events if t >= traffic_start]),
+    )
+    result.figure("slot: pending changes of orders + order_items after catch-up", slot_pending)
+    result.figure("warm-up s (first ingest, first sensor runs)", round(warm_s))
+    result.figure("catch-up after the traffic s", round(catchup_s))
+    result.figure("revenue_minutely equals the source, minute by minute, at the end", matches)
+    result.figure(
+        "load average (1 min): start / max / end",
+        (f"{loads[0]:.2f} / {max(loads):.2f} / {os.getloadavg()[0]:.2f}"),
+    )
+    result.ratio("raw p95 / 30 s", raw_p["p95"] / RAW_TARGET_S, 1.0)
+    result.ratio("revenue_minutely p95 / 60 s", rev_p["p95"] / REVENUE_TARGET_S, 1.0)
+    if generated:
+        result.ratio(
+            "achieved / requested change rate",
+            generated[0] / generated[2] / args.rate,
+            0.95,
+            better="higher",
+        )
+    result.note(
+        "visible = the Dagster materialization event of the run that applied the change (raw) or "
+        "of the first revenue_minutely build after it; commit = _commit_ts from the WAL"
+    )
+    result.note(
+        "the sampler reads DuckDB only while no run is in flight, so its figures include waiting "
+        "for the whole run (ingest and dbt) to release the file"
+    )
+    result.note(
+        "one machine runs PostgreSQL, the traffic, the daemon and the run workers; other jobs "
+        "may share it (see the load average)"
+    )
+    result.write(args.json)
+    return result.record
+
+
+if __name__ == "__main__":
+    main()
