@@ -239,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - last line of defence for user-facing errors
+        from analytics_assets.lib.cdc import IngestBusy
+        from analytics_assets.lib.feeds.base import FeedError
         from analytics_assets.lib.stack import StackError
 
-        if isinstance(exc, StackError):
+        # another ingest holds the slot or the warehouse, the source is down or unreachable
+        if isinstance(exc, StackError | IngestBusy | FeedError):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR
         raise

@@ -52,6 +52,8 @@ class Settings:
     gcp_project: str | None = None
     bigquery_location: str | None = None
     raw_schema: str = "raw"
+    # seconds an ingest waits for another process to let go of the DuckDB file (dev)
+    warehouse_lock_timeout: float = 30.0
 
     @property
     def is_prod(self) -> bool:
@@ -141,6 +143,7 @@ def get_settings() -> Settings:
         gcp_project=_env("GCP_PROJECT"),
         bigquery_location=_env("BIGQUERY_LOCATION", "US"),
         raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
+        warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
     )
 
 
@@ -164,6 +167,17 @@ def _positive_int(name: str, default: str) -> int:
     if not value.isdigit() or int(value) <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer.")
     return int(value)
+
+
+def _seconds(name: str, default: str) -> float:
+    value = _env(name, default)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{name}={value!r} must be a number of seconds (0 or more).")
+    return seconds
 
 
 def require_source_url() -> str:

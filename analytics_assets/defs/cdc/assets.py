@@ -51,14 +51,21 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
         from analytics_assets.lib import cdc
 
         tables = selected_tables(set(context.selected_asset_keys), settings.captured_tables)
-        result = cdc.ingest(
-            tables,
-            feed=cdc.make_feed(settings),
-            warehouse=cdc.make_warehouse(settings),
-            progress=lambda p: context.log.info(
-                f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
-            ),
-        )
+        feed = cdc.make_feed(settings)
+        # waits up to WAREHOUSE_LOCK_TIMEOUT_SECONDS for another writer of the DuckDB file; a
+        # lost source connection or a busy slot fails the step, and the retry policy runs it again
+        warehouse = cdc.make_warehouse(settings)
+        try:
+            result = cdc.ingest(
+                tables,
+                feed=feed,
+                warehouse=warehouse,
+                progress=lambda p: context.log.info(
+                    f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
+                ),
+            )
+        finally:
+            warehouse.close()  # let go of the DuckDB file before the next step needs it
         context.log.info(
             f"{result.changes} changes applied in {result.batches} batches "
             f"({result.seconds:.1f}s); snapshot: {result.snapshot_tables or 'none'}"
