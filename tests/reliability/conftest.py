@@ -40,3 +40,26 @@ def own_cdc(own_stack, tmp_path) -> CdcEnv:
     migrate(conn)
     conn.close()
     return CdcEnv(own_stack.source_url, stack.SOURCE_DB, tmp_path)
+
+
+@pytest.fixture
+def cdc(source_db, tmp_path) -> CdcEnv:
+    """A fresh, migrated source database on the session server, as a CDC test environment."""
+    return CdcEnv(source_db, source_db.rsplit("/", 1)[1], tmp_path)
+
+
+@pytest.fixture
+def cli_env(cdc):
+    """The environment of an `analytics-assets cdc ingest` process pointed at `cdc`'s source,
+    slot, publication and warehouse file."""
+    import os
+
+    env = dict(os.environ)
+    env.update(
+        SOURCE_DATABASE_URL=cdc.url,
+        WAREHOUSE_PATH=str(cdc.tmp / f"{cdc.db}.duckdb"),
+        CDC_SLOT=cdc.slot,
+        CDC_PUBLICATION=cdc.publication,
+        CAPTURED_TABLES=",".join(cdc.tables),
+    )
+    return env

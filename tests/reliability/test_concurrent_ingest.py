@@ -1,0 +1,145 @@
+"""Two ingest runs at once for the same tables: only one consumes. The other waits for the
+warehouse and then finds nothing to do, or stops with one line naming the ingest that runs
+(warehouse file lock, or the slot's ingest lock). Either way raw == source, nothing twice."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import psycopg2
+import psycopg2.extras
+import pytest
+
+from analytics_assets.lib.cdc import IngestBusy
+
+ROWS = 40_000
+
+
+def load(cdc) -> int:
+    """Rows to snapshot and changes to stream; returns the number of changes in all."""
+    cdc.execute(
+        "insert into users (email, full_name, country) select 'u' || g || '@example.com', "
+        "'Name ' || g, 'DE' from generate_series(1, %s) g",
+        params=(ROWS,),
+    )
+    cdc.ingest(batch_size=10_000)
+    cdc.execute(
+        "insert into orders (user_id, total, status) "
+        "select g, g * 1.5, 'new' from generate_series(1, %s) g",
+        params=(ROWS,),
+    )
+    cdc.execute("update users set country = 'NL' where id % 4 = 0")
+    return ROWS + ROWS + ROWS // 4
+
+
+def logged(cdc) -> int:
+    return sum(cdc.raw(f"select count(*) from raw.{t}_changes")[0][0] for t in cdc.tables)  # noqa: S608
+
+
+def two_cli_ingests(env: dict) -> list[subprocess.CompletedProcess]:
+    cmd = [sys.executable, "-m", "analytics_assets.cli", "cdc", "ingest", "--quiet"]
+    env = {**env, "CDC_BATCH_SIZE": "2000"}
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def applied(proc: subprocess.CompletedProcess) -> int:
+    match = re.search(r"\[cdc\] (\d+) changes applied", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("wait", ["no wait", "wait"])
+def test_two_ingest_processes_at_once_one_consumes(cdc, cli_env, wait):
+    streamed = load(cdc) - ROWS
+    before = logged(cdc)
+    timeout = "0" if wait == "no wait" else "120"
+    t0 = time.monotonic()
+    first, second = two_cli_ingests({**cli_env, "WAREHOUSE_LOCK_TIMEOUT_SECONDS": timeout})
+    seconds = time.monotonic() - t0
+    codes = sorted([first.returncode, second.returncode])
+    ok = [p for p in (first, second) if p.returncode == 0]
+    busy = [p for p in (first, second) if p.returncode != 0]
+    if wait == "wait":
+        assert codes == [0, 0], first.stderr + second.stderr
+        # one drained the feed, the other waited for the warehouse and found nothing to do
+        assert sorted(applied(p) for p in ok) == [0, streamed]
+    else:
+        assert codes == [0, 2], first.stderr + second.stderr
+        assert applied(ok[0]) == streamed
+        lines = busy[0].stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in busy[0].stderr, busy[0].stderr
+        assert re.search(r"another (ingest|process)", lines[0]) and "PID" in lines[0], lines[0]
+    cdc.assert_raw_equals_source()
+    cdc.assert_change_log_has_no_duplicates()
+    assert logged(cdc) == before + streamed  # consumed once: nothing lost, nothing twice
+    print(
+        f"\n[busy] {wait}: exits {codes} in {seconds:.2f}s; "
+        + (f"refused: {busy[0].stderr.strip()}" if busy else "second found nothing to do")
+        + f"\n[busy] rows compared {sum(len(cdc.source_rows(t)) for t in cdc.tables)}, "
+        f"changes {logged(cdc) - before} of {streamed}"
+    )
+
+
+def test_a_second_ingest_on_the_same_slot_is_refused_by_the_ingest_lock(cdc, tmp_path):
+    """Two ingests into different warehouse files (so no file lock stops the second): the slot's
+    ingest lock does, naming the first one's session and client process."""
+    cdc.execute("insert into users (email) values ('a@example.com')")
+    cdc.ingest()
+    first = cdc.feed()
+    try:
+        first.needs_snapshot(["users"], {})  # the first ingest has started: it holds the lock
+        from analytics_assets.lib.cdc import ingest
+        from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
+
+        other = DuckDBWarehouse(tmp_path / "other.duckdb")
+        try:
+            with pytest.raises(IngestBusy) as caught:
+                ingest(feed=cdc.feed(), warehouse=other, measure_lag=False)
+        finally:
+            other.close()
+    finally:
+        first.close()
+    message = str(caught.value)
+    assert "\n" not in message and cdc.slot in message
+    assert f"analytics_assets_cdc pid {os.getpid()}" in message  # which process: this one
+    assert cdc.ingest().changes == 0  # released with close(): the next ingest runs
+    cdc.assert_raw_equals_source()
+
+
+def test_slot_streamed_by_another_session_is_ingest_busy(cdc):
+    """A foreign consumer streams the project's slot: the ingest says who, in one line."""
+    cdc.execute("insert into users (email) values ('a@example.com')")
+    cdc.ingest()
+    cdc.execute("insert into users (email) values ('b@example.com')")
+    repl = psycopg2.connect(
+        cdc.url, connection_factory=psycopg2.extras.LogicalReplicationConnection
+    )
+    try:
+        with repl.cursor() as cur:
+            cur.start_replication(
+                slot_name=cdc.slot,
+                decode=False,
+                options={"proto_version": "1", "publication_names": cdc.publication},
+            )
+            pid = repl.get_backend_pid()
+            with pytest.raises(IngestBusy) as caught:
+                cdc.ingest()
+    finally:
+        repl.close()
+    message = str(caught.value)
+    assert f"backend PID {pid}" in message and "\n" not in message
+    cdc.ingest()  # the consumer is gone: the change arrives, once
+    cdc.assert_raw_equals_source()
+    cdc.assert_change_log_has_no_duplicates()
