@@ -31,6 +31,10 @@ class IngestBusy(RuntimeError):
     message says which process. Nothing was applied: run again once it has finished."""
 
 
+class WarehouseLocked(IngestBusy):
+    """Another process kept the warehouse file locked for longer than the lock timeout."""
+
+
 OP_NAMES = {"c": "inserted", "u": "updated", "d": "deleted", "t": "truncated", "r": "snapshot"}
 STAGES = ("snapshot", "decoded", "applied", "committed", "acked")
 
@@ -234,5 +238,8 @@ def make_warehouse(settings: Settings | None = None) -> Warehouse:
     from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
     return DuckDBWarehouse(
-        settings.warehouse_path, timezone=settings.timezone, feed_kind=settings.cdc_feed
+        settings.warehouse_path,
+        timezone=settings.timezone,
+        feed_kind=settings.cdc_feed,
+        lock_timeout=settings.warehouse_lock_timeout,
     )

@@ -276,6 +276,48 @@ def _lit(text: str) -> str:
 # -- the adapter ---------------------------------------------------------------------------------
 
 
+def connect_waiting(path: Path, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file for writing. Another process holding it (an ingest, a run, a
+    notebook) gets `lock_timeout` seconds to let go; then `WarehouseLocked` names that process.
+    Nothing is written before the file is ours, so a refused ingest leaves no partial state."""
+    from analytics_assets.lib.cdc import WarehouseLocked
+
+    deadline = time.monotonic() + lock_timeout
+    pause = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WarehouseLocked(
+                    f"the DuckDB warehouse {path} is locked by another process "
+                    f"({_lock_holder(str(exc))}); waited {lock_timeout:g}s "
+                    "(WAREHOUSE_LOCK_TIMEOUT_SECONDS). Another ingest or run is writing it, or "
+                    "a notebook holds it open: wait for it or close it, then run again"
+                ) from None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
+
+
+def _lock_holder(message: str) -> str:
+    """'... Conflicting lock is held in /usr/bin/python3 (PID 123) ...' -> PID and command."""
+    _, _, rest = message.partition("(PID ")
+    pid = rest.split(")", 1)[0].strip()
+    if not pid.isdigit():
+        return "process unknown"
+    import psutil
+
+    try:
+        cmd = " ".join(psutil.Process(int(pid)).cmdline())
+    except (psutil.Error, OSError):
+        cmd = message.partition("held in ")[2].partition(" (PID")[0]
+    cmd = cmd if len(cmd) <= 120 else cmd[:117] + "..."
+    return f"PID {pid}: {cmd}" if cmd else f"PID {pid}"
+
+
 class DuckDBWarehouse:
     def __init__(
         self,
@@ -287,6 +329,7 @@ class DuckDBWarehouse:
         feed_kind: str = "slot",
         checkpoint_threshold: str = "1GB",
         memory_limit: str | None = None,
+        lock_timeout: float = 0.0,
     ):
         self.path = Path(path)
         self.schema = validate_identifier(schema, "warehouse schema")
@@ -298,7 +341,7 @@ class DuckDBWarehouse:
         self.timezone = timezone
         self.feed_kind = feed_kind
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path))
+        self.con = connect_waiting(self.path, lock_timeout)
         # DuckDB checkpoints when its WAL passes this size, rewriting every row group a MERGE
         # touched; with the 16MB default that happened almost every CDC batch (cost growing
         # with the table), so let the WAL grow and checkpoint far less often.
