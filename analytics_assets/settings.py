@@ -52,6 +52,9 @@ class Settings:
     gcp_project: str | None = None
     bigquery_location: str | None = None
     raw_schema: str = "raw"
+    # the CDC connection (slot feed): a role with REPLICATION and SELECT on the captured tables;
+    # None: the source URL's role does everything
+    cdc_url: str | None = None
     # seconds an ingest waits for another process to let go of the DuckDB file (dev)
     warehouse_lock_timeout: float = 30.0
 
@@ -117,6 +120,9 @@ def get_settings() -> Settings:
         dt.date.fromisoformat(start)
     except ValueError:
         raise ConfigError(f"PARTITION_START_DATE={start!r} is not a date (YYYY-MM-DD).") from None
+    cdc_url = _env("CDC_DATABASE_URL")
+    if cdc_url is None and env == "dev" and source_url:
+        cdc_url = _stack_cdc_url(source_url)
     batch = _positive_int("CDC_BATCH_SIZE", "50000")
     feed = _env("CDC_FEED", "slot")
     if feed not in CDC_FEEDS:
@@ -126,6 +132,7 @@ def get_settings() -> Settings:
         data_dir=ddir,
         warehouse_path=Path(_env("WAREHOUSE_PATH", str(ddir / "warehouse.duckdb"))).resolve(),
         source_url=source_url,
+        cdc_url=cdc_url,
         captured_tables=tables,
         partition_start=start,
         timezone=_env("PARTITION_TIMEZONE", "UTC"),
@@ -167,6 +174,21 @@ def _positive_int(name: str, default: str) -> int:
     if not value.isdigit() or int(value) <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer.")
     return int(value)
+
+
+def _stack_cdc_url(source_url: str) -> str | None:
+    """On the embedded stack, CDC connects as the stack's CDC role to the same database as
+    SOURCE_DATABASE_URL (which stays the owner's: it creates the publication and grants)."""
+    state = read_stack_state()
+    parts = urlsplit(source_url)
+    if not state or not state.get("cdc_role") or parts.hostname != "127.0.0.1":
+        return None
+    try:
+        if parts.port != int(state["port"]):
+            return None
+    except ValueError:
+        return None
+    return urlunsplit(parts._replace(netloc=f"{state['cdc_role']}@127.0.0.1:{parts.port}"))
 
 
 def _seconds(name: str, default: str) -> float:

@@ -208,7 +208,8 @@ def make_feed(settings: Settings | None = None) -> Feed:
 
     url = settings.source_url or require_source_url()
     return SlotFeed(
-        url,
+        settings.cdc_url or url,
+        owner_url=url,
         slot=settings.slot,
         publication=settings.publication,
         tables=settings.captured_tables,

@@ -26,6 +26,9 @@ from analytics_assets.settings import data_dir
 SOURCE_DB = "app"
 DAGSTER_DB = "dagster"
 SUPERUSER = "postgres"
+# The role CDC connects as: LOGIN REPLICATION, nothing else. SELECT on the captured tables is
+# granted by the feed when it creates or extends the publication (as the tables' owner).
+CDC_ROLE = "analytics_cdc"
 OS_USER = "embedded_postgres"
 DEFAULT_PORT = 54329
 
@@ -73,6 +76,20 @@ class StackInfo:
     @property
     def source_url(self) -> str:
         return self.url(SOURCE_DB)
+
+    @property
+    def cdc_url(self) -> str:
+        return f"postgresql://{CDC_ROLE}@127.0.0.1:{self.port}/{SOURCE_DB}"
+
+    def write_state(self) -> None:
+        """stack.json: settings read the port, the source URL and the CDC role from it."""
+        state = {
+            "port": self.port,
+            "source_url": self.source_url,
+            "pgdata": str(self.pgdata),
+            "cdc_role": CDC_ROLE,
+        }
+        _state_path().write_text(json.dumps(state))
 
     def env(self) -> dict[str, str]:
         ddir = data_dir()
@@ -212,6 +229,7 @@ def up(quiet: bool = False) -> StackInfo:
     running = status()
     if running is not None and _psql_ok(running):
         _ensure_databases(running)
+        running.write_state()
         return running
 
     owner = _run_as_owner()
@@ -241,9 +259,7 @@ def up(quiet: bool = False) -> StackInfo:
         f"PostgreSQL did not start; see {log}",
     )
     info = StackInfo(port=port, pgdata=pgdata)
-    _state_path().write_text(
-        json.dumps({"port": port, "source_url": info.source_url, "pgdata": str(pgdata)})
-    )
+    info.write_state()
     for _ in range(50):
         if _psql_ok(info):
             break
@@ -262,7 +278,20 @@ def _ensure_databases(info: StackInfo) -> None:
             cur.execute("select 1 from pg_database where datname = %s", (db,))
             if cur.fetchone() is None:
                 cur.execute(f'create database "{db}"')
+        _ensure_cdc_role(cur)
     conn.close()
+
+
+def _ensure_cdc_role(cur) -> None:
+    """The CDC role: it may log in and use replication (slots, logical decoding) and nothing
+    else; no password (the embedded server trusts local connections)."""
+    cur.execute("select 1 from pg_roles where rolname = %s", (CDC_ROLE,))
+    if cur.fetchone() is None:
+        cur.execute(f'create role "{CDC_ROLE}"')
+    cur.execute(
+        f'alter role "{CDC_ROLE}" login replication nosuperuser nocreatedb nocreaterole '
+        "noinherit nobypassrls"
+    )
 
 
 def down(quiet: bool = False) -> bool:

@@ -294,7 +294,9 @@ def _source_errors(method):
 
 
 class SlotFeed:
-    """The slot feed. `url` is the source database; `tables` are the captured tables."""
+    """The slot feed. `url` is the source database as the CDC role (REPLICATION, SELECT on the
+    captured tables); `owner_url`, if another role, creates the publication and grants that
+    SELECT; `tables` are the captured tables."""
 
     kind = "slot"
 
@@ -306,8 +308,10 @@ class SlotFeed:
         publication: str,
         tables: Sequence[str],
         heartbeat: bool = True,
+        owner_url: str | None = None,
     ):
-        self.url = url
+        self.url = url  # the CDC role: replication and reading the captured tables
+        self.owner_url = owner_url or url  # the tables' owner: publication and grants
         self.slot = validate_identifier(slot, "slot")
         self.publication = validate_identifier(publication, "publication")
         self.captured_tables = tuple(validate_identifier(t, "captured table") for t in tables)
@@ -406,7 +410,9 @@ class SlotFeed:
         return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
     def ensure_publication(self) -> None:
-        """Create the publication, or add captured tables it lacks (never drops any)."""
+        """Create the publication, or add captured tables it lacks (never drops any), and let the
+        CDC role read the captured tables. Checks run on the CDC connection; what changes
+        something runs on the owner's (`owner_url`), only when needed."""
         missing = [
             t
             for t in self.captured_tables
@@ -419,30 +425,57 @@ class SlotFeed:
                 f"captured tables {', '.join(missing)} do not exist in the source database; "
                 "run the source migrations first or fix CAPTURED_TABLES"
             )
+        statements = []
         exists = self._query("select 1 from pg_publication where pubname = %s", (self.publication,))
-        tables = sql.SQL(", ").join(map(sql.Identifier, self.captured_tables))
         if not exists:
-            self._query(
+            statements.append(
                 sql.SQL("create publication {} for table {}").format(
-                    sql.Identifier(self.publication), tables
+                    sql.Identifier(self.publication),
+                    sql.SQL(", ").join(map(sql.Identifier, self.captured_tables)),
                 )
             )
-            return
-        have = {
+        else:
+            have = {
+                r[0]
+                for r in self._query(
+                    "select tablename from pg_publication_tables "
+                    "where pubname = %s and schemaname = 'public'",
+                    (self.publication,),
+                )
+            }
+            add = [t for t in self.captured_tables if t not in have]
+            if add:
+                statements.append(
+                    sql.SQL("alter publication {} add table {}").format(
+                        sql.Identifier(self.publication),
+                        sql.SQL(", ").join(map(sql.Identifier, add)),
+                    )
+                )
+        unreadable = [
             r[0]
             for r in self._query(
-                "select tablename from pg_publication_tables where pubname = %s and schemaname = 'public'",
-                (self.publication,),
+                "select t from unnest(%s::text[]) t "
+                "where not has_table_privilege(quote_ident(t), 'select')",
+                (list(self.captured_tables),),
             )
-        }
-        add = [t for t in self.captured_tables if t not in have]
-        if add:
-            self._query(
-                sql.SQL("alter publication {} add table {}").format(
-                    sql.Identifier(self.publication),
-                    sql.SQL(", ").join(map(sql.Identifier, add)),
+        ]
+        if unreadable and self.owner_url != self.url:
+            role = self._query("select current_user")[0][0]
+            statements.append(
+                sql.SQL("grant select on table {} to {}").format(
+                    sql.SQL(", ").join(map(sql.Identifier, unreadable)), sql.Identifier(role)
                 )
             )
+        if not statements:
+            return
+        owner = _session(self.owner_url) if self.owner_url != self.url else self.conn
+        try:
+            with owner.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+        finally:
+            if owner is not self.conn:
+                owner.close()
 
     def _slot_row(self) -> dict[str, Any] | None:
         rows = self._query(

@@ -1,0 +1,115 @@
+"""The CDC connection uses a dedicated role: LOGIN REPLICATION, SELECT on the captured tables
+and nothing more. The stack creates it; the feed (as the tables' owner) grants the SELECT when
+it creates or extends the publication; an ingest goes through it end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import psycopg2
+from cdc_helpers import CdcEnv
+
+from analytics_assets import settings
+from analytics_assets.lib import cdc as cdc_lib
+from analytics_assets.lib import stack
+
+PRIVILEGES = ("select", "insert", "update", "delete", "truncate")
+
+
+def test_stack_creates_a_replication_only_role(pg_stack):
+    conn = psycopg2.connect(pg_stack.url("postgres"))
+    with conn.cursor() as cur:
+        cur.execute(
+            "select rolcanlogin, rolreplication, rolsuper, rolcreatedb, rolcreaterole, "
+            "rolbypassrls from pg_roles where rolname = %s",
+            (stack.CDC_ROLE,),
+        )
+        assert cur.fetchall() == [(True, True, False, False, False, False)]
+        cur.execute(
+            "select count(*) from pg_auth_members m join pg_roles r on r.oid = m.member "
+            "where r.rolname = %s",
+            (stack.CDC_ROLE,),
+        )
+        assert cur.fetchone()[0] == 0  # member of no role (pg_read_all_data etc.)
+    conn.close()
+
+
+def test_ingest_runs_as_the_cdc_role_with_select_only_on_captured_tables(platform_env):
+    cfg = platform_env
+    cdc_url = urlsplit(cfg.cdc_url)
+    assert cdc_url.username == stack.CDC_ROLE and cdc_url.password is None
+    assert cdc_url.path == urlsplit(cfg.source_url).path  # the same database as the source
+    db = cdc_url.path.lstrip("/")
+    env = CdcEnv(cfg.source_url, db, cfg.warehouse_path.parent, tables=cfg.captured_tables)
+    env.execute(
+        "insert into users (email, country) select 'u' || g || '@example.com', 'DE' "
+        "from generate_series(1, 300) g",
+        "insert into orders (user_id, total, status) select g, g, 'new' "
+        "from generate_series(1, 200) g",
+    )
+    sessions: set[str] = set()
+    me = f"analytics_assets_cdc pid {os.getpid()}"
+
+    def who(stage: str) -> None:
+        if stage in ("snapshot", "decoded"):
+            sessions.update(
+                r[0]
+                for r in env.query(
+                    "select usename from pg_stat_activity where application_name = %s", (me,)
+                )
+            )
+
+    feed = cdc_lib.make_feed(cfg)
+    # the warehouse file where the CDC helpers look for it
+    warehouse = cdc_lib.make_warehouse(replace(cfg, warehouse_path=env.tmp / f"{db}.duckdb"))
+    try:
+        cdc_lib.ingest(feed=feed, warehouse=warehouse, fault=who, measure_lag=False)
+        env.execute("update users set country = 'SE' where id % 5 = 0")
+        env.execute("delete from orders where id % 4 = 0")
+        streamed = cdc_lib.ingest(feed=feed, warehouse=warehouse, fault=who)
+    finally:
+        warehouse.close()
+        feed.close()
+    assert sessions == {stack.CDC_ROLE}, "the feed's sessions ran as the CDC role"
+    assert streamed.tables["users"].changes_by_op == {"u": 60}
+    assert streamed.tables["orders"].changes_by_op == {"d": 50}
+    env.assert_raw_equals_source()
+    env.assert_change_log_has_no_duplicates()
+
+    grants = dict(
+        env.query(
+            "select c.relname, array_agg(p order by p) filter "
+            "(where has_table_privilege(%s, c.oid, p)) from pg_class c "
+            "join pg_namespace n on n.oid = c.relnamespace "
+            "cross join unnest(%s::text[]) p "
+            "where n.nspname = 'public' and c.relkind = 'r' group by c.relname",
+            (stack.CDC_ROLE, list(PRIVILEGES)),
+        )
+    )
+    for table in cfg.captured_tables:
+        assert grants[table] == ["select"], table  # no insert, update, delete, truncate
+    others = {t: p for t, p in grants.items() if t not in cfg.captured_tables}
+    assert others and all(p is None for p in others.values()), others  # e.g. schema_migrations
+
+
+def test_cdc_url_password_never_shown(platform_env):
+    """CDC_DATABASE_URL is a secret: a refused connection names the server, not the password."""
+    secret = f"S3cret-{uuid.uuid4().hex}"
+    env = dict(os.environ)
+    env["CDC_DATABASE_URL"] = f"postgresql://{stack.CDC_ROLE}:{secret}@127.0.0.1:1/app"
+    proc = subprocess.run(
+        [sys.executable, "-m", "analytics_assets.cli", "cdc", "ingest", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert secret not in proc.stderr + proc.stdout
+    assert "***" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    settings.get_settings.cache_clear()
