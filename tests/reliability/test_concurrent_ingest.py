@@ -13,31 +13,11 @@ import time
 import psycopg2
 import psycopg2.extras
 import pytest
+from reliability_helpers import load_backlog, logged_changes
 
 from analytics_assets.lib.cdc import IngestBusy
 
 ROWS = 40_000
-
-
-def load(cdc) -> int:
-    """Rows to snapshot and changes to stream; returns the number of changes in all."""
-    cdc.execute(
-        "insert into users (email, full_name, country) select 'u' || g || '@example.com', "
-        "'Name ' || g, 'DE' from generate_series(1, %s) g",
-        params=(ROWS,),
-    )
-    cdc.ingest(batch_size=10_000)
-    cdc.execute(
-        "insert into orders (user_id, total, status) "
-        "select g, g * 1.5, 'new' from generate_series(1, %s) g",
-        params=(ROWS,),
-    )
-    cdc.execute("update users set country = 'NL' where id % 4 = 0")
-    return ROWS + ROWS + ROWS // 4
-
-
-def logged(cdc) -> int:
-    return sum(cdc.raw(f"select count(*) from raw.{t}_changes")[0][0] for t in cdc.tables)  # noqa: S608
 
 
 def two_cli_ingests(env: dict) -> list[subprocess.CompletedProcess]:
@@ -62,8 +42,8 @@ def applied(proc: subprocess.CompletedProcess) -> int:
 
 @pytest.mark.parametrize("wait", ["no wait", "wait"])
 def test_two_ingest_processes_at_once_one_consumes(cdc, cli_env, wait):
-    streamed = load(cdc) - ROWS
-    before = logged(cdc)
+    streamed = load_backlog(cdc, ROWS)
+    before = logged_changes(cdc)
     timeout = "0" if wait == "no wait" else "120"
     t0 = time.monotonic()
     first, second = two_cli_ingests({**cli_env, "WAREHOUSE_LOCK_TIMEOUT_SECONDS": timeout})
@@ -83,12 +63,12 @@ def test_two_ingest_processes_at_once_one_consumes(cdc, cli_env, wait):
         assert re.search(r"another (ingest|process)", lines[0]) and "PID" in lines[0], lines[0]
     cdc.assert_raw_equals_source()
     cdc.assert_change_log_has_no_duplicates()
-    assert logged(cdc) == before + streamed  # consumed once: nothing lost, nothing twice
+    assert logged_changes(cdc) == before + streamed  # consumed once: nothing lost, nothing twice
     print(
         f"\n[busy] {wait}: exits {codes} in {seconds:.2f}s; "
         + (f"refused: {busy[0].stderr.strip()}" if busy else "second found nothing to do")
         + f"\n[busy] rows compared {sum(len(cdc.source_rows(t)) for t in cdc.tables)}, "
-        f"changes {logged(cdc) - before} of {streamed}"
+        f"changes {logged_changes(cdc) - before} of {streamed}"
     )
 
 

@@ -11,34 +11,12 @@ import time
 
 import psutil
 import pytest
+from reliability_helpers import load_backlog, logged_changes
 
 from analytics_assets.lib import stack
 from analytics_assets.lib.feeds.slot import SourceUnavailable
 
 ROWS = 20000
-
-
-def load_changes(cdc) -> None:
-    cdc.execute(
-        "insert into users (email, full_name, country) select 'u' || g || '@example.com', "
-        "'Name ' || g, 'DE' from generate_series(1, %s) g",
-        params=(ROWS,),
-    )
-    cdc.ingest(batch_size=1000)  # snapshot: the restart hits the stream part
-    cdc.execute(
-        "insert into orders (user_id, total, status) "
-        "select g, g * 1.5, 'new' from generate_series(1, %s) g",
-        params=(ROWS,),
-    )
-    cdc.execute(
-        "update users set country = 'FR' where id % 2 = 0",
-        "delete from users where id % 9 = 0",
-    )
-
-
-# every change the test makes, once: the snapshot, the inserted orders, the updated and the
-# deleted users
-EXPECTED_CHANGES = ROWS + ROWS + ROWS // 2 + ROWS // 9
 
 
 def stop(how: str) -> None:
@@ -70,10 +48,6 @@ def ingest_bounded(cdc, timeout: float, **kw):
     return outcome
 
 
-def logged_changes(cdc) -> int:
-    return sum(cdc.raw(f"select count(*) from raw.{t}_changes")[0][0] for t in cdc.tables)  # noqa: S608
-
-
 @pytest.mark.parametrize(
     "how, back",
     [
@@ -84,7 +58,7 @@ def logged_changes(cdc) -> int:
 )
 def test_source_restart_mid_ingest_fails_clearly_then_resumes_without_loss(own_cdc, how, back):
     cdc = own_cdc
-    load_changes(cdc)
+    expected = ROWS + load_backlog(cdc, ROWS, batch_size=1000)  # the snapshot, then the rest
     faults = []
 
     def after_first_batch(progress):
@@ -104,17 +78,17 @@ def test_source_restart_mid_ingest_fails_clearly_then_resumes_without_loss(own_c
     if back != "at once":
         stack.up(quiet=True)
     applied_before = logged_changes(cdc)
-    assert ROWS < applied_before <= EXPECTED_CHANGES  # the first batch stayed committed
+    assert ROWS < applied_before <= expected  # the first batch stayed committed
 
     done = ingest_bounded(cdc, 120, batch_size=1000)
     assert "error" not in done, repr(done.get("error"))
     cdc.assert_raw_equals_source()
     cdc.assert_change_log_has_no_duplicates()
-    assert logged_changes(cdc) == EXPECTED_CHANGES  # nothing lost, nothing applied twice
+    assert logged_changes(cdc) == expected  # nothing lost, nothing applied twice
     print(
         f"\n[fault] {how}/{back}: {type(error).__name__} after {failed['seconds']:.2f}s: "
         f"{message}\n[fault] rows compared {sum(len(cdc.source_rows(t)) for t in cdc.tables)}, "
         f"changes logged {applied_before} before the resume, {logged_changes(cdc)} of "
-        f"{EXPECTED_CHANGES} after it, resumed in "
+        f"{expected} after it, resumed in "
         f"{done['seconds']:.2f}s"
     )

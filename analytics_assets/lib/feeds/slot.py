@@ -266,29 +266,29 @@ def _source_errors(method):
             )
         return None
 
-    if inspect.isgeneratorfunction(method):
-
-        @functools.wraps(method)
-        def generator(self, *args, **kwargs):
-            try:
-                yield from method(self, *args, **kwargs)
-            except psycopg2.Error as exc:
-                mapped = translate(self, exc)
-                if mapped is None:
-                    raise
-                raise mapped from None
-
-        return generator
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    @contextlib.contextmanager
+    def translated(self):
         try:
-            return method(self, *args, **kwargs)
+            yield
         except psycopg2.Error as exc:
             mapped = translate(self, exc)
             if mapped is None:
                 raise
             raise mapped from None
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            with translated(self):
+                yield from method(self, *args, **kwargs)
+
+        return generator
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with translated(self):
+            return method(self, *args, **kwargs)
 
     return wrapper
 
