@@ -308,12 +308,15 @@ def _lock_holder(message: str) -> str:
     pid = rest.split(")", 1)[0].strip()
     if not pid.isdigit():
         return "process unknown"
+    import re
+
     import psutil
 
     try:
         cmd = " ".join(psutil.Process(int(pid)).cmdline())
     except (psutil.Error, OSError):
         cmd = message.partition("held in ")[2].partition(" (PID")[0]
+    cmd = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", cmd)  # a DSN's password stays hidden
     cmd = cmd if len(cmd) <= 120 else cmd[:117] + "..."
     return f"PID {pid}: {cmd}" if cmd else f"PID {pid}"
 
