@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from analytics_assets.lib.cdc import WarehouseLocked, ingest
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
+SECRET_DSN = "postgresql://app:Hunter2-secret@db.internal/app"
 HOLD = (
-    "import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
+    "import duckdb, sys; con = duckdb.connect(sys.argv[2]); "
     "print('locked', flush=True); sys.stdin.read()"  # holds the file until stdin closes
 )
 
@@ -24,11 +27,15 @@ HOLD = (
 def holder(cdc):
     """Start a process that holds `cdc`'s warehouse file; `.release()` lets it go."""
     procs = []
+    # a short script path, so the DSN (with a password) on the holder's command line is within
+    # what the error shows of it
+    script = Path(tempfile.mkstemp(suffix=".py", prefix="hold")[1])
+    script.write_text(HOLD)
 
     class Holder:
         def start(self):
             proc = subprocess.Popen(
-                [sys.executable, "-c", HOLD, str(cdc.tmp / f"{cdc.db}.duckdb")],
+                [sys.executable, str(script), SECRET_DSN, str(cdc.tmp / f"{cdc.db}.duckdb")],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -48,6 +55,7 @@ def holder(cdc):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    script.unlink()
 
 
 def seed(cdc, n: int, start: int = 0) -> None:
@@ -82,6 +90,7 @@ def test_locked_warehouse_is_a_clear_bounded_error_then_ingest_succeeds(cdc, hol
     message = str(caught.value)
     assert 1.4 < waited < 10
     assert f"PID {holder.pid}" in message and str(path) in message and "\n" not in message
+    assert "app:***@db.internal" in message and "Hunter2" not in message
 
     # the CLI: one line, exit 2, no traceback, within the configured bound
     t0 = time.monotonic()
@@ -96,7 +105,7 @@ def test_locked_warehouse_is_a_clear_bounded_error_then_ingest_succeeds(cdc, hol
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"PID {holder.pid}" in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "Hunter2" not in proc.stderr
 
     # no partial state: the slot did not move (nothing acknowledged)...
     assert cdc.slot_confirmed() == slot_before
