@@ -268,8 +268,10 @@ def main(argv: list[str] | None = None) -> dict:
             sampler.start()
             traffic_start = time.time()
             traffic = subprocess.Popen(
-                [
-                    str(bin_dir / "analytics-assets"),
+                [  # `-m` from ROOT: the same code as the bench and the daemon
+                    sys.executable,
+                    "-m",
+                    "analytics_assets.cli",
                     "traffic",
                     "live",
                     "--rate",
@@ -313,7 +315,10 @@ def main(argv: list[str] | None = None) -> dict:
             catchup_s = _wait("catch-up after the traffic", caught_up, 600, 2)
             sampler.stop.set()
             sampler.join(timeout=30)
-            slot_pending = sum(read_lag()[t].pending_changes or 0 for t in TABLES)
+            try:  # diagnostic only: what the sensors see once everything is in raw
+                slot_pending = sum(read_lag()[t].pending_changes or 0 for t in TABLES)
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                slot_pending = f"not read ({type(exc).__name__}: {exc})"
             runs = [
                 r
                 for r in _runs(instance, after=traffic_start)
