@@ -92,3 +92,40 @@ def test_source_restart_mid_ingest_fails_clearly_then_resumes_without_loss(own_c
         f"{expected} after it, resumed in "
         f"{done['seconds']:.2f}s"
     )
+
+
+def test_source_restart_during_the_initial_snapshot_resumes_without_loss(own_cdc):
+    """Killed while the snapshot is being applied (its rows are already spooled from the
+    exported snapshot): the snapshot commits, the stream part fails with the one line, and the
+    next ingest streams on from the slot, which survived the crash; no second snapshot."""
+    cdc = own_cdc
+    cdc.execute(
+        "insert into users (email) select 'u' || g || '@example.com' from generate_series(1, %s) g",
+        params=(ROWS,),
+    )
+    cdc.execute(
+        "insert into orders (user_id, total, status) select g, g, 'new' "
+        "from generate_series(1, %s) g",
+        params=(ROWS,),
+    )
+    faults = []
+
+    def kill_after_first_snapshot_batch(stage: str) -> None:
+        if stage == "snapshot" and not faults:
+            faults.append(stage)
+            stop("kill9")
+            stack.up(quiet=True)
+
+    failed = ingest_bounded(cdc, 120, batch_size=5000, fault=kill_after_first_snapshot_batch)
+    assert isinstance(failed.get("error"), SourceUnavailable), repr(failed.get("error"))
+    assert "\n" not in str(failed["error"])
+    done = ingest_bounded(cdc, 120, batch_size=5000)
+    assert "error" not in done, repr(done.get("error"))
+    cdc.assert_raw_equals_source()
+    cdc.assert_change_log_has_no_duplicates()
+    assert done["result"].snapshot_tables == []
+    assert logged_changes(cdc) == 2 * ROWS  # every row once, as a snapshot row
+    print(
+        f"\n[fault] kill9 during the snapshot: {failed['error']}\n[fault] rows compared "
+        f"{2 * ROWS}, changes logged {logged_changes(cdc)} of {2 * ROWS}"
+    )
