@@ -1,4 +1,4 @@
-"""`analytics-assets materialize` refuses what a user can get wrong, in one line, before any run.
+"""Our CLI refuses what a user can get wrong, in one line, before any run or ingest starts.
 
 The successful path (a partition and a range actually materialized through Dagster's command) is
 run by tests/test_readme.py, which executes the README's `analytics-assets materialize` lines.
@@ -86,3 +86,13 @@ def test_partition_bounds_follow_the_clock():
         dt.date(2026, 3, 9),
     )
     assert partition_window(None, None, today=today) is None
+
+
+def test_unknown_table_for_ingest_is_one_line_before_any_work(capsys):
+    code = cli.main(["cdc", "ingest", "--tables", "orders,nosuch", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USER_ERROR
+    assert err.strip() == (
+        "error: --tables: nosuch not captured; captured: users, products, orders, order_items "
+        "(CAPTURED_TABLES)"
+    )
