@@ -12,6 +12,11 @@ its own embedded server (temp ANALYTICS_DATA_DIR), then measures, each in a fres
 Prints both rates and their ratio (target >= 0.5), and the ingest's peak RSS. Batches default to
 the CDC_BATCH_SIZE default (50k); 200k measured no faster here and used more memory.
 
+Then (c) the Kafka path through the same ingest: bench/kafka_throughput.py's measurement (Debezium
+events for orders on a local tansu broker; raw confluent-kafka consume vs KafkaFeed -> DuckDB) in
+a child process, after the slot measurements, so one run shows both feeds (`--kafka-records 0`
+skips it; the --backlog run skips it).
+
     python bench/cdc_throughput.py                     # 500k changes
     python bench/cdc_throughput.py --backlog 2000000   # peak RSS for a 2M-change backlog
 """
@@ -158,9 +163,15 @@ def child_ingest(url: str, warehouse: str, batch_size: int, duckdb_memory: str =
     base_rss = _peak_rss_mb()
     t0 = time.perf_counter()
     arrow_peak = [0]
+    applies: list[float] = []
+    first_at: list[float] = []
 
     def progress(info: dict) -> None:
         arrow_peak[0] = max(arrow_peak[0], pa.total_allocated_bytes())
+        if info["changes"]:
+            applies.append(info["apply_seconds"])
+            if not first_at:
+                first_at.append(time.perf_counter() - t0)
         if os.environ.get("CDC_BENCH_VERBOSE"):
             print(f"{time.perf_counter() - t0:7.2f}s {info}", file=sys.stderr, flush=True)
 
@@ -177,8 +188,17 @@ def child_ingest(url: str, warehouse: str, batch_size: int, duckdb_memory: str =
         "rss_mb": _peak_rss_mb(),
         "rss_before_mb": base_rss,
         "arrow_peak_mb": arrow_peak[0] / 2**20,
+        "apply_median_s": sorted(applies)[len(applies) // 2] if applies else 0.0,
+        "apply_total_s": sum(applies),
+        "first_batch_s": first_at[0] if first_at else 0.0,
         "raw_rows": rows,
     }
+
+
+def child_kafka(records: int, batch_size: int) -> dict:
+    from kafka_throughput import measure
+
+    return measure(records, 3, batch_size, echo=lambda line: print(line, file=sys.stderr))
 
 
 def run_child(*args: str) -> dict:
@@ -205,7 +225,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--duckdb-memory", default="", help="DuckDB memory_limit for the ingest (default: DuckDB's)"
     )
-    parser.add_argument("--quick", action="store_true", help="100k changes")
+    parser.add_argument(
+        "--kafka-records",
+        type=int,
+        default=None,
+        help="Debezium events for the Kafka path (default 100k, 20k with --quick; 0 skips)",
+    )
+    parser.add_argument("--quick", action="store_true", help="100k changes (20k on Kafka)")
     parser.add_argument("--json", default=None, help="also write the result record here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -214,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
         kind, *rest = args.child
         if kind == "copy":
             res = child_raw_copy(rest[0])
+        elif kind == "kafka":
+            res = child_kafka(int(rest[0]), int(rest[1]))
         elif kind == "stream":
             res = child_raw_stream(rest[0], int(rest[1]))
         else:
@@ -257,6 +285,11 @@ def main(argv: list[str] | None = None) -> dict:
         e2e = run_child("ingest", url, warehouse, str(args.batch_size), args.duckdb_memory)
         load_avg = max(load_avg, os.getloadavg()[0])
 
+    kafka_records = args.kafka_records
+    if kafka_records is None:
+        kafka_records = 0 if args.backlog else (20_000 if args.quick else 100_000)
+    kafka = run_child("kafka", str(kafka_records), str(args.batch_size)) if kafka_records else None
+
     rate = {
         "copy": raw_copy["changes"] / raw_copy["seconds"],
         "stream": raw_stream["changes"] / raw_stream["seconds"],
@@ -274,6 +307,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"{e2e['seconds']:.2f}s)"
     )
     print(
+        f"    per batch: apply median {e2e['apply_median_s']:.3f}s, apply total "
+        f"{e2e['apply_total_s']:.2f}s; first batch applied at {e2e['first_batch_s']:.2f}s "
+        f"(the peek is materialized server-side before its first row arrives)"
+    )
+    print(
         f"ingest peak RSS: {e2e['rss_mb']:,.0f} MB for a {changes:,}-change backlog "
         f"(process before ingest: {e2e['rss_before_mb']:,.0f} MB; batch size {args.batch_size:,}; "
         f"peak Arrow allocations {e2e['arrow_peak_mb']:,.0f} MB; DuckDB memory_limit "
@@ -285,6 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
     result.figure("raw pgoutput, streaming protocol (changes/s)", round(rate["stream"]))
     result.figure("end to end into DuckDB (changes/s)", round(e2e_rate))
     result.figure("end to end s", round(e2e["seconds"], 2))
+    result.figure("apply per batch, median s", round(e2e["apply_median_s"], 3))
+    result.figure("first batch applied at s", round(e2e["first_batch_s"], 2))
     result.figure("ingest peak RSS MB", round(e2e["rss_mb"]))
     result.figure("process RSS before ingest MB", round(e2e["rss_before_mb"]))
     result.figure("load average (1 min, max seen)", round(load_avg, 2))
@@ -296,7 +336,20 @@ def main(argv: list[str] | None = None) -> dict:
     result.ratio(f"end to end / raw ({best})", e2e_rate / rate[best], 0.5, "higher")
     if e2e["raw_rows"] != loaded["c"]:
         result.note(f"WARNING: raw.orders has {e2e['raw_rows']:,} rows, expected {loaded['c']:,}")
-    result.note("Kafka path: not part of this run yet (see BENCHMARKS.md)")
+    if kafka is not None:
+        print(
+            f"(c) Kafka path (Debezium topics, local tansu broker): end to end "
+            f"{kafka['e2e_changes_per_s']:,.0f} changes/s ({kafka['changes']:,} changes, "
+            f"{kafka['e2e_seconds']:.2f}s); raw consume {kafka['raw_records_per_s']:,.0f} records/s; "
+            f"ratio (records/s) {kafka['ratio']:.2f}"
+        )
+        result.figure(
+            "Kafka path: end to end into DuckDB (changes/s)", round(kafka["e2e_changes_per_s"])
+        )
+        result.figure("Kafka path: raw consume (records/s)", round(kafka["raw_records_per_s"]))
+        result.figure("Kafka path: end to end / raw consume (records/s)", round(kafka["ratio"], 2))
+    else:
+        result.note("Kafka path: skipped in this run (--kafka-records 0 or --backlog)")
     result.write(args.json)
     return result.record
 

@@ -236,36 +236,49 @@ def ingest_rate(bootstrap: str, batch_size: int) -> tuple[float, int, float]:
     return result.changes / seconds, rows, seconds
 
 
+def measure(records: int, partitions: int = 3, batch_size: int = 50_000, echo=print) -> dict:
+    """Produce `records` change events to a fresh broker, then measure (a) and (b) in this
+    process. Returns the figures (bench/cdc_throughput.py prints them with its own)."""
+    proc, bootstrap = start_broker()
+    try:
+        t0 = time.perf_counter()
+        total = produce(bootstrap, records, partitions)
+        echo(
+            f"produced {total} records ({records} changes + tombstones) in {time.perf_counter() - t0:.1f}s"
+        )
+        raw = raw_rate(bootstrap, partitions, total)
+        echo(f"raw consume (plain confluent-kafka consumer): {raw:,.0f} records/s")
+        rate, rows, seconds = ingest_rate(bootstrap, batch_size)
+        echo(
+            f"end to end (KafkaFeed -> DuckDB): {rate:,.0f} changes/s "
+            f"({rows} changes in {seconds:.1f}s; tombstones read but not counted)"
+        )
+        records_rate = total / seconds
+        echo(
+            f"ratio end-to-end / raw consume (records/s, tombstones included in both): "
+            f"{records_rate / raw:.2f}"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return {
+        "records": total,
+        "changes": rows,
+        "raw_records_per_s": raw,
+        "e2e_changes_per_s": rate,
+        "e2e_seconds": seconds,
+        "ratio": records_rate / raw,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=100_000, help="row change events to produce")
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=50_000)
     args = ap.parse_args()
-
-    proc, bootstrap = start_broker()
-    try:
-        t0 = time.perf_counter()
-        total = produce(bootstrap, args.records, args.partitions)
-        print(
-            f"produced {total} records ({args.records} changes + tombstones) in {time.perf_counter() - t0:.1f}s"
-        )
-        raw = raw_rate(bootstrap, args.partitions, total)
-        print(f"raw consume (plain confluent-kafka consumer): {raw:,.0f} records/s")
-        rate, rows, seconds = ingest_rate(bootstrap, args.batch_size)
-        print(
-            f"end to end (KafkaFeed -> DuckDB): {rate:,.0f} changes/s "
-            f"({rows} changes in {seconds:.1f}s; tombstones read but not counted)"
-        )
-        records_rate = total / seconds
-        print(
-            f"ratio end-to-end / raw consume (records/s, tombstones included in both): "
-            f"{records_rate / raw:.2f}"
-        )
-        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    measure(args.records, args.partitions, args.batch_size)
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

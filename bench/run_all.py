@@ -29,7 +29,12 @@ BENCH = ROOT / "bench"
 
 # (id, script, full-size arguments, quick arguments)
 BENCHMARKS = [
-    ("cdc_apply", "cdc_throughput.py", ["--changes", "500000"], ["--changes", "100000"]),
+    (
+        "cdc_apply",
+        "cdc_throughput.py",
+        ["--changes", "500000"],
+        ["--changes", "100000", "--kafka-records", "20000"],
+    ),
     ("cdc_backlog", "cdc_throughput.py", ["--backlog", "2000000"], ["--backlog", "300000"]),
     ("cdc_vs_extract", "cdc_vs_extract.py", ["--rows", "5000000"], ["--quick"]),
     # 30 separate dbt runs take ~10 min alone on 2 busy cores: the full run measures 10 and
