@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 from _common import ROOT, Result, arg_parser, scratch_stack
 
@@ -324,6 +325,13 @@ def main(argv: list[str] | None = None) -> dict:
                 for r in _runs(instance, after=traffic_start)
                 if r.create_timestamp.timestamp() <= traffic_end + catchup_s
             ]
+            steps: dict[str, list[float]] = {}  # where an ingest run's time goes
+            for r in runs:
+                if r.dagster_run.tags.get(INGEST_TAG) != "true":
+                    continue
+                for stat in instance.get_run_step_stats(r.dagster_run.run_id):
+                    if stat.start_time and stat.end_time:
+                        steps.setdefault(stat.step_key, []).append(stat.end_time - stat.start_time)
         finally:
             if sampler is not None:
                 sampler.stop.set()
@@ -434,6 +442,16 @@ def main(argv: list[str] | None = None) -> dict:
     if durations:
         result.figure("run duration, median s", round(sorted(durations)[len(durations) // 2], 1))
         result.figure("run duration, max s", round(max(durations), 1))
+    launch = [
+        r.start_time - r.create_timestamp.timestamp()
+        for r in runs
+        if r.dagster_run.tags.get(INGEST_TAG) == "true" and r.start_time is not None
+    ]
+    if launch:
+        result.figure("ingest runs: requested -> started, median s", round(median(launch), 1))
+    for step in ("cdc_ingest", "dbt_models"):
+        if steps.get(step):
+            result.figure(f"ingest runs: step {step}, median s", round(median(steps[step]), 1))
     result.figure(
         "revenue_minutely builds (traffic + catch-up)",
         len([t for t in revenue_events if t >= traffic_start]),
@@ -463,6 +481,12 @@ def main(argv: list[str] | None = None) -> dict:
         "the sampler reads DuckDB only while no run is in flight, so its figures include waiting "
         "for the whole run (ingest and dbt) to release the file"
     )
+    if isinstance(slot_pending, int) and slot_pending:
+        result.note(
+            f"the slot's confirmed position did not move during the traffic ({slot_pending:,} "
+            "changes of orders + order_items still pending for the sensors after all were in "
+            "raw): each ingest re-read the changes since the warm-up and skipped the applied ones"
+        )
     result.note(
         "one machine runs PostgreSQL, the traffic, the daemon and the run workers; other jobs "
         "may share it (see the load average)"
