@@ -78,7 +78,24 @@ def test_no_lag_means_no_run_and_lag_is_recorded_on_each_raw_table(platform):
     assert observed["orders"]["lag_pending_changes"].value == 0
 
 
-def test_lag_above_threshold_requests_exactly_the_lagging_tables(platform):
+def _slot_confirmed_lsn(env) -> str:
+    conn = psycopg2.connect(env.source_url)
+    with conn.cursor() as cur:
+        cur.execute(
+            "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = %s",
+            (env.slot,),
+        )
+        (lsn,) = cur.fetchone()
+    conn.close()
+    return lsn
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def test_lag_above_threshold_ingests_every_captured_table(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
     _sql(env.source_url, "update users set full_name = full_name || '!'")  # 20 users: at threshold
@@ -86,8 +103,11 @@ def test_lag_above_threshold_requests_exactly_the_lagging_tables(platform):
     result = _tick(cdc_lag_sensor, defs, instance)
     (request,) = result.run_requests
     raw = sorted(k.to_user_string() for k in request.asset_selection if k.path[0] == "raw")
-    assert raw == ["raw/users", "raw/users_changes"]
+    assert raw == sorted(f"raw/{t}{s}" for t in RAW for s in ("", "_changes")), (
+        "every captured table, lagging or not: one left out would hold the slot back"
+    )
     assert request.tags["analytics/ingest"] == "true"
+    assert request.tags["analytics/lagging"] == "users"
     assert dg.AssetKey(["marts", "fct_orders"]) in request.asset_selection
     observed = {e.asset_key.path[1]: e.metadata for e in result.asset_events}
     assert observed["users"]["lag_pending_changes"].value == 20
@@ -98,6 +118,30 @@ def test_lag_above_threshold_requests_exactly_the_lagging_tables(platform):
         "the same pending state gives the same run key, so the daemon starts no second run"
     )
     assert len(json.loads(result.cursor)) <= 2, "the cursor stays small"
+
+
+def test_a_sensor_requested_ingest_advances_the_slot_for_every_table(platform):
+    """Regression: the sensor used to ingest only the lagging tables; the slot is acknowledged up
+    to the smallest checkpoint over all tables, so the others held it back and the changes of the
+    lagging ones stayed pending (re-read by every ingest, WAL growing)."""
+    defs, instance, env = platform
+    _ingest(defs, instance)
+    _sql(env.source_url, "update orders set updated_at = now() where id <= 25")  # lags
+    _sql(env.source_url, "update products set name = name where id = 1")  # does not
+    before = _slot_confirmed_lsn(env)
+    request = _tick(cdc_lag_sensor, defs, instance).run_requests[0]
+    assert request.tags["analytics/lagging"] == "orders"
+    raw = [k for k in request.asset_selection if k.path[0] == "raw"]
+    cdc = defs.get_assets_def(dg.AssetKey(["raw", "orders"]))
+    assert dg.materialize([cdc], instance=instance, selection=raw).success
+
+    assert _lsn(_slot_confirmed_lsn(env)) > _lsn(before), "the slot's confirmed position moved"
+    after = _tick(cdc_lag_sensor, defs, instance)
+    observed = {e.asset_key.path[1]: e.metadata for e in after.asset_events}
+    assert {t: observed[t]["lag_pending_changes"].value for t in RAW} == dict.fromkeys(RAW, 0)
+    assert after.run_requests == []
+    products = instance.get_latest_materialization_event(dg.AssetKey(["raw", "products"]))
+    assert products.asset_materialization.metadata["changes"].value == 1
 
 
 def test_an_ingest_run_in_flight_holds_back_the_next_request(platform):

@@ -100,19 +100,28 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     else:
         # Same pending state -> same key: a repeated tick requests nothing new.
         fingerprint = json.dumps(
-            {t: [lag[t].pending_changes, str(lag[t].oldest_commit_ts)] for t in tables}
+            {t: [item.pending_changes, str(item.oldest_commit_ts)] for t, item in lag.items()}
             if why != "idle heartbeat"
             else now.strftime("%Y-%m-%dT%H:%M"),
             sort_keys=True,
         )
         run_key = "ingest-" + hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
-        selection = [k for t in tables for k in raw_keys(t)] + _keys(MODELS, context)
-        context.log.info(f"requesting ingest of {tables} ({why})")
+        # Every captured table, not only the lagging ones: the slot is acknowledged up to the
+        # smallest checkpoint over all tables with state (lib/cdc.py), so a table left out would
+        # hold the slot back and every later ingest would re-read the WAL since its checkpoint.
+        # Each raw/<table> materialization still reports exactly the changes it applied.
+        captured = list(settings.captured_tables)
+        selection = [k for t in captured for k in raw_keys(t)] + _keys(MODELS, context)
+        context.log.info(f"requesting ingest of {captured} ({why}: {', '.join(tables)})")
         run_requests.append(
             dg.RunRequest(
                 run_key=run_key,
                 asset_selection=selection,
-                tags={INGEST_TAG: "true", "analytics/reason": why},
+                tags={
+                    INGEST_TAG: "true",
+                    "analytics/reason": why,
+                    "analytics/lagging": ",".join(tables),
+                },
             )
         )
     return dg.SensorResult(
