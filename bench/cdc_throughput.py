@@ -149,7 +149,9 @@ def child_raw_stream(url: str, expected: int) -> dict:
     return {**state, "seconds": seconds, "rss_mb": _peak_rss_mb()}
 
 
-def child_ingest(url: str, warehouse: str, batch_size: int, duckdb_memory: str = "") -> dict:
+def child_ingest(
+    url: str, warehouse: str, batch_size: int, duckdb_memory: str = "", duckdb_set: str = ""
+) -> dict:
     import pandas  # noqa: F401 - pyarrow imports it lazily on first use (~1 s); Dagster has it loaded
 
     from analytics_assets.lib.cdc import ingest
@@ -160,6 +162,8 @@ def child_ingest(url: str, warehouse: str, batch_size: int, duckdb_memory: str =
     import pyarrow as pa
 
     wh = DuckDBWarehouse(warehouse, memory_limit=duckdb_memory or None)
+    for setting in filter(None, duckdb_set.split(";")):
+        wh.con.execute(f"set {setting}")
     base_rss = _peak_rss_mb()
     t0 = time.perf_counter()
     arrow_peak = [0]
@@ -231,6 +235,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="Debezium events for the Kafka path (default 100k, 20k with --quick; 0 skips)",
     )
+    parser.add_argument(
+        "--duckdb-set",
+        default="",
+        help="extra DuckDB settings for the ingest connection, e.g. 'threads=2;"
+        "preserve_insertion_order=false' (to compare with the adapter's own)",
+    )
     parser.add_argument("--quick", action="store_true", help="100k changes (20k on Kafka)")
     parser.add_argument("--json", default=None, help="also write the result record here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         elif kind == "stream":
             res = child_raw_stream(rest[0], int(rest[1]))
         else:
-            res = child_ingest(rest[0], rest[1], int(rest[2]), rest[3] if len(rest) > 3 else "")
+            res = child_ingest(rest[0], rest[1], int(rest[2]), *rest[3:5])
         print(json.dumps(res))
         return res
 
@@ -282,7 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
         raw_copy = run_child("copy", url)
         raw_stream = run_child("stream", url, str(raw_copy["changes"]))
         load_avg = max(load_avg, os.getloadavg()[0])
-        e2e = run_child("ingest", url, warehouse, str(args.batch_size), args.duckdb_memory)
+        e2e = run_child(
+            "ingest", url, warehouse, str(args.batch_size), args.duckdb_memory, args.duckdb_set
+        )
         load_avg = max(load_avg, os.getloadavg()[0])
 
     kafka_records = args.kafka_records
