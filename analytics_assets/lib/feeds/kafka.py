@@ -37,6 +37,20 @@ warehouse state starts at the oldest retained record, which is where Debezium's 
 A read session ends at the high watermarks taken when it opened (like the slot feed's peek), so
 it ends under constant writes too.
 
+Bad records and an unreachable broker
+-------------------------------------
+A record the decoder cannot read (not JSON, truncated, unknown op, missing image, another table's
+`source.table`, a value its column cannot take) is not applied: it goes into the batch's
+`dead_letters` (topic, partition, offset, reason, bounded bytes), which the warehouse writes to
+`raw._dead_letters` in the batch's transaction, and the table's offsets move past it
+(`dead_letters=False` makes it raise `EnvelopeError` instead).
+
+A broker that stops answering never makes a session look caught up: disconnect errors are waited
+out for `request_timeout` (librdkafka reconnects by itself), a silent idle period is checked with a
+metadata request, offsets are committed asynchronously and read back within `request_timeout`, and
+clients are closed within it; past that the read or the ack raises one-line `FeedError` and the
+next ingest resumes from the warehouse's checkpoint.
+
 Lag cost (`lag()`): one ListOffsets request per broker for all partitions' high watermarks
 (AdminClient.list_offsets), plus, for partitions with unread records, one fetch of the oldest
 unread record to read its `source.ts_ms` (a separate, never-committing peek consumer); the
@@ -50,6 +64,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -317,11 +332,29 @@ class KafkaFeed:
     def close(self) -> None:
         for client in (self._consumer, self._peeker):
             if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
+                self._close_client(client)
         self._consumer = self._peeker = None
         self._open_parts = set()
         self._targets = {}
+
+    def _close_client(self, client: Consumer) -> None:
+        """Close within `request_timeout`: librdkafka's close waits for requests in flight, for
+        ever on a broker that keeps connections open but does not answer; such a client is left
+        to finish closing in the background."""
+
+        def close() -> None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+        closer = threading.Thread(target=close, name="kafka-feed-close", daemon=True)
+        closer.start()
+        closer.join(self.request_timeout)
+        if closer.is_alive():
+            log.warning(
+                "Kafka client did not close within %.0fs (the broker does not answer): "
+                "left to close in the background",
+                self.request_timeout,
+            )
 
     def _decoder(self, table: str) -> TableDecoder:
         dec = self._decoders.get(table)
@@ -474,12 +507,41 @@ class KafkaFeed:
         ]
         if not offsets:
             return
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            raise FeedError(f"cannot commit offsets for group {self.group!r}: {exc}") from None
+        self._commit(offsets)
         for tp in offsets:
             self._committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit `offsets` and read them back, within `request_timeout`. (A synchronous commit
+        can wait forever on a broker that keeps the connection open but does not answer.)"""
+        deadline = time.monotonic() + self.request_timeout
+        wanted = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+        err: Any = None
+        while True:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+                left = max(0.1, deadline - time.monotonic())
+                got = self.consumer.committed(
+                    [TopicPartition(t, p) for t, p in wanted], timeout=left
+                )
+                if all(tp.offset >= wanted[(tp.topic, tp.partition)] for tp in got):
+                    return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else exc
+                if isinstance(err, KafkaError) and not (
+                    err.retriable() or err.code() in _BROKER_DOWN | {KafkaError._WAIT_COORD}
+                ):
+                    raise FeedError(
+                        f"cannot commit offsets for group {self.group!r}: {err}"
+                    ) from None
+            if time.monotonic() > deadline:
+                raise FeedError(
+                    f"Kafka broker {self.config['bootstrap.servers']} did not take the offsets "
+                    f"of group {self.group!r} within {self.request_timeout:g}s "
+                    f"({err or 'not confirmed'}); the warehouse holds the batch and the next "
+                    "ingest resumes from its position: re-run the ingest once the broker is back"
+                )
+            time.sleep(0.1)
 
     def committed(self) -> dict[str, dict[int, int]]:
         """The group's committed offsets per table (from the broker)."""
