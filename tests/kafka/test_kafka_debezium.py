@@ -181,6 +181,34 @@ def test_a_value_that_does_not_fit_its_column_type_is_an_error():
         decode([bad])
 
 
+def test_quarantine_leaves_bad_records_out_and_keeps_the_good_ones():
+    """`quarantine=True` (the Kafka feed's mode): every bad kind is listed with its index and
+    reason, the good records around them decode as they would alone, and a bad value of one
+    record does not decide a column's type."""
+    good = [wrap(env("c", after={"id": i, "name": f"n{i}", "at": None})) for i in (1, 2, 3)]
+    bad = [
+        b'{"payload": {"op": "c"',
+        b"[1, 2]",
+        json.dumps(env("x", after={"id": 9})).encode(),
+        json.dumps(env("c")).encode(),
+        json.dumps(env("c", after={"id": 9}, table="other")).encode(),
+        wrap(env("c", after={"id": 9, "at": "not a time"})),
+    ]
+    values = [good[0], *bad[:3], good[1], *bad[3:], good[2]]
+    dec = TableDecoder("items", key=("id",))
+    n = len(values)
+    out = dec.decode(values, list(range(1, n + 1)), [0] * n, quarantine=True)
+    assert out.rows.column("id").to_pylist() == [1, 2, 3]
+    assert out.rows.column("_lsn").to_pylist() == [1, 5, 9]
+    assert out.rows.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert [i for i, _ in out.rejected] == [1, 2, 3, 5, 6, 7]
+    reasons = dict(out.rejected)
+    assert reasons[1].startswith("not JSON") and reasons[2] == "not a JSON object"
+    assert reasons[3] == "unknown or missing op 'x'" and "after image" in reasons[5]
+    assert "table 'other'" in reasons[6]
+    assert reasons[7].startswith("column 'at' cannot be read")
+
+
 def test_repeated_schema_text_is_not_reparsed_and_gives_the_same_rows():
     """Kafka Connect's JsonConverter repeats the schema in every record; after the first, only
     the payload is parsed (the schema bytes must match exactly, else the full record is)."""
