@@ -463,6 +463,8 @@ class DuckDBWarehouse:
             results = {}
             for table, tc in batch.tables.items():
                 results[table] = self._apply_table(tc, state.get(table), now)
+            if batch.dead_letters:
+                self._store_dead_letters(batch, now)
             if before_commit is not None:
                 before_commit()
             if commit:
@@ -506,9 +508,15 @@ class DuckDBWarehouse:
             result.first = pos if result.first is None else min(result.first, pos)
             result.last = pos if result.last is None else max(result.last, pos)
         self._pending_state[table] = TableState(table, tc.end, tc.checkpoint, now)
-            if batch.dead_letters:
-                self._store_dead_letters(batch, now)
         return result
+
+    def _store_dead_letters(self, batch: ChangeBatch, now: dt.datetime) -> None:
+        self.con.execute(create_dead_letters_sql(self.schema))
+        self.con.register(DEAD_VIEW, dead_letter_rows(batch.dead_letters))
+        try:
+            self.con.execute(dead_letters_insert_sql(self.schema), {"loaded_at": now})
+        finally:
+            self.con.unregister(DEAD_VIEW)
 
     def _merge_rows(self, table, rows, columns, key, result, params) -> None:
         lsn = rows.column(LSN).to_numpy()
@@ -553,14 +561,6 @@ class DuckDBWarehouse:
             us = pc.cast(pc.drop_null(col), pa.int64()).to_numpy()
             buckets |= set(np.unique(us // BUCKET_US).tolist())
             before = self.con.execute(
-    def _store_dead_letters(self, batch: ChangeBatch, now: dt.datetime) -> None:
-        self.con.execute(create_dead_letters_sql(self.schema))
-        self.con.register(DEAD_VIEW, dead_letter_rows(batch.dead_letters))
-        try:
-            self.con.execute(dead_letters_insert_sql(self.schema), {"loaded_at": now})
-        finally:
-            self.con.unregister(DEAD_VIEW)
-
                 before_buckets_sql(self.schema, table, column, key)
             ).fetchall()
             buckets |= {b[0] for b in before if b[0] is not None}
