@@ -156,12 +156,14 @@ def child_ingest(
 
     from analytics_assets.lib.cdc import ingest
     from analytics_assets.lib.feeds.slot import SlotFeed
-    from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
+    from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse, ingest_memory_limit
 
     feed = SlotFeed(url, slot=SLOT, publication=PUB, tables=TABLES)
     import pyarrow as pa
 
-    wh = DuckDBWarehouse(warehouse, memory_limit=duckdb_memory or None)
+    # as make_warehouse does: a memory_limit proportional to the batch size ("none": DuckDB's own)
+    memory = duckdb_memory or ingest_memory_limit(batch_size)
+    wh = DuckDBWarehouse(warehouse, memory_limit=None if memory == "none" else memory)
     for setting in filter(None, duckdb_set.split(";")):
         wh.con.execute(f"set {setting}")
     base_rss = _peak_rss_mb()
@@ -227,7 +229,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backlog", type=int, default=None, help="changes for the RSS run")
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument(
-        "--duckdb-memory", default="", help="DuckDB memory_limit for the ingest (default: DuckDB's)"
+        "--duckdb-memory",
+        default="",
+        help="DuckDB memory_limit for the ingest (default: the adapter's ingest_memory_limit for "
+        "the batch size, as make_warehouse sets it; 'none': DuckDB's own, 80%% of RAM)",
     )
     parser.add_argument(
         "--kafka-records",
@@ -302,6 +307,9 @@ def main(argv: list[str] | None = None) -> dict:
         kafka_records = 0 if args.backlog else (20_000 if args.quick else 100_000)
     kafka = run_child("kafka", str(kafka_records), str(args.batch_size)) if kafka_records else None
 
+    from analytics_assets.lib.warehouse.duckdb import ingest_memory_limit
+
+    memory_default = f"{ingest_memory_limit(args.batch_size)} (ingest_memory_limit)"
     rate = {
         "copy": raw_copy["changes"] / raw_copy["seconds"],
         "stream": raw_stream["changes"] / raw_stream["seconds"],
@@ -327,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"ingest peak RSS: {e2e['rss_mb']:,.0f} MB for a {changes:,}-change backlog "
         f"(process before ingest: {e2e['rss_before_mb']:,.0f} MB; batch size {args.batch_size:,}; "
         f"peak Arrow allocations {e2e['arrow_peak_mb']:,.0f} MB; DuckDB memory_limit "
-        f"{args.duckdb_memory or 'default (80% of RAM)'})"
+        f"{args.duckdb_memory or memory_default})"
     )
     result.figure("row changes", changes)
     result.figure("batch size", args.batch_size)

@@ -236,11 +236,12 @@ def make_warehouse(settings: Settings | None = None) -> Warehouse:
             timezone=settings.timezone,
             feed_kind=settings.cdc_feed,
         )
-    from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
+    from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse, ingest_memory_limit
 
     return DuckDBWarehouse(
         settings.warehouse_path,
         timezone=settings.timezone,
         feed_kind=settings.cdc_feed,
+        memory_limit=ingest_memory_limit(settings.cdc_batch_size),
         lock_timeout=settings.warehouse_lock_timeout,
     )
