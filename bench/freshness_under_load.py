@@ -299,19 +299,22 @@ def main(argv: list[str] | None = None) -> dict:
                 raise RuntimeError(f"traffic failed: {traffic_out[-2000:]}")
             print(traffic_out.strip(), flush=True)
 
-            # catch-up: an ingest run that started after the last commit succeeded (it built
-            # revenue_minutely after its ingest step)
+            # catch-up: no run in flight, the slot holds no pending change of the traffic's
+            # tables (the last ingest may have started before the last commit and applied it:
+            # then the sensor has nothing left to request) and revenue_minutely was built after
+            # the last raw materialization
             def caught_up() -> bool:
                 loads.append(os.getloadavg()[0])
                 if daemon.poll() is not None:
                     raise RuntimeError("dagster-daemon exited; see its log")
-                return any(
-                    r.dagster_run.status.value == "SUCCESS"
-                    and r.dagster_run.tags.get(INGEST_TAG) == "true"
-                    and r.start_time is not None
-                    and r.start_time > traffic_end
-                    for r in _runs(instance, after=traffic_end)
-                )
+                if _runs(instance, IN_FLIGHT_NAMES):
+                    return False
+                lag = read_lag()
+                if any(lag[t].pending_changes != 0 for t in TABLES):
+                    return False  # pending, or not countable while an ingest reads the slot
+                raw_at = max(_event_times(instance, ["raw", t])[-1] for t in TABLES)
+                revenue = _event_times(instance, ["marts", "revenue_minutely"])
+                return bool(revenue) and revenue[-1] > raw_at
 
             catchup_s = _wait("catch-up after the traffic", caught_up, 600, 2)
             sampler.stop.set()
@@ -449,6 +452,25 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     if launch:
         result.figure("ingest runs: requested -> started, median s", round(median(launch), 1))
+    ingests = sorted(
+        (r for r in runs if r.dagster_run.tags.get(INGEST_TAG) == "true"),
+        key=lambda r: r.create_timestamp.timestamp(),
+    )
+    cycle = [
+        b.create_timestamp.timestamp() - a.create_timestamp.timestamp()
+        for a, b in zip(ingests, ingests[1:], strict=False)
+    ]
+    idle = [  # the previous run is over; the lag sensor has not requested the next one yet
+        b.create_timestamp.timestamp() - a.end_time
+        for a, b in zip(ingests, ingests[1:], strict=False)
+        if a.end_time and b.create_timestamp.timestamp() >= a.end_time
+    ]
+    if cycle:
+        result.figure(
+            "ingest runs: request -> next request (cycle), median s", round(median(cycle), 1)
+        )
+    if idle:
+        result.figure("ingest runs: run end -> next request, median s", round(median(idle), 1))
     for step in ("cdc_ingest", "dbt_models"):
         if steps.get(step):
             result.figure(f"ingest runs: step {step}, median s", round(median(steps[step]), 1))
