@@ -199,10 +199,11 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
     )
     def dead_letters_check(context):
         selected = _selected_tables(context)
-        previous = _last_checked(context.instance, [key for key, _ in selected])
+        previous = _last_metadata(context.instance, [key for key, _ in selected])
+        seen = {t: dead_letters.last_seen(previous.get(key)) for key, t in selected}
         try:
             with connect(get_settings()) as con:
-                found = dead_letters.read(con, {t: previous.get(key) for key, t in selected})
+                found = dead_letters.read(con, seen)
         except WarehouseUnavailable as exc:
             for key, _ in selected:
                 v = Verdict()
@@ -322,10 +323,11 @@ def _built_at(instance: dg.DagsterInstance, partition: str) -> dt.datetime | Non
     return dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC)
 
 
-def _last_checked(
+def _last_metadata(
     instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]
-) -> dict[dg.AssetCheckKey, dt.datetime]:
-    """When each check's last finished evaluation started (the running one has not finished)."""
+) -> dict[dg.AssetCheckKey, dict]:
+    """The metadata of each check's last finished evaluation (the running one has not finished),
+    for checks that report what changed since then."""
     from dagster._core.storage.asset_check_execution_record import (
         AssetCheckExecutionRecordStatus as Status,
     )
@@ -335,8 +337,10 @@ def _last_checked(
         done = instance.event_log_storage.get_asset_check_execution_history(
             key, limit=1, status={Status.SUCCEEDED, Status.FAILED}
         )
-        if done:
-            out[key] = dt.datetime.fromtimestamp(done[0].create_timestamp, dt.UTC)
+        event = done[0].event if done else None
+        if event is not None and event.dagster_event is not None:
+            evaluation = event.dagster_event.event_specific_data
+            out[key] = {k: v.value for k, v in (evaluation.metadata or {}).items()}
     return out
 
 

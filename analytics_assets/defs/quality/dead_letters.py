@@ -33,6 +33,14 @@ class Quarantine:
     reasons: list[tuple[str, int]] = field(default_factory=list)  # most common first
 
 
+def last_seen(previous: Mapping[str, object] | None) -> dt.datetime | None:
+    """The newest record the previous evaluation counted (its `newest_first_seen_at`): records
+    first seen after it are new. Read from the evaluation itself rather than compared with when
+    the check ran, so the two clocks (and the run's start-up time) never blur "new"."""
+    value = (previous or {}).get("newest_first_seen_at")
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
 def read(con, since: Mapping[str, dt.datetime | None]) -> dict[str, Quarantine]:
     """Per table of `since` (zero when it has none): counts, the records first seen after its
     `since` time (all of them when None) and the top reasons."""
