@@ -196,6 +196,38 @@ def test_late_change_requests_exactly_the_touched_built_partitions(platform):
     assert quiet.run_requests == []
 
 
+def test_late_changes_already_in_fct_orders_do_not_wait_for_newer_ones(platform):
+    """Ingests go on while fct_orders is rebuilt: dates whose changes the last fct_orders build
+    includes are rerun; a date touched after that build waits for the next."""
+    defs, instance, env = platform
+    _ingest(defs, instance)
+    for day in ("2026-03-05", "2026-03-07"):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=["marts", "daily_revenue"], partition=day)
+        )
+    tick = _tick(late_data_sensor, defs, instance)
+    late = (
+        "update orders set status = 'refunded', updated_at = now() where id = ("
+        "select min(id) from orders where (created_at at time zone 'UTC')::date = %s)"
+    )
+    _sql(env.source_url, late, ("2026-03-05",))
+    _ingest(defs, instance)
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=["marts", "fct_orders"]))
+    _sql(env.source_url, late, ("2026-03-07",))
+    _ingest(defs, instance)  # after the fct_orders build: not in it yet
+    result = _tick(late_data_sensor, defs, instance, cursor=tick.cursor)
+    (request,) = result.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "2026-03-05"
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-03-05"
+    waiting = _tick(late_data_sensor, defs, instance, cursor=result.cursor)
+    assert waiting.run_requests == [] and "2026-03-07" in waiting.skip_message
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=["marts", "fct_orders"]))
+    done = _tick(late_data_sensor, defs, instance, cursor=waiting.cursor)
+    assert [r.tags["dagster/asset_partition_range_start"] for r in done.run_requests] == [
+        "2026-03-07"
+    ]
+
+
 def test_backstop_skips_a_partition_that_is_not_closed_and_says_why(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
