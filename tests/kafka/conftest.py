@@ -3,56 +3,23 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
-
 import psycopg2
 import pytest
 from kafka_helpers import KafkaEnv, free_port, tansu_binary
 
 from analytics_assets.defs.sources.schema import migrate
+from analytics_assets.lib import dev_broker
 
 
 @pytest.fixture(scope="session")
 def kafka_broker():
-    """`tansu broker --storage-engine memory://tansu/` on a free 127.0.0.1 port; yields the
-    bootstrap address and stops the broker at session end."""
+    """tansu (in-memory storage) on a free 127.0.0.1 port; yields the bootstrap address and
+    stops the broker at session end."""
+    tansu_binary()  # fails the test with how to install it when missing
     port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(tansu_binary()),
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tansu exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("tansu did not start listening within 20 s") from None
-            time.sleep(0.05)
+    proc = dev_broker.start_tansu(port)
     yield f"127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    dev_broker.stop(proc)
 
 
 @pytest.fixture

