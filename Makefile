@@ -10,13 +10,17 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	# --compile-bytecode: every process (the code location, each run worker, the CLI) loads
+	# Dagster from .pyc instead of compiling ~450 modules; it matters where PYTHONDONTWRITEBYTECODE
+	# is set, which stops Python from caching them itself (definitions load 4.9 s -> 2.9 s here).
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # Parse the dbt project once so definitions load from a ready manifest.
 prepare: install
+	$(BIN)/python -m compileall -q analytics_assets
 	cd dbt && ../$(BIN)/dbt parse --quiet --target dev --target-path target/dev
 
 demo: prepare
