@@ -22,7 +22,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from analytics_assets.defs.quality.masking import mask_rows
 from analytics_assets.defs.quality.verdict import FailedCheck, as_metadata, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import WarehouseUnavailable, connect, fetch_dicts
-from analytics_assets.lib.warehouse.duckdb import q
+from analytics_assets.lib.warehouse.names import q
 from analytics_assets.settings import get_settings
 
 SAMPLE_ROWS = 5

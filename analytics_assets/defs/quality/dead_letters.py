@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 from analytics_assets.defs.quality.verdict import Verdict
 from analytics_assets.defs.quality.warehouse import RAW_SCHEMA, relation_exists
-from analytics_assets.lib.warehouse.base import DEAD_LETTERS
-from analytics_assets.lib.warehouse.duckdb import q
+from analytics_assets.lib.warehouse.names import DEAD_LETTERS, q
 
 TOP_REASONS = 5
 

@@ -24,11 +24,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from analytics_assets.defs.quality.verdict import Verdict
 from analytics_assets.defs.quality.warehouse import Watermark
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SOURCE_DAY_SQL = """
 select id, status, total::text, deleted_at is null, updated_at
@@ -133,6 +135,8 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 
 
 def read_source_day(conn, day: dt.date) -> pa.Table:
+    import pyarrow as pa  # here, not at import: the code location loads without pyarrow
+
     start, end = day_bounds(day)
     with conn.cursor() as cur:
         cur.execute(SOURCE_DAY_SQL, {"start": start, "end": end})

@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from analytics_assets.defs.quality.verdict import Verdict
-from analytics_assets.lib.pgoutput import arrow_type
-from analytics_assets.lib.warehouse.duckdb import column_type
 
 SOURCE_COLUMNS_SQL = """
 select c.relname::text, a.attname::text, a.atttypid::int8, a.atttypmod,
@@ -55,6 +53,9 @@ def expected_columns(
     columns: Sequence[tuple[str, int, int, str]], normalize
 ) -> dict[str, SourceColumn]:
     """The raw column type CDC derives from each source column (same mapping as the decoder)."""
+    from analytics_assets.lib.pgoutput import arrow_type  # Arrow: not at code location load
+    from analytics_assets.lib.warehouse.duckdb import column_type
+
     return {
         name: SourceColumn(name, pg_type, normalize(column_type(arrow_type(oid, typmod))))
         for name, oid, typmod, pg_type in columns

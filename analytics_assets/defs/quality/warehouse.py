@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics_assets.lib.feeds.base import COMMIT_TS, LOADED_AT, LSN, META_COLUMNS, parse_lsn
-from analytics_assets.lib.warehouse.duckdb import STATE_TABLE, q
+from analytics_assets.lib.warehouse.names import STATE_TABLE, q
 from analytics_assets.settings import ConfigError, Settings
 
 RAW_SCHEMA = "raw"

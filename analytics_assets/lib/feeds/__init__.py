@@ -1,4 +1,4 @@
-"""Change feeds: one contract (`base`), one implementation per transport (`slot`, later `kafka`)."""
+"""Change feeds: one contract (`base`), one implementation per transport (`slot`, `kafka`)."""
 
 from analytics_assets.lib.feeds.base import (
     META_COLUMNS,

@@ -30,9 +30,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 # Metadata columns every row image carries (besides the source columns).
 LSN = "_lsn"
@@ -48,6 +50,8 @@ OPS = ("c", "u", "d", "t", "r")
 
 
 def meta_schema_fields() -> list[pa.Field]:
+    import pyarrow as pa  # here, not at import: the code location loads without pyarrow
+
     return [
         pa.field(LSN, pa.int64(), nullable=False),
         pa.field(SEQ, pa.int64(), nullable=False),

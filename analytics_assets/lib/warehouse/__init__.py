@@ -1,10 +1,3 @@
-"""Warehouse adapters: one contract (`base`), DuckDB in dev (`duckdb`), BigQuery (bigquery.py)."""
-
-from analytics_assets.lib.warehouse.base import (
-    DEFAULT_BUSINESS_DATE_COLUMNS,
-    ApplyResult,
-    TableApplyResult,
-    Warehouse,
-)
-
-__all__ = ["DEFAULT_BUSINESS_DATE_COLUMNS", "ApplyResult", "TableApplyResult", "Warehouse"]
+"""Warehouse adapters: one contract (`base`), DuckDB in dev (`duckdb`), BigQuery (`bigquery`), and
+the raw layer's relation names (`names`, free of Arrow/DuckDB imports for the code location).
+Import from the modules themselves."""

@@ -37,8 +37,8 @@ from analytics_assets.lib.feeds.base import (
     TableChanges,
     TableState,
 )
+from analytics_assets.lib.warehouse.names import DEAD_LETTERS  # noqa: F401 - re-exported
 
-DEAD_LETTERS = "_dead_letters"
 # The dead-letter columns (besides `first_seen_at`, set by the warehouse), as Arrow types.
 DEAD_LETTER_SCHEMA = pa.schema(
     [

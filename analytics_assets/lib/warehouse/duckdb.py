@@ -42,17 +42,12 @@ from analytics_assets.lib.warehouse.base import (
     truncate_commit_ts,
     unchanged_columns,
 )
+from analytics_assets.lib.warehouse.names import STATE_TABLE, q
 from analytics_assets.settings import validate_identifier
 
-STATE_TABLE = "_cdc_state"
 STAGE = "_cdc_stage"
 BATCH_VIEW = "_cdc_batch"
 DEAD_VIEW = "_cdc_dead"
-
-
-def q(name: str) -> str:
-    """Quote an identifier (source column names may be anything)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def column_type(t: pa.DataType) -> str:

@@ -1,0 +1,13 @@
+"""The warehouse's own relation names and identifier quoting: what readers of the raw layer (the
+quality checks) need, without the adapters' Arrow, NumPy and DuckDB imports, so the code location
+loads without them."""
+
+from __future__ import annotations
+
+STATE_TABLE = "_cdc_state"  # per table: applied position and feed checkpoint
+DEAD_LETTERS = "_dead_letters"  # change records the feed could not decode
+
+
+def q(name: str) -> str:
+    """Quote an identifier (source column names may be anything)."""
+    return '"' + name.replace('"', '""') + '"'
