@@ -381,3 +381,26 @@ def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monke
     daily_revenue = next(p for p in compiled if p.name == "daily_revenue.sql").read_text()
     assert "order_date >= cast('2024-03-03' as date)" in daily_revenue
     assert "`offline-project`.`analytics_marts`.`fct_orders`" in daily_revenue
+
+
+def test_dbt_version_comes_from_the_environment_without_a_subprocess(monkeypatch):
+    """The resource knows the dbt version without running `dbt --version` (3-7 s a run here),
+    and it is the version that command reports."""
+    import subprocess
+
+    from dagster_dbt import DbtCliResource
+
+    from analytics_assets.defs.dbt.project import dbt_cli_resource
+
+    resource = dbt_cli_resource()
+    reported = DbtCliResource(
+        project_dir=resource.project_dir, dbt_executable=resource.dbt_executable
+    )
+    expected = reported._cli_version  # runs `dbt --version`
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"dbt subprocess started: {args}")
+
+    monkeypatch.setattr(subprocess, "check_output", no_subprocess)
+    monkeypatch.setattr("dagster_dbt.core.resource.check_output", no_subprocess)
+    assert dbt_cli_resource()._cli_version == expected

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import shutil
 import sys
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
+from packaging import version
 
 from analytics_assets.settings import DBT_PROJECT_DIR, get_settings
 
@@ -42,8 +44,20 @@ def get_dbt_project() -> DbtProject:
     return project
 
 
+class AnalyticsDbtCliResource(DbtCliResource):
+    """dagster-dbt's resource, minus one `dbt --version` subprocess per dbt invocation (3-7 s
+    here: it loads all of dbt-core): when the executable is the dbt of this very environment, its
+    version is the installed dbt-core package's."""
+
+    @functools.cached_property
+    def _cli_version(self) -> version.Version:
+        if Path(self.dbt_executable).parent == Path(sys.executable).parent:
+            return version.parse(importlib.metadata.version("dbt-core"))
+        return super()._cli_version
+
+
 def dbt_cli_resource() -> DbtCliResource:
-    return DbtCliResource(
+    return AnalyticsDbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(DBT_PROJECT_DIR),
         target=get_settings().dbt_target,
