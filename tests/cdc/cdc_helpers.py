@@ -157,3 +157,28 @@ class CdcEnv:
 
 def new_database(admin_url: str) -> tuple[str, str]:
     return _new_database(admin_url, prefix="c_")
+
+
+def database_factory(admin_url: str, tmp_path: Path, make_env):
+    """A generator for factory fixtures: `make()` gives a fresh migrated source database wrapped
+    by `make_env(url, name, path)`, dropping the previous one first (slots are a server-wide,
+    limited resource); whatever is left is dropped when the generator closes."""
+    from analytics_assets.defs.sources.schema import migrate
+
+    made = []
+
+    def make():
+        while made:
+            drop_database(admin_url, made.pop())
+        name, url = new_database(admin_url)
+        conn = psycopg2.connect(url)
+        migrate(conn)
+        conn.close()
+        made.append(name)
+        path = tmp_path / name
+        path.mkdir()
+        return make_env(url, name, path)
+
+    yield make
+    for name in made:
+        drop_database(admin_url, name)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
-from cdc_helpers import CdcEnv, drop_database, new_database
-
-from analytics_assets.defs.sources.schema import migrate
+from cdc_helpers import CdcEnv, database_factory
 
 
 @pytest.fixture
@@ -30,20 +28,4 @@ def cdc(source_db, tmp_path) -> CdcEnv:
 def fresh_cdc_env(pg_stack, tmp_path):
     """A factory of independent source databases (for property tests that need one per
     example)."""
-    made = []
-
-    def make() -> CdcEnv:
-        while made:  # one at a time: slots are a server-wide, limited resource
-            drop_database(pg_stack.url("postgres"), made.pop())
-        name, url = new_database(pg_stack.url("postgres"))
-        conn = psycopg2.connect(url)
-        migrate(conn)
-        conn.close()
-        made.append(name)
-        path = tmp_path / name
-        path.mkdir()
-        return CdcEnv(url, name, path)
-
-    yield make
-    for name in made:
-        drop_database(pg_stack.url("postgres"), name)
+    yield from database_factory(pg_stack.url("postgres"), tmp_path, CdcEnv)

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 from kafka_helpers import KafkaEnv, free_port, tansu_binary
 
-from analytics_assets.defs.sources.schema import migrate
 from analytics_assets.lib import dev_broker
 
 
@@ -31,22 +29,9 @@ def kenv(source_db, tmp_path, kafka_broker) -> KafkaEnv:
 @pytest.fixture
 def fresh_kafka_env(pg_stack, tmp_path, kafka_broker):
     """A factory of independent source databases + topic prefixes (one per hypothesis example)."""
-    from cdc_helpers import drop_database, new_database
+    from cdc_helpers import database_factory
 
-    made = []
-
-    def make() -> KafkaEnv:
-        while made:
-            drop_database(pg_stack.url("postgres"), made.pop())
-        name, url = new_database(pg_stack.url("postgres"))
-        conn = psycopg2.connect(url)
-        migrate(conn)
-        conn.close()
-        made.append(name)
-        path = tmp_path / name
-        path.mkdir()
+    def make_env(url, name, path) -> KafkaEnv:
         return KafkaEnv(url, name, path).configure(kafka_broker)
 
-    yield make
-    for name in made:
-        drop_database(pg_stack.url("postgres"), name)
+    yield from database_factory(pg_stack.url("postgres"), tmp_path, make_env)
