@@ -149,6 +149,40 @@ def child_raw_stream(url: str, expected: int) -> dict:
     return {**state, "seconds": seconds, "rss_mb": _peak_rss_mb()}
 
 
+def child_raw_ranged(url: str) -> dict:
+    """The slot feed's own transport (SlotFeed's peek reader: LSN ranges peeked by two sessions
+    taking turns) handing pgoutput bytes to Python, without decoding them."""
+    import psycopg2
+
+    from analytics_assets.lib.feeds.base import parse_lsn
+    from analytics_assets.lib.feeds.slot import SlotFeed, _PeekReader
+
+    conn = psycopg2.connect(url)
+    cur = conn.cursor()
+    cur.execute(
+        "select confirmed_flush_lsn::text, pg_current_wal_insert_lsn()::text "
+        "from pg_replication_slots where slot_name = %s",
+        (RAW_SLOT,),
+    )
+    start, upto = (parse_lsn(x) for x in cur.fetchone())
+    conn.close()
+    feed = SlotFeed(url, slot=RAW_SLOT, publication=PUB, tables=TABLES)
+    state = {"changes": 0, "bytes": 0}
+
+    def count(rows: list[bytes]) -> None:
+        state["changes"] += sum(1 for r in rows if r[6:7] in (b"I", b"U", b"D"))
+        state["bytes"] += sum(map(len, rows))
+
+    t0 = time.perf_counter()
+    reader = _PeekReader(url, feed, start, upto, 50_000, count)
+    reader.start()
+    reader.next_chunk()  # _DONE: every range handed over
+    seconds = time.perf_counter() - t0
+    reader.stop()
+    feed.close()
+    return {**state, "seconds": seconds, "ranges": len(reader.ranges), "rss_mb": _peak_rss_mb()}
+
+
 def child_ingest(
     url: str, warehouse: str, batch_size: int, duckdb_memory: str = "", duckdb_set: str = ""
 ) -> dict:
@@ -259,6 +293,8 @@ def main(argv: list[str] | None = None) -> dict:
             res = child_kafka(int(rest[0]), int(rest[1]))
         elif kind == "stream":
             res = child_raw_stream(rest[0], int(rest[1]))
+        elif kind == "ranged":
+            res = child_raw_ranged(rest[0])
         else:
             res = child_ingest(rest[0], rest[1], int(rest[2]), *rest[3:5])
         print(json.dumps(res))
@@ -296,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         raw_copy = run_child("copy", url)
         raw_stream = run_child("stream", url, str(raw_copy["changes"]))
+        raw_ranged = run_child("ranged", url)
         load_avg = max(load_avg, os.getloadavg()[0])
         e2e = run_child(
             "ingest", url, warehouse, str(args.batch_size), args.duckdb_memory, args.duckdb_set
@@ -313,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
     rate = {
         "copy": raw_copy["changes"] / raw_copy["seconds"],
         "stream": raw_stream["changes"] / raw_stream["seconds"],
+        "ranged": raw_ranged["changes"] / raw_ranged["seconds"],
     }
     best = max(rate, key=rate.get)
     e2e_rate = e2e["changes"] / e2e["seconds"]
@@ -321,6 +359,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"({raw_copy['bytes'] / raw_copy['seconds'] / 1e6:,.0f} MB/s)"
     )
     print(f"    raw pgoutput to Python, streaming protocol: {rate['stream']:>10,.0f} changes/s")
+    print(
+        f"    raw pgoutput to Python, the feed's ranged peeks ({raw_ranged['ranges']} ranges, "
+        f"two sessions): {rate['ranged']:>10,.0f} changes/s"
+    )
     print(
         f"(b) end to end into DuckDB (ingest)          : {e2e_rate:>10,.0f} changes/s "
         f"({e2e['changes']:,} changes, {e2e['batches']} batches of <= {args.batch_size:,}, "
@@ -341,6 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.figure("batch size", args.batch_size)
     result.figure("raw pgoutput, COPY of slot peek (changes/s)", round(rate["copy"]))
     result.figure("raw pgoutput, streaming protocol (changes/s)", round(rate["stream"]))
+    result.figure("raw pgoutput, the feed's ranged peeks (changes/s)", round(rate["ranged"]))
     result.figure("end to end into DuckDB (changes/s)", round(e2e_rate))
     result.figure("end to end s", round(e2e["seconds"], 2))
     result.figure("apply per batch, median s", round(e2e["apply_median_s"], 3))

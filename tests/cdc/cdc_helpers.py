@@ -3,6 +3,8 @@ warehouse file, crash injection, and row-for-row comparisons of raw tables with 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from psycopg2 import sql
 
 from analytics_assets.defs.sources.schema import APP_TABLES
 from analytics_assets.lib.cdc import ingest
+from analytics_assets.lib.feeds import slot as slot_feed
 from analytics_assets.lib.feeds.slot import SlotFeed
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
@@ -32,6 +35,18 @@ def crash_at(stage: str, hit: int = 1):
                 raise Crash(stage)
 
     return fault
+
+
+@contextlib.contextmanager
+def tiny_peek_ranges(first: int = 256, largest: int = 4096) -> Iterator[None]:
+    """Every backlog over `first` bytes of WAL is read as ranged peeks, the ranges a few
+    transactions long: the range boundaries fall everywhere a small workload has them."""
+    saved = slot_feed.PEEK_RANGE_FIRST, slot_feed.PEEK_RANGE_MAX
+    slot_feed.PEEK_RANGE_FIRST, slot_feed.PEEK_RANGE_MAX = first, largest
+    try:
+        yield
+    finally:
+        slot_feed.PEEK_RANGE_FIRST, slot_feed.PEEK_RANGE_MAX = saved
 
 
 @dataclass

@@ -3,11 +3,12 @@ equal to the source row for row, and the change log never holds a change twice."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from decimal import Decimal
 
 import psycopg2
-from cdc_helpers import Crash, crash_at
+from cdc_helpers import Crash, crash_at, tiny_peek_ranges
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,11 +96,19 @@ def run_statement(cur, stmt) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(workload=WORKLOAD)
-def test_random_transactions_ingests_and_crashes_keep_raw_equal_to_source(fresh_cdc_env, workload):
+@given(workload=WORKLOAD, ranged=st.booleans())
+def test_random_transactions_ingests_and_crashes_keep_raw_equal_to_source(
+    fresh_cdc_env, workload, ranged
+):
+    """`ranged`: the backlog is read as many small LSN ranges from temporary slot copies."""
     env = fresh_cdc_env()
     env.tables = ("users", "orders")
     conn = psycopg2.connect(env.url)
+    with tiny_peek_ranges(first=64, largest=1024) if ranged else contextlib.nullcontext():
+        run_workload(env, conn, workload)
+
+
+def run_workload(env, conn, workload) -> None:
     try:
         for step in workload:
             if step[0] == "txn":

@@ -8,9 +8,10 @@ import time
 from decimal import Decimal
 
 import pytest
-from cdc_helpers import Crash, crash_at
+from cdc_helpers import Crash, crash_at, tiny_peek_ranges
 
 from analytics_assets.lib.feeds.base import parse_lsn
+from analytics_assets.lib.feeds.slot import SlotFeed, peek_ranges
 
 USERS = "insert into users (email, full_name, country) values (%s, %s, %s)"
 
@@ -397,3 +398,78 @@ def test_recreated_slot_resynchronizes_tables_and_marks_rows_deleted_meanwhile(c
     assert "users" in result.snapshot_tables
     cdc.assert_raw_equals_source()
     assert cdc.raw("select _is_deleted from raw.users where id = 1") == [(True,)]
+
+
+def test_peek_ranges_cover_the_backlog_contiguously_and_grow():
+    mib = 1 << 20
+    ranges = peek_ranges(100, 100 + 100 * mib, 8 * mib, 2, 32 * mib)
+    assert ranges[0] == (100, 100 + 8 * mib)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert ranges[-1][1] == 100 + 100 * mib
+    sizes = [hi - lo for lo, hi in ranges]
+    assert sizes[:3] == [8 * mib, 16 * mib, 32 * mib]
+    assert max(sizes[:-1]) == 32 * mib  # capped; a short remainder joins the last range
+    assert sizes[-1] <= 32 * mib * 3 // 2
+    assert peek_ranges(5, 9, 8 * mib, 2, 32 * mib) == [(5, 9)]
+
+
+def test_large_backlog_is_read_in_ranges_from_temporary_slot_copies(cdc):
+    """A backlog over the first range is peeked as LSN ranges by two sessions, each from a
+    temporary copy of the slot: the project's slot is not held meanwhile, the copies are gone
+    afterwards, and the raw tables equal the source."""
+    seed_users(cdc, 20)
+    cdc.ingest()
+    for i in range(40):  # 40 transactions, so the ranges split between them
+        cdc.execute(
+            "insert into orders (user_id, total, status) select 1, g, 'new' "
+            "from generate_series(1, 25) g",
+            "update users set full_name = md5(random()::text) where id = %(id)s",
+            "delete from orders where id %% 7 = 0",
+            params={"id": i % 20 + 1},
+        )
+    seen = []
+
+    def during(info: dict) -> None:
+        seen.append(
+            cdc.query(
+                "select slot_name, temporary, active from pg_replication_slots "
+                "where database = current_database() order by slot_name"
+            )
+        )
+
+    with tiny_peek_ranges(first=4096, largest=16384):
+        result = cdc.ingest(batch_size=100, progress=during)
+    assert result.tables["orders"].changes_by_op["c"] == 40 * 25
+    assert result.tables["users"].changes_by_op == {"u": 40}
+    copies = {name for rows in seen for name, temporary, _ in rows if temporary}
+    assert len(copies) == 2  # two reading sessions, one copy each
+    assert all(
+        not active for rows in seen for name, temporary, active in rows if name == cdc.slot
+    )  # the project's slot was never held while the copies were read
+    left = cdc.query("select slot_name from pg_replication_slots where temporary")
+    assert not [name for (name,) in left if name in copies]
+    cdc.assert_raw_equals_source()
+    cdc.assert_change_log_has_no_duplicates()
+    assert cdc.slot_confirmed() is not None
+
+
+def test_backlog_is_one_peek_when_the_server_has_no_slots_to_spare(cdc, monkeypatch):
+    """With fewer than two free replication slots (simulated: the server's limit is not ours to
+    change here) the backlog is read as one peek of the project's slot, and nothing is lost."""
+    cdc.ingest()
+    for _ in range(20):
+        cdc.execute(
+            "insert into orders (user_id, total, status) select 1, g, 'new' "
+            "from generate_series(1, 25) g"
+        )
+    monkeypatch.setattr(SlotFeed, "_free_slots", lambda self: 1)
+    seen = []
+    with tiny_peek_ranges(first=4096, largest=16384):
+        cdc.ingest(
+            batch_size=100,
+            progress=lambda info: seen.append(
+                cdc.query("select count(*) from pg_replication_slots where temporary")[0][0]
+            ),
+        )
+    assert seen and set(seen) == {0}
+    cdc.assert_raw_equals_source()

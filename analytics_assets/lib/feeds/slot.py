@@ -2,16 +2,21 @@
 
 Transport (measured, see bench/cdc_throughput.py): `COPY (SELECT data FROM
 pg_logical_slot_peek_binary_changes(...)) TO STDOUT (FORMAT binary)` hands pgoutput bytes to
-psycopg2 2-3x faster than psycopg2's streaming replication protocol (one Python object and
-callback per message there). Peeking never consumes: the slot moves only with
+Python several times faster than the streaming replication protocol, whose walsender sends and
+flushes every message on its own (~100k messages/s here, even to a client that only counts the
+bytes). Peeking never consumes: the slot moves only with
 `pg_replication_slot_advance`, which `ack` calls after the warehouse committed.
 
-One peek per read session covers the backlog up to the WAL position at its start; a reader thread
-streams its rows into a bounded queue in chunks of `max_changes` messages, so memory stays bounded
-by the batch size even inside one huge transaction, and the server's decoding of the peek overlaps
-the client's decoding and applying of earlier chunks. While that peek holds the slot, acks are
-remembered and applied as soon as it ends (the slot cannot be advanced while in use); they are
-never applied before the warehouse commit they follow.
+A read session covers the backlog up to the WAL position at its start. A small backlog is one
+peek of the slot; a larger one is peeked as consecutive LSN ranges from temporary copies of the
+slot, so the server decodes the next range while the client applies the previous one (a single
+peek is materialized whole before its first row is sent). A reader thread per session streams
+the rows into a bounded queue in chunks of `max_changes` messages, so memory stays bounded by the
+batch size even inside one huge transaction, and the server's work overlaps the client's
+decoding and applying. Acks during a session are remembered and applied to the project's slot
+as soon as the session ends (the slot cannot be advanced while a peek uses it, and advancing it
+decodes the WAL again, so once per session is enough); they are never applied before the
+warehouse commit they follow.
 
 Positions: each change is (commit LSN of its transaction, 2 x ordinal in it); the per-table
 checkpoint is the end LSN of the last transaction read completely. The slot is advanced to the
@@ -25,6 +30,7 @@ import contextlib
 import datetime as dt
 import functools
 import inspect
+import itertools
 import logging
 import os
 import queue
@@ -69,6 +75,10 @@ HEARTBEAT_PREFIX = "analytics_assets.heartbeat"
 _COPY_HEADER = 19  # PGCOPY signature + flags + extension length
 _DONE = object()
 FIRST_CHUNK_MESSAGES = 20_000
+# A backlog of more WAL than this is peeked in ranges (see _PeekReader)
+PEEK_RANGE_FIRST = 8 << 20
+PEEK_RANGE_GROWTH = 2
+PEEK_RANGE_MAX = 256 << 20
 # pg_try_advisory_lock(INGEST_LOCK_CLASS, crc32(slot)): one ingest per slot at a time
 INGEST_LOCK_CLASS = 7263002
 # a dead peer (network gone, server frozen) is noticed in ~60s instead of the kernel's hours
@@ -126,54 +136,121 @@ def _session(url: str):
     return conn
 
 
-class _PeekReader(threading.Thread):
-    """Runs one peek as a binary COPY, decodes its rows in chunks (`transform`) and hands the
-    results on through a bounded queue. Decoding here, off the applying thread, overlaps it with
-    the warehouse's work (numpy, Arrow and DuckDB release the GIL for their heavy parts)."""
+def peek_ranges(
+    start: int, upto: int, first: int, growth: float, largest: int
+) -> list[tuple[int, int]]:
+    """LSN ranges [lo, hi) that cover [start, upto): the first `first` bytes of WAL, then each
+    range `growth` times the one before (at most `largest`); a short remainder joins the last."""
+    ranges: list[tuple[int, int]] = []
+    lo, size = start, first
+    while lo < upto:
+        hi = upto if upto - lo <= size * 3 // 2 else lo + size
+        ranges.append((lo, hi))
+        lo, size = hi, min(int(size * growth), largest)
+    return ranges or [(start, upto)]
+
+
+_READ_SLOTS = itertools.count(1)
+
+
+class _PeekReader:
+    """Reads the slot from `start` to `upto` as one or more peeks (binary COPY), decodes the
+    rows in chunks (`transform`, in stream order) and hands the results on through a bounded
+    queue. Decoding here, off the applying thread, overlaps it with the warehouse's work (numpy,
+    Arrow and DuckDB release the GIL for their heavy parts).
+
+    A peek is materialized whole on the server before its first row is sent, so one peek over a
+    large backlog leaves the client idle while the server decodes all of it. A backlog of more
+    than PEEK_RANGE_FIRST bytes of WAL is therefore read as consecutive LSN ranges of growing
+    size (`peek_ranges`) by two sessions taking turns, each on a temporary copy of the slot
+    (the project's slot is never held, and the copies go with their sessions): a session
+    advances its copy to its range's start (fast-forward, no output), peeks up to the range's
+    end and waits for its turn to hand the rows on. So the server decodes range k+1 while the
+    client decodes and applies range k. Each range re-reads the WAL before it from the slot's
+    restart point without output; growing ranges keep that to about one more pass.
+
+    Ranges are complementary: a peek up to L includes every transaction whose commit record
+    starts before L, and a slot advanced to L skips exactly those. A record decoded twice at a
+    boundary repeats positions, which the decoder skips (`skip_through`)."""
 
     def __init__(
         self,
         url: str,
-        copy_sql: str,
+        feed: SlotFeed,
+        start: int,
+        upto: int,
         chunk_messages: int,
         transform: Callable[[list[bytes]], Any],
+        ranged: bool = True,
         max_chunks: int = 2,
     ):
-        super().__init__(daemon=True, name="cdc-peek-reader")
         self.url = url
-        self.copy_sql = copy_sql
         self.chunk_messages = chunk_messages
         self.first_chunk_messages = max(1, min(chunk_messages, FIRST_CHUNK_MESSAGES))
         self.transform = transform
         self.queue: queue.Queue = queue.Queue(maxsize=max_chunks)
         self.stopping = threading.Event()
-        self.conn = None
-        self.backend_pid: int | None = None
-        self._rows: list[bytes] = []
-        self._first = True
+        self._turn = 0
+        self._turn_changed = threading.Condition()
+        self._first_chunk = True
+        if not ranged or upto - start <= PEEK_RANGE_FIRST:
+            self.ranges = [(None, upto)]  # one peek of the project's slot itself
+            self.workers = [_RangeWorker(self, feed, None, [0])]
+        else:
+            self.ranges = peek_ranges(
+                start, upto, PEEK_RANGE_FIRST, PEEK_RANGE_GROWTH, PEEK_RANGE_MAX
+            )
+            session = next(_READ_SLOTS)
+            self.workers = [
+                _RangeWorker(
+                    self,
+                    feed,
+                    f"{feed.slot[:32]}_rd{os.getpid()}_{session}_{i}",
+                    list(range(i, len(self.ranges), 2)),
+                )
+                for i in range(min(2, len(self.ranges)))
+            ]
 
-    # psycopg2's copy_expert calls write() once per COPY row (= one pgoutput message)
-    def write(self, data: bytes) -> None:
-        rows = self._rows
-        rows.append(data)
-        # the first chunk is smaller so the applying thread starts sooner (a full first chunk
-        # would be decoded while nothing else runs)
-        if len(rows) >= (self.first_chunk_messages if self._first else self.chunk_messages):
-            self._hand_over()
+    @property
+    def backend_pid(self) -> int | None:
+        """The session holding the project's slot (only when it is peeked directly)."""
+        return self.workers[0].backend_pid if self.workers[0].copy_slot is None else None
 
-    def _hand_over(self, final: bool = False) -> None:
-        rows, self._rows = self._rows, []
-        if rows and self._first:
-            rows[0] = rows[0][_COPY_HEADER:]
-            self._first = False
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        for worker in self.workers:
+            worker.join(timeout=timeout)
+
+    def wait_turn(self, index: int) -> None:
+        with self._turn_changed:
+            while self._turn != index:
+                if self.stopping.is_set():
+                    raise _Stopped
+                self._turn_changed.wait(timeout=0.2)
+
+    def end_turn(self, index: int) -> None:
+        with self._turn_changed:
+            self._turn = index + 1
+            self._turn_changed.notify_all()
+        if self._turn == len(self.ranges):
+            self.put(_DONE)
+
+    def chunk_size(self) -> int:
+        return self.first_chunk_messages if self._first_chunk else self.chunk_messages
+
+    def hand_over(self, rows: list[bytes]) -> None:
         if rows and rows[-1] == b"\xff\xff":
             rows.pop()  # the COPY trailer (a data row is never 2 bytes long)
         if rows:
+            self._first_chunk = False
             item = self.transform(rows)
             if item is not None:
-                self._put(item)
+                self.put(item)
 
-    def _put(self, item) -> None:
+    def put(self, item) -> None:
         while True:
             if self.stopping.is_set():
                 raise _Stopped
@@ -183,25 +260,6 @@ class _PeekReader(threading.Thread):
             except queue.Full:
                 continue
 
-    def run(self) -> None:
-        try:
-            self.conn = _session(self.url)
-            self.backend_pid = self.conn.get_backend_pid()
-            with self.conn.cursor() as cur:
-                cur.copy_expert(self.copy_sql, self)
-            self._hand_over(final=True)
-            self._put(_DONE)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            if not self.stopping.is_set():
-                with contextlib.suppress(_Stopped):
-                    self._put(exc)
-        finally:
-            if self.conn is not None:
-                with contextlib.suppress(Exception):
-                    self.conn.close()
-
     def next_chunk(self):
         item = self.queue.get()
         if isinstance(item, BaseException):
@@ -210,14 +268,89 @@ class _PeekReader(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.cancel()
+        for worker in self.workers:
+            if worker.conn is not None:
+                with contextlib.suppress(Exception):
+                    worker.conn.cancel()
         # drain so a blocked put() returns
         with contextlib.suppress(queue.Empty):
             while True:
                 self.queue.get_nowait()
         self.join(timeout=30)
+
+
+class _RangeWorker(threading.Thread):
+    """One session of a `_PeekReader`: peeks its ranges (every other one) in order."""
+
+    def __init__(
+        self, reader: _PeekReader, feed: SlotFeed, copy_slot: str | None, indexes: list[int]
+    ):
+        super().__init__(daemon=True, name=f"cdc-peek-reader-{indexes[0]}")
+        self.reader = reader
+        self.feed = feed
+        self.copy_slot = copy_slot  # None: peek the project's slot itself
+        self.indexes = indexes
+        self.conn = None
+        self.backend_pid: int | None = None
+        self._rows: list[bytes] = []
+        self._header = True
+        self._index = -1
+
+    # psycopg2's copy_expert calls write() once per COPY row (= one pgoutput message)
+    def write(self, data: bytes) -> None:
+        if self._header:  # the first row of each COPY comes after the PGCOPY header
+            data = data[_COPY_HEADER:]
+            self._header = False
+            self.reader.wait_turn(self._index)  # the rows before ours are handed on first
+        rows = self._rows
+        rows.append(data)
+        # the first chunk is smaller so the applying thread starts sooner (a full first chunk
+        # would be decoded while nothing else runs)
+        if len(rows) >= self.reader.chunk_size():
+            self._rows = []
+            self.reader.hand_over(rows)
+
+    def run(self) -> None:
+        reader = self.reader
+        try:
+            self.conn = _session(self.url)
+            self.backend_pid = self.conn.get_backend_pid()
+            with self.conn.cursor() as cur:
+                slot = self.feed.slot
+                if self.copy_slot is not None:
+                    cur.execute(
+                        "select pg_copy_logical_replication_slot(%s, %s, true)",
+                        (self.feed.slot, self.copy_slot),
+                    )
+                    slot = self.copy_slot
+                for index in self.indexes:
+                    lo, hi = reader.ranges[index]
+                    if lo is not None and index > 0:
+                        cur.execute(
+                            "select pg_replication_slot_advance(%s, %s::pg_lsn)",
+                            (slot, format_lsn(lo)),
+                        )
+                    self._index, self._header = index, True
+                    cur.copy_expert(self.feed._copy_sql(slot, hi), self)
+                    if self._header:  # no row came (a COPY always sends its header)
+                        reader.wait_turn(index)
+                    rows, self._rows = self._rows, []
+                    reader.hand_over(rows)  # a peek ends on a transaction boundary
+                    reader.end_turn(index)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            if not reader.stopping.is_set():
+                with contextlib.suppress(_Stopped):
+                    reader.put(exc)
+        finally:
+            if self.conn is not None:
+                with contextlib.suppress(Exception):
+                    self.conn.close()
+
+    @property
+    def url(self) -> str:
+        return self.reader.url
 
 
 class _Stopped(Exception):
@@ -357,17 +490,23 @@ class SlotFeed:
         )
         raise IngestBusy(f"another ingest is running on slot {self.slot!r}: {_holder(rows)}")
 
-    def _busy(self, exc: Exception) -> IngestBusy:
-        match = re.search(r"PID (\d+)", str(exc))
+    def _busy(self, holder: Exception | int) -> IngestBusy:
+        """IngestBusy naming the session that holds the slot: its PID, or an ObjectInUse error
+        ("... is active for PID n")."""
+        if isinstance(holder, int):
+            pid = holder
+        else:
+            match = re.search(r"PID (\d+)", str(holder))
+            pid = int(match.group(1)) if match else None
         rows = []
-        if match:
+        if pid is not None:
             with contextlib.suppress(psycopg2.Error):
                 rows = self._query(
                     "select pid, application_name, client_addr::text, backend_start "
                     "from pg_stat_activity where pid = %s",
-                    (int(match.group(1)),),
+                    (pid,),
                 )
-            rows = rows or [(int(match.group(1)), None, None, None)]
+            rows = rows or [(pid, None, None, None)]
         return IngestBusy(
             f"another ingest is running: replication slot {self.slot!r} is in use by "
             f"{_holder(rows)}"
@@ -737,24 +876,37 @@ class SlotFeed:
 
     # -- streaming ----------------------------------------------------------------------------
 
-    def _copy_sql(self, upto_lsn: str) -> str:
+    def _copy_sql(self, slot: str, upto_lsn: int) -> str:
         query = sql.SQL(
             "copy (select data from pg_logical_slot_peek_binary_changes({slot}, {upto}::pg_lsn, "
             "null, 'proto_version', '1', 'publication_names', {pub}, 'messages', 'true')) "
             "to stdout with (format binary)"
         ).format(
-            slot=sql.Literal(self.slot),
-            upto=sql.Literal(upto_lsn),
+            slot=sql.Literal(slot),
+            upto=sql.Literal(format_lsn(upto_lsn)),
             pub=sql.Literal(self.publication),
         )
         return query.as_string(self.conn)
 
     def _start_reader(self, max_changes: int) -> None:
         self._apply_pending_ack()
-        upto = self._query("select pg_current_wal_insert_lsn()::text")[0][0]
+        upto = parse_lsn(self._query("select pg_current_wal_insert_lsn()::text")[0][0])
+        row = self._slot_row()
+        if row["active"] and row["active_pid"]:  # another session streams it: not ours to read
+            raise self._busy(row["active_pid"])
+        start = parse_lsn(row["confirmed_flush_lsn"])
+        ranged = upto - start > PEEK_RANGE_FIRST and self._free_slots() >= 2
         self._decoder = PgOutputDecoder(set(self._tables), self._keys)
-        self._reader = _PeekReader(self.url, self._copy_sql(upto), max_changes, self._decode)
+        self._reader = _PeekReader(self.url, self, start, upto, max_changes, self._decode, ranged)
         self._reader.start()
+
+    def _free_slots(self) -> int:
+        """Replication slots the server can still create (the ranged read takes two temporary
+        ones; with fewer free, the backlog is read as one peek)."""
+        return self._query(
+            "select current_setting('max_replication_slots')::int - count(*) "
+            "from pg_replication_slots"
+        )[0][0]
 
     def _decode(self, rows: list[bytes]) -> ChangeBatch | None:
         """Runs on the reader thread, in stream order (it alone touches the decoder and
