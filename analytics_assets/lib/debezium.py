@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from analytics_assets.lib.feeds.base import Position, meta_schema_fields
+from analytics_assets.lib.feeds.base import SOURCE_LSN, Position, meta_schema_fields
 
 PLACEHOLDER = "__debezium_unavailable_value"
 PLACEHOLDER_B64 = base64.b64encode(PLACEHOLDER.encode()).decode()
@@ -136,6 +136,7 @@ def row_columns(schema: Mapping[str, Any]) -> list[Column]:
 class DecodedTable:
     rows: pa.Table
     truncates: list[Position] = field(default_factory=list)
+    truncate_source_lsns: dict[Position, int] = field(default_factory=dict)
     tombstones: int = 0
     min_commit_ts: dt.datetime | None = None
     max_commit_ts: dt.datetime | None = None
@@ -231,6 +232,7 @@ class TableDecoder:
         ts_ms: list[int | None] = []  # per row
         all_ts: list[int] = []  # rows and truncates
         deletes: list[bool] = []
+        src_lsns: list[int | None] = []  # source.lsn: identifies a re-sent event
         out = DecodedTable(pa.table({}))
 
         def reject(i: int, why: str) -> None:
@@ -292,11 +294,17 @@ class TableDecoder:
                     continue
             if keys is not None:
                 self._learn_key(keys[i])
+            src_lsn = source.get("lsn")
+            if src_lsn is not None and not isinstance(src_lsn, int):
+                reject(i, f"source.lsn {str(src_lsn)[:40]!r} is not an integer")
+                continue
             ts = source.get("ts_ms", obj.get("ts_ms"))
             if ts is not None:
                 all_ts.append(ts)
             if op == "t":
                 out.truncates.append(Position(int(lsn[i]), int(seq[i])))
+                if src_lsn is not None:
+                    out.truncate_source_lsns[out.truncates[-1]] = src_lsn
                 continue
             images.append(image)
             index.append(i)
@@ -305,10 +313,11 @@ class TableDecoder:
             seqs.append(int(seq[i]))
             ts_ms.append(ts)
             deletes.append(op == "d")
+            src_lsns.append(src_lsn)
 
         out.min_commit_ts = _ts_from_ms(min(all_ts)) if all_ts else None
         out.max_commit_ts = _ts_from_ms(max(all_ts)) if all_ts else None
-        parts = [images, ops, lsns, seqs, ts_ms, deletes]
+        parts = [images, ops, lsns, seqs, ts_ms, deletes, src_lsns]
         if quarantine:
             try:
                 out.rows = self._to_arrow(*parts)
@@ -351,7 +360,7 @@ class TableDecoder:
                     seen.add(name)
         return names
 
-    def _to_arrow(self, images, ops, lsns, seqs, ts_ms, deletes) -> pa.Table:
+    def _to_arrow(self, images, ops, lsns, seqs, ts_ms, deletes, src_lsns) -> pa.Table:
         n = len(images)
         names = self._column_names(images)
         unchanged: list[list[str] | None] = [None] * n
@@ -381,8 +390,10 @@ class TableDecoder:
             pa.array(np.asarray(deletes, bool)),
             ts.cast(pa.timestamp("us", tz="UTC")),
             pa.array(unchanged, pa.list_(pa.string())),
+            pa.array(src_lsns, pa.int64()),
         ]
-        return pa.Table.from_arrays(arrays + meta, schema=pa.schema(fields + meta_schema_fields()))
+        schema = pa.schema(fields + meta_schema_fields() + [pa.field(SOURCE_LSN, pa.int64())])
+        return pa.Table.from_arrays(arrays + meta, schema=schema)
 
     def _convert(self, name: str, values: list) -> pa.Array:
         col = self.columns.get(name)

@@ -141,6 +141,7 @@ class Connector:
         create_topics(bootstrap, {self.topic(t): (partitions or {}).get(t, 1) for t in self.tables})
         self.producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_QUIRK})
         self.pending: list[tuple] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []  # what resend() repeats
         self.produced = 0
 
     def topic(self, table: str) -> str:
@@ -175,7 +176,8 @@ class Connector:
                 list(values.values()),
             )
             after = self._row(cur, table)
-        self.pending.append((table, "c", None, after))
+            lsn = self._lsn(cur)
+        self.pending.append((table, "c", None, after, lsn))
         return after
 
     def update(self, table: str, row_id: int, **values) -> None:
@@ -190,23 +192,41 @@ class Connector:
                 [*values.values(), row_id],
             )
             after = self._row(cur, table)
-        if after["id"] != before["id"]:  # a primary-key update
-            self.pending.append((table, "d", before, None))
-            self.pending.append((table, "c", None, after))
+            lsn = self._lsn(cur)
+        if after["id"] != before["id"]:  # a primary-key update: two events of one WAL record
+            self.pending.append((table, "d", before, None, lsn))
+            self.pending.append((table, "c", None, after, lsn))
         else:
-            self.pending.append((table, "u", before, after))
+            self.pending.append((table, "u", before, after, lsn))
 
     def delete(self, table: str, row_id: int) -> None:
         with self.conn.cursor() as cur:
             cur.execute(f"delete from {table} where id = %s returning *", (row_id,))  # noqa: S608
             before = self._row(cur, table)
+            lsn = self._lsn(cur)
         if before is not None:
-            self.pending.append((table, "d", before, None))
+            self.pending.append((table, "d", before, None, lsn))
 
     def truncate(self, table: str) -> None:
         with self.conn.cursor() as cur:
             cur.execute(f"truncate {table}")
-        self.pending.append((table, "t", None, None))
+            lsn = self._lsn(cur)
+        self.pending.append((table, "t", None, None, lsn))
+
+    @staticmethod
+    def _lsn(cur) -> int:
+        """The WAL position right after the statement: Debezium's `source.lsn` of its change
+        (distinct per change, increasing with the changes of a row)."""
+        cur.execute("select pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
+        return int(cur.fetchone()[0])
+
+    def resend(self, count: int) -> None:
+        """A connector restart: Debezium re-emits the events after its last committed source
+        offset, byte for byte, at new Kafka offsets. Here: the last `count` records sent."""
+        for topic, key, value in self.sent[len(self.sent) - count :]:
+            self.producer.produce(topic, key=key, value=value)
+            self.produced += 1
+        self.producer.flush(30)
 
     def ids(self, table: str) -> list[int]:
         with self.conn.cursor() as cur:
@@ -217,8 +237,8 @@ class Connector:
         self.conn.commit()
         ts = int(time.time() * 1000)
         txid = uuid.uuid4().int % 10**9
-        for table, op, before, after in self.pending:
-            self._emit(table, op, before, after, ts, txid)
+        for table, op, before, after, lsn in self.pending:
+            self._emit(table, op, before, after, ts, txid, lsn)
         self.pending.clear()
         self.producer.flush(30)
 
@@ -229,13 +249,15 @@ class Connector:
     def snapshot(self) -> None:
         """Debezium's initial snapshot: an `r` event per current row."""
         ts = int(time.time() * 1000)
+        with self.conn.cursor() as cur:
+            lsn = self._lsn(cur)  # every snapshot event carries the snapshot's position
         for table in self.tables:
             with self.conn.cursor() as cur:
                 cur.execute(f"select * from {table} order by id")  # noqa: S608
                 names = [d.name for d in cur.description]
                 rows = cur.fetchall()
             for row in rows:
-                self._emit(table, "r", None, dict(zip(names, row, strict=True)), ts, 0)
+                self._emit(table, "r", None, dict(zip(names, row, strict=True)), ts, 0, lsn)
         self.conn.rollback()
         self.producer.flush(30)
 
@@ -251,7 +273,7 @@ class Connector:
             image = {k: (v if k == "id" else None) for k, v in image.items()}
         return image
 
-    def _emit(self, table, op, before, after, ts, txid) -> None:
+    def _emit(self, table, op, before, after, ts, txid, lsn) -> None:
         b = self._image(table, before, before=op == "d")
         a = self._image(table, after)
         if op == "u" and self.toast_placeholder and before is not None:
@@ -269,7 +291,7 @@ class Connector:
             "schema": "public",
             "table": table,
             "txId": txid,
-            "lsn": None,
+            "lsn": lsn,
         }
         payload = {
             "before": b,
@@ -283,13 +305,14 @@ class Connector:
         row = after if op in ("c", "u", "r") else before
         key = None if op == "t" else self._key(table, row["id"])
         # compact, like Kafka Connect's JsonConverter
-        self.producer.produce(
-            self.topic(table), key=key, value=json.dumps(value, separators=(",", ":"))
-        )
-        self.produced += 1
+        self._send(self.topic(table), key, json.dumps(value, separators=(",", ":")).encode())
         if op == "d":  # the tombstone that lets compaction drop the key
-            self.producer.produce(self.topic(table), key=key, value=None)
-            self.produced += 1
+            self._send(self.topic(table), key, None)
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        self.producer.produce(topic, key=key, value=value)
+        self.sent.append((topic, key, value))
+        self.produced += 1
 
     def _key(self, table: str, row_id: int) -> bytes:
         if self.schemas:
@@ -370,6 +393,24 @@ class KafkaEnv(CdcEnv):
 
     def connector(self, **kw) -> Connector:
         return Connector(self.url, self.bootstrap, self.prefix, self.tables, **kw)
+
+    def assert_change_log_has_no_duplicates(self, tables=None) -> None:
+        """No position twice, and no Debezium event twice: an event is its key, `source.lsn`
+        and op (a re-sent event comes back at a new offset, so a new position)."""
+        super().assert_change_log_has_no_duplicates(tables)
+        for table in tables or self.tables:
+            dups = self.raw(
+                f"select id, _source_lsn, _op, count(*) from raw.{table}_changes "  # noqa: S608
+                "where _op <> 't' group by 1, 2, 3 having count(*) > 1"
+            ) + self.raw(
+                f"select _source_lsn, count(*) from raw.{table}_changes "  # noqa: S608
+                "where _op = 't' group by 1 having count(*) > 1"
+            )
+            assert dups == [], f"raw.{table}_changes logged an event twice: {dups[:5]}"
+            unidentified = self.raw(
+                f"select count(*) from raw.{table}_changes where _source_lsn is null"  # noqa: S608
+            )
+            assert unidentified == [(0,)], f"raw.{table}_changes has events without source.lsn"
 
     def group_committed(self) -> dict[str, dict[int, int]]:
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})

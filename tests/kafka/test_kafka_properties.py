@@ -43,7 +43,9 @@ INGEST = st.tuples(
     st.sampled_from([None, None, "decoded", "applied", "committed", "acked"]),
     st.integers(min_value=1, max_value=3),
 )
-WORKLOAD = st.lists(st.one_of(TXN, TXN, INGEST), min_size=2, max_size=12)
+# a connector restart: Debezium re-sends its last events (after its last committed offset)
+RESEND = st.tuples(st.just("resend"), st.integers(min_value=1, max_value=12))
+WORKLOAD = st.lists(st.one_of(TXN, TXN, INGEST, RESEND), min_size=2, max_size=12)
 CONNECTOR = st.fixed_dictionaries(
     {
         "schemas": st.just(True),
@@ -109,6 +111,8 @@ def test_random_workloads_ingests_and_crashes_keep_raw_equal_to_source(
                 except psycopg2.Error:
                     commit = False
                 con.commit() if commit else con.rollback()
+            elif step[0] == "resend":
+                con.resend(min(step[1], len(con.sent)))
             else:
                 _, batch_size, stage, hit = step
                 try:

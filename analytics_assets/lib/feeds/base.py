@@ -44,7 +44,13 @@ IS_DELETED = "_is_deleted"
 COMMIT_TS = "_commit_ts"
 UNCHANGED = "_unchanged_cols"  # columns this change does not carry (unchanged TOAST, key-only)
 LOADED_AT = "_loaded_at"  # set by the warehouse
-META_COLUMNS = (LSN, SEQ, OP, IS_DELETED, COMMIT_TS, UNCHANGED)
+# Kafka feed only (the slot feed's rows have no such column; the warehouse stores NULL): the
+# Debezium event's `source.lsn`. A connector that restarts re-sends the events after its last
+# committed source offset at new Kafka offsets, so the feed's offset-derived positions cannot
+# tell them apart; (key, `_source_lsn`, `_op`) can, and the warehouse drops such a re-sent event
+# (neither raw nor the change log sees it twice).
+SOURCE_LSN = "_source_lsn"
+META_COLUMNS = (LSN, SEQ, OP, IS_DELETED, COMMIT_TS, UNCHANGED, SOURCE_LSN)
 
 OPS = ("c", "u", "d", "t", "r")
 
@@ -93,6 +99,8 @@ class TableChanges:
     end: Position  # the feed has read this table through here
     checkpoint: str  # opaque, for Feed.ack once applied
     truncates: list[Position] = field(default_factory=list)
+    # Kafka feed: each truncate's `source.lsn` (see SOURCE_LSN), so a re-sent one is dropped
+    truncate_source_lsns: dict[Position, int] = field(default_factory=dict)
 
     @property
     def num_changes(self) -> int:

@@ -23,6 +23,15 @@ a topic's partition count re-hashes keys; do that only with the connector stoppe
 caught up.) A table's batch `end` is `(sum of next[], max partition)`: at or after all its rows,
 before every later record.
 
+Re-sent events
+--------------
+Debezium delivers at least once: a connector that restarts emits again the events after its last
+committed source offset, at new Kafka offsets, so they get new (larger) positions. Each row
+carries the event's `source.lsn` as `_source_lsn`; the warehouse drops an event whose key,
+`_source_lsn` and op are already in the change log or earlier in the batch (a truncate: its
+`_source_lsn`), so it changes neither raw nor the change log a second time. Per key, Postgres
+change LSNs follow commit order (a row's next change waits for the previous one's commit).
+
 Checkpoint and acknowledging
 ----------------------------
 The per-table checkpoint is `next[]` as JSON (`{"0": 120, "1": 97}`), stored by the warehouse
@@ -449,7 +458,15 @@ class KafkaFeed:
             for i, why in decoded.rejected:
                 p, off = where[i]
                 dead.append(DeadLetter.of(self.topic(t), p, off, t, why, vals[i], keys[i]))
-            tables[t] = TableChanges(t, decoded.rows, dec.key, end, checkpoint, decoded.truncates)
+            tables[t] = TableChanges(
+                t,
+                decoded.rows,
+                dec.key,
+                end,
+                checkpoint,
+                decoded.truncates,
+                decoded.truncate_source_lsns,
+            )
             lo = Position(lsns[0], seqs[0])
             first = lo if first is None else min(first, lo)
             last = end if last is None else max(last, end)

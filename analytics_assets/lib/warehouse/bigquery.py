@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -45,6 +46,7 @@ from analytics_assets.lib.feeds.base import (
     META_COLUMNS,
     OP,
     SEQ,
+    SOURCE_LSN,
     UNCHANGED,
     ChangeBatch,
     Position,
@@ -141,8 +143,8 @@ def create_raw_sql(
     return (
         f"CREATE TABLE IF NOT EXISTS {table_ref(dataset, table)} ({cols}, "
         f"{LSN} INT64 NOT NULL, {SEQ} INT64 NOT NULL, {OP} STRING NOT NULL, "
-        f"{IS_DELETED} BOOL NOT NULL, {COMMIT_TS} TIMESTAMP, {LOADED_AT} TIMESTAMP NOT NULL)"
-        f"{cluster}"
+        f"{IS_DELETED} BOOL NOT NULL, {COMMIT_TS} TIMESTAMP, {LOADED_AT} TIMESTAMP NOT NULL, "
+        f"{SOURCE_LSN} INT64){cluster}"
     )
 
 
@@ -152,7 +154,8 @@ def create_changes_sql(dataset: str, table: str, columns: Sequence[tuple[str, st
     return (
         f"CREATE TABLE IF NOT EXISTS {table_ref(dataset, table + '_changes')} ({cols}, "
         f"{LSN} INT64 NOT NULL, {SEQ} INT64 NOT NULL, {OP} STRING NOT NULL, "
-        f"{COMMIT_TS} TIMESTAMP, {LOADED_AT} TIMESTAMP NOT NULL) CLUSTER BY {LSN}, {SEQ}"
+        f"{COMMIT_TS} TIMESTAMP, {LOADED_AT} TIMESTAMP NOT NULL, {SOURCE_LSN} INT64) "
+        f"CLUSTER BY {LSN}, {SEQ}"
     )
 
 
@@ -281,10 +284,38 @@ def truncate_sql(dataset: str, table: str, p: str) -> str:
 def truncate_change_sql(dataset: str, table: str, p: str) -> str:
     log = table_ref(dataset, table + "_changes")
     return (
-        f"INSERT INTO {log} ({LSN}, {SEQ}, {OP}, {COMMIT_TS}, {LOADED_AT}) "  # noqa: S608 - quoted identifiers
-        f"SELECT @{p}_lsn, @{p}_seq, 't', @{p}_commit_ts, @loaded_at FROM (SELECT 1) AS one "
+        f"INSERT INTO {log} ({LSN}, {SEQ}, {OP}, {COMMIT_TS}, {LOADED_AT}, {SOURCE_LSN}) "  # noqa: S608 - quoted identifiers
+        f"SELECT @{p}_lsn, @{p}_seq, 't', @{p}_commit_ts, @loaded_at, @{p}_source_lsn "
+        "FROM (SELECT 1) AS one "
         f"WHERE NOT EXISTS (SELECT 1 FROM {log} AS c "
         f"WHERE c.{LSN} = @{p}_lsn AND c.{SEQ} = @{p}_seq)"
+    )
+
+
+def resent_rows_sql(
+    dataset: str, table: str, load_table: str, key: Sequence[str], since: bool
+) -> str:
+    """`_row` of each loaded event applied before: the same key, `_source_lsn` and op are in the
+    change log (a restarted Debezium connector re-sent it at a new offset) or earlier in the
+    batch (as `duckdb.resent_rows_sql`). With `since`, only change log rows from the batch's
+    oldest commit time on are compared (a re-sent event repeats its commit time)."""
+    on = " AND ".join(f"c.{q(k)} = b.{q(k)}" for k in key)
+    keys = ", ".join(f"b.{q(k)}" for k in key)
+    log = table_ref(dataset, table + "_changes")
+    recent = f" AND c.{COMMIT_TS} >= @since" if since else ""
+    return (
+        f"SELECT _row FROM (SELECT b._row, ROW_NUMBER() OVER (PARTITION BY {keys}, "  # noqa: S608 - quoted identifiers
+        f"b.{SOURCE_LSN}, b.{OP} ORDER BY b.{LSN}, b.{SEQ}) AS nth, EXISTS (SELECT 1 FROM {log} "
+        f"AS c WHERE {on} AND c.{SOURCE_LSN} = b.{SOURCE_LSN} AND c.{OP} = b.{OP}{recent}) "
+        f"AS logged FROM {table_ref(dataset, load_table)} AS b WHERE b.{SOURCE_LSN} IS NOT NULL) "
+        "AS x WHERE logged OR nth > 1"
+    )
+
+
+def truncate_resent_sql(dataset: str, table: str) -> str:
+    return (
+        f"SELECT COUNT(*) FROM {table_ref(dataset, table + '_changes')} "  # noqa: S608 - quoted identifiers
+        f"WHERE {OP} = 't' AND {SOURCE_LSN} = @source_lsn"
     )
 
 
@@ -367,6 +398,7 @@ class Plan:
     statements: list[str] = field(default_factory=list)
     params: dict[str, tuple[str, Any]] = field(default_factory=dict)  # name -> (type, value)
     states: dict[str, TableState] = field(default_factory=dict)
+    truncates: set[tuple[str, int | None]] = field(default_factory=set)  # (table, source lsn)
 
 
 class BigQueryWarehouse:
@@ -479,6 +511,8 @@ class BigQueryWarehouse:
             self._run(create_changes_sql(self.dataset, table, source))
         else:
             added = [(c, t) for c, t in source if c not in existing]
+            if SOURCE_LSN not in existing:  # a warehouse from before SOURCE_LSN was stored
+                added.append((SOURCE_LSN, "INT64"))
             for c, t in added:
                 self._run(add_column_sql(self.dataset, table, c, t))
                 self._run(add_column_sql(self.dataset, table + "_changes", c, t))
@@ -599,7 +633,19 @@ class BigQueryWarehouse:
                 continue
             if not self._existing_columns(table):
                 continue  # nothing was ever loaded for it
+            source_lsn = tc.truncate_source_lsns.get(pos)
+            if source_lsn is not None and (
+                (table, source_lsn) in plan.truncates
+                or self._run(
+                    truncate_resent_sql(self.dataset, table),
+                    {"source_lsn": ("INT64", source_lsn)},
+                )[0][0]
+            ):
+                result.skipped += 1  # re-sent by a restarted Debezium connector
+                continue
+            plan.truncates.add((table, source_lsn))
             p = self._next("tr")
+            plan.params[f"{p}_source_lsn"] = ("INT64", source_lsn)
             plan.params[f"{p}_lsn"] = ("INT64", int(pos.lsn))
             plan.params[f"{p}_seq"] = ("INT64", int(pos.seq))
             plan.params[f"{p}_commit_ts"] = ("TIMESTAMP", truncate_commit_ts(tc, pos))
@@ -623,6 +669,15 @@ class BigQueryWarehouse:
         plan.statements.append(dead_letters_insert_sql(self.dataset, load))
 
     def _merge_rows(self, plan, table, rows, columns, key, result) -> None:
+        load = f"{LOAD_PREFIX}{table}_{uuid.uuid4().hex[:12]}"
+        plan.load_tables.append(load)
+        if SOURCE_LSN in rows.column_names:  # stored like a column (raw and change log)
+            columns = [*columns, SOURCE_LSN]
+            rows = self._without_resent(table, load, rows, key, result)
+            if not rows.num_rows:
+                return
+        else:
+            self._load(load, rows)
         positions = sorted(
             zip(rows.column(LSN).to_pylist(), rows.column(SEQ).to_pylist(), strict=True)
         )
@@ -630,9 +685,6 @@ class BigQueryWarehouse:
         for item in rows.column(OP).value_counts().to_pylist():
             result.changes_by_op[item["values"]] = item["counts"]
         unchanged = unchanged_columns(rows)
-        load = f"{LOAD_PREFIX}{table}_{uuid.uuid4().hex[:12]}"
-        plan.load_tables.append(load)
-        self._load(load, rows)
         date_col = self.business_date_columns.get(table)
         if date_col in columns:
             result.business_dates = self._business_dates(table, load, rows, date_col, key)
@@ -644,6 +696,28 @@ class BigQueryWarehouse:
             changes_insert_sql(stage, self.dataset, table, columns, key, unchanged, first),
             merge_sql(stage, self.dataset, table, columns, key, unchanged),
         ]
+
+    def _without_resent(self, table, load, rows, key, result) -> pa.Table:
+        """Load the rows, drop the events applied before (`resent_rows_sql`); if there were
+        any, the load table is replaced by the rows without them."""
+        numbered = rows.append_column("_row", pa.array(np.arange(rows.num_rows), pa.int64()))
+        self._load(load, numbered)
+        if not self._existing_columns(table + "_changes"):
+            return rows
+        since = pc.min(rows.column(COMMIT_TS)).as_py()
+        found = self._run(
+            resent_rows_sql(self.dataset, table, load, key, since is not None),
+            {"since": ("TIMESTAMP", since)} if since is not None else None,
+        )
+        if not found:
+            return rows
+        keep = np.ones(rows.num_rows, bool)
+        keep[[int(r[0]) for r in found]] = False
+        result.skipped += int((~keep).sum())
+        rows = rows.filter(pa.array(keep))
+        if rows.num_rows:
+            self._load(load, rows)
+        return rows
 
     def _business_dates(self, table, load, rows, column, key) -> set[dt.date]:
         """Dates of the after images (Arrow) and of the rows they replace (one query)."""

@@ -25,6 +25,7 @@ from analytics_assets.lib.feeds.base import (
     META_COLUMNS,
     OP,
     SEQ,
+    SOURCE_LSN,
     UNCHANGED,
     ChangeBatch,
     Position,
@@ -82,7 +83,8 @@ def create_raw_sql(schema: str, table: str, columns: Sequence[tuple[str, str]]) 
     return (
         f"create table if not exists {q(schema)}.{q(table)} ({cols}, "
         f"{LSN} BIGINT NOT NULL, {SEQ} BIGINT NOT NULL, {OP} VARCHAR NOT NULL, "
-        f"{IS_DELETED} BOOLEAN NOT NULL, {COMMIT_TS} TIMESTAMPTZ, {LOADED_AT} TIMESTAMPTZ NOT NULL)"
+        f"{IS_DELETED} BOOLEAN NOT NULL, {COMMIT_TS} TIMESTAMPTZ, {LOADED_AT} TIMESTAMPTZ NOT NULL, "
+        f"{SOURCE_LSN} BIGINT)"
     )
 
 
@@ -91,7 +93,7 @@ def create_changes_sql(schema: str, table: str, columns: Sequence[tuple[str, str
     return (
         f"create table if not exists {q(schema)}.{q(table + '_changes')} ({cols}, "
         f"{LSN} BIGINT NOT NULL, {SEQ} BIGINT NOT NULL, {OP} VARCHAR NOT NULL, "
-        f"{COMMIT_TS} TIMESTAMPTZ, {LOADED_AT} TIMESTAMPTZ NOT NULL)"
+        f"{COMMIT_TS} TIMESTAMPTZ, {LOADED_AT} TIMESTAMPTZ NOT NULL, {SOURCE_LSN} BIGINT)"
     )
 
 
@@ -215,7 +217,32 @@ def truncate_change_sql(schema: str, table: str, pos: Position) -> str:
     return (
         f"insert into {q(schema)}.{q(table + '_changes')} by name select "
         f"{int(pos.lsn)}::BIGINT as {LSN}, {int(pos.seq)}::BIGINT as {SEQ}, 't' as {OP}, "
-        f"$commit_ts::TIMESTAMPTZ as {COMMIT_TS}, $loaded_at as {LOADED_AT}"
+        f"$commit_ts::TIMESTAMPTZ as {COMMIT_TS}, $loaded_at as {LOADED_AT}, "
+        f"$source_lsn::BIGINT as {SOURCE_LSN}"
+    )
+
+
+def resent_rows_sql(schema: str, table: str, key: Sequence[str], since: bool) -> str:
+    """`_row` of each batch event applied before: the same key, `_source_lsn` and op are in the
+    change log (a Debezium connector that restarted re-sent it at a new offset) or earlier in the
+    batch. With `since` the change log is read from the batch's oldest commit time on (a
+    re-sent event repeats its commit time), which keeps the scan to its newest row groups."""
+    on = " and ".join(f"c.{q(k)} = b.{q(k)}" for k in key)
+    keys = ", ".join(f"b.{q(k)}" for k in key)
+    log = f"{q(schema)}.{q(table + '_changes')}"
+    return (
+        f"select _row from (select b._row, row_number() over (partition by {keys}, "  # noqa: S608 - quoted identifiers
+        f"b.{SOURCE_LSN}, b.{OP} order by b.{LSN}, b.{SEQ}) as nth, exists (select 1 from {log} c "
+        f"where {on} and c.{SOURCE_LSN} = b.{SOURCE_LSN} and c.{OP} = b.{OP}"
+        f"{f' and c.{COMMIT_TS} >= $since' if since else ''}) as logged "
+        f"from {BATCH_VIEW} b where b.{SOURCE_LSN} is not null) where logged or nth > 1"
+    )
+
+
+def truncate_resent_sql(schema: str, table: str) -> str:
+    return (
+        f"select count(*) from {q(schema)}.{q(table + '_changes')} "  # noqa: S608 - quoted identifiers
+        f"where {OP} = 't' and {SOURCE_LSN} = $source_lsn"
     )
 
 
@@ -409,6 +436,8 @@ class DuckDBWarehouse:
             self._columns.pop(table + "_changes", None)
             return
         added = [(c, t) for c, t in source if c not in existing]
+        if SOURCE_LSN not in existing:  # a warehouse from before SOURCE_LSN was stored
+            added.append((SOURCE_LSN, "BIGINT"))
         for c, t in added:
             self.con.execute(add_column_sql(self.schema, table, c, t))
             self.con.execute(add_column_sql(self.schema, table + "_changes", c, t))
@@ -515,6 +544,8 @@ class DuckDBWarehouse:
             if not tc.key:
                 raise ValueError(f"table {table} has no primary key: it cannot be merged")
             fresh = rows_after(rows, stored_pos)
+            if SOURCE_LSN in fresh.column_names and fresh.num_rows:
+                fresh = self._drop_resent(table, fresh, tc.key)
             result.skipped = rows.num_rows - fresh.num_rows
             if fresh.num_rows:
                 self._merge_rows(table, fresh, columns, tc.key, result, params)
@@ -524,14 +555,50 @@ class DuckDBWarehouse:
                 continue
             if not self._existing_columns(table):
                 continue  # nothing was ever loaded for it
-            tparams = {**params, "commit_ts": truncate_commit_ts(tc, pos)}
-            self.con.execute(truncate_sql(self.schema, table, pos), tparams)
+            source_lsn = tc.truncate_source_lsns.get(pos)
+            if (
+                source_lsn is not None
+                and self.con.execute(
+                    truncate_resent_sql(self.schema, table), {"source_lsn": source_lsn}
+                ).fetchone()[0]
+            ):
+                result.skipped += 1  # re-sent by a restarted Debezium connector
+                continue
+            tparams = {
+                **params,
+                "commit_ts": truncate_commit_ts(tc, pos),
+                "source_lsn": source_lsn,
+            }
+            self.con.execute(
+                truncate_sql(self.schema, table, pos),
+                {k: v for k, v in tparams.items() if k != "source_lsn"},
+            )
             self.con.execute(truncate_change_sql(self.schema, table, pos), tparams)
             result.changes_by_op["t"] = result.changes_by_op.get("t", 0) + 1
             result.first = pos if result.first is None else min(result.first, pos)
             result.last = pos if result.last is None else max(result.last, pos)
         self._pending_state[table] = TableState(table, tc.end, tc.checkpoint, now)
         return result
+
+    def _drop_resent(self, table: str, rows: pa.Table, key: Sequence[str]) -> pa.Table:
+        """The rows without the events applied before (see `resent_rows_sql`)."""
+        if not self._existing_columns(table + "_changes"):
+            seen = None
+        else:
+            numbered = rows.append_column("_row", pa.array(np.arange(rows.num_rows)))
+            self.con.register(BATCH_VIEW, numbered)
+            try:
+                since = pc.min(rows.column(COMMIT_TS)).as_py()
+                query = resent_rows_sql(self.schema, table, key, since is not None)
+                params = {"since": since} if since is not None else {}
+                (seen,) = self.con.execute(query, params).fetchnumpy().values()
+            finally:
+                self.con.unregister(BATCH_VIEW)
+        if seen is None or not len(seen):
+            return rows
+        keep = np.ones(rows.num_rows, bool)
+        keep[np.asarray(seen, np.int64)] = False
+        return rows.filter(pa.array(keep))
 
     def _store_dead_letters(self, batch: ChangeBatch, now: dt.datetime) -> None:
         self.con.execute(create_dead_letters_sql(self.schema))
@@ -542,6 +609,8 @@ class DuckDBWarehouse:
             self.con.unregister(DEAD_VIEW)
 
     def _merge_rows(self, table, rows, columns, key, result, params) -> None:
+        if SOURCE_LSN in rows.column_names:  # stored like a column (raw and change log)
+            columns = [*columns, SOURCE_LSN]
         lsn = rows.column(LSN).to_numpy()
         seq = rows.column(SEQ).to_numpy()
         lo, hi = int(np.argmin(lsn)), int(np.argmax(lsn))
