@@ -5,9 +5,10 @@ BigQuery cannot be reached from here, so nothing below talks to it. What is veri
 1. Syntax: every statement and the transaction script the adapter generates for a representative
    run of batches (insert, update, primary-key update, delete, unchanged TOAST column, new
    column, truncate, replay) parses with sqlglot's `bigquery` dialect.
-2. Semantics: `DuckDBBackedClient` is a FAKE BigQuery client that runs the adapter's generated
-   BigQuery SQL on DuckDB after transpiling it with sqlglot (bigquery -> duckdb), `@name`
-   parameters bound as DuckDB `$name`, and load jobs reading the adapter's Parquet buffer. The
+2. Semantics: `DuckDBBackedClient` (tests/prod/bigquery_fake.py) is a FAKE BigQuery client that
+   runs the adapter's generated BigQuery SQL on DuckDB after transpiling it with sqlglot
+   (bigquery -> duckdb), `@name` parameters bound as DuckDB `$name`, and load jobs reading the
+   adapter's Parquet buffer. The
    same batches go through `DuckDBWarehouse.apply`; the raw tables, change logs, stored
    positions and per-table apply results must be equal. This checks the logic of the generated
    MERGE / INSERT / UPDATE (newer-(_lsn, _seq)-wins, deletes, TOAST carry, truncates, replay
@@ -23,16 +24,14 @@ BigQuery cannot be reached from here, so nothing below talks to it. What is veri
 from __future__ import annotations
 
 import datetime as dt
-import re
 from decimal import Decimal
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlglot
-from google.api_core.exceptions import NotFound
+from bigquery_fake import DuckDBBackedClient
 from google.cloud import bigquery
 
 from analytics_assets.lib import cdc
@@ -50,95 +49,6 @@ from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
 TZ = "America/New_York"
 DATASET = "raw"
-
-# -- fakes ---------------------------------------------------------------------------------------
-
-
-class _Job:
-    def __init__(self, rows: list | None = None):
-        self._rows = rows or []
-
-    def result(self):
-        return self._rows
-
-
-class DuckDBBackedClient:
-    """FAKE `google.cloud.bigquery.Client` (BigQuery cannot run here): executes the BigQuery SQL
-    it is given on DuckDB via sqlglot, as described in the module docstring."""
-
-    project = "test-project"
-    location = "US"
-
-    def __init__(self):
-        self.con = duckdb.connect()
-        self.con.execute("set TimeZone = 'UTC'")
-        self.calls: list[tuple] = []
-        self.fail_script: Exception | None = None
-
-    # dataset / tables
-    def create_dataset(self, ds, exists_ok=False):
-        self.calls.append(("create_dataset", ds.dataset_id, ds.location))
-        self.con.execute(f'create schema if not exists "{ds.dataset_id}"')
-
-    def _split(self, ref: str) -> tuple[str, str]:
-        project, dataset, table = ref.split(".")
-        assert project == self.project
-        return dataset, table
-
-    def get_table(self, ref: str):
-        dataset, table = self._split(ref)
-        rows = self.con.execute(
-            "select column_name from information_schema.columns where table_schema = ? "
-            "and table_name = ? order by ordinal_position",
-            [dataset, table],
-        ).fetchall()
-        if not rows:
-            raise NotFound(ref)
-
-        class _Table:
-            schema = [bigquery.SchemaField(r[0], "STRING") for r in rows]
-
-        return _Table()
-
-    def delete_table(self, ref: str, not_found_ok=False):
-        self.calls.append(("delete_table", ref))
-        dataset, table = self._split(ref)
-        self.con.execute(f'drop table if exists "{dataset}"."{table}"')
-
-    # jobs
-    def load_table_from_file(self, file, destination: str, job_config=None):
-        self.calls.append(("load", destination, job_config))
-        dataset, table = self._split(destination)
-        rows = pq.read_table(file)  # the adapter's Parquet buffer, as BigQuery would get it
-        self.con.register("_incoming", rows)
-        self.con.execute(
-            f'create or replace table "{dataset}"."{table}" as select * from _incoming'  # noqa: S608 - test fixture names
-        )
-        self.con.unregister("_incoming")
-        return _Job()
-
-    def query(self, sql: str, job_config=None):
-        params = {p.name: p.value for p in (job_config.query_parameters if job_config else [])}
-        self.calls.append(("query", sql, params))
-        script = sql.lstrip().upper().startswith("BEGIN TRANSACTION")
-        if script and self.fail_script is not None:
-            raise self.fail_script  # BigQuery fails the script and rolls the transaction back
-        rows: list = []
-        try:
-            for statement in sqlglot.parse(sql, read="bigquery"):
-                ddb = statement.sql("duckdb")
-                used = {n: params[n] for n in set(re.findall(r"\$(\w+)", ddb)) if n in params}
-                rows = (
-                    self.con.execute(ddb, used).fetchall()
-                    if used
-                    else self.con.execute(ddb).fetchall()
-                )
-        except Exception:
-            if script:
-                self.con.execute("rollback")
-            raise
-        return _Job(rows)
-
 
 # -- batches -------------------------------------------------------------------------------------
 

@@ -1,23 +1,34 @@
 """The daily revenue summary: one day's revenue, orders and customers against the day before,
-read from the warehouse mart `marts.daily_revenue`."""
+read from the mart `marts/daily_revenue` (DuckDB `marts.daily_revenue` in dev, BigQuery
+`<BIGQUERY_DATASET>_marts.daily_revenue` in prod) through the warehouse reader the checks use."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from analytics_assets.lib.warehouse.reader import (
+    WarehouseBusy,
+    WarehouseNotReady,
+    connect,
+    relation,
+    relation_exists,
+)
+from analytics_assets.settings import Settings, get_settings
+
+__all__ = ["DayRevenue", "WarehouseBusy", "WarehouseNotReady", "read_daily_revenue"]
+
 DAILY_REVENUE_TABLE = "marts.daily_revenue"
 
-
-class WarehouseBusy(RuntimeError):
-    """The DuckDB file is locked by a writer (a run): try again on a later tick."""
-
-
-class WarehouseNotReady(RuntimeError):
-    """The warehouse file or the mart does not exist yet."""
+DAY_SQL = """
+select revenue_date, cast(total_revenue as string), order_count, unique_customers
+from {mart}
+where revenue_date between ? and ?
+"""
 
 
 @dataclass(frozen=True)
@@ -33,36 +44,21 @@ class DayRevenue:
         return cls(date=date, revenue=Decimal("0.00"), orders=0, customers=0)
 
 
-def read_daily_revenue(warehouse_path: Path, day: dt.date) -> tuple[DayRevenue, DayRevenue]:
-    """`day` and the day before from the DuckDB mart.
+def read_daily_revenue(warehouse: Settings | Path, day: dt.date) -> tuple[DayRevenue, DayRevenue]:
+    """`day` and the day before from the mart of `warehouse`'s environment.
 
-    DuckDB lets one process write a file and nobody else open it meanwhile, so the file is opened
-    read-only for the length of one query; a held lock becomes WarehouseBusy, not an error.
+    A DuckDB file is opened read-only for one query and not waited for: a writer holding it (a
+    run) is WarehouseBusy for the sensor's next tick, not an error. A Path is a dev DuckDB file
+    (the notify sensor still passes `settings.warehouse_path`).
     """
-    import duckdb
-
-    if not warehouse_path.exists():
-        raise WarehouseNotReady(f"warehouse {warehouse_path} does not exist yet")
+    if not isinstance(warehouse, Settings):
+        warehouse = dataclasses.replace(get_settings(), env="dev", warehouse_path=Path(warehouse))
     previous = day - dt.timedelta(days=1)
-    try:
-        conn = duckdb.connect(str(warehouse_path), read_only=True)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise WarehouseBusy(f"warehouse is locked by a writer: {exc}") from None
-        raise
-    except duckdb.ConnectionException as exc:
-        # This process already holds the file open read-write (e.g. a run in the same process).
-        raise WarehouseBusy(f"warehouse is open for writing in this process: {exc}") from None
-    try:
-        rows = conn.execute(
-            "select revenue_date, total_revenue, order_count, unique_customers "
-            "from marts.daily_revenue where revenue_date between ? and ?",
-            [previous, day],
-        ).fetchall()
-    except duckdb.CatalogException as exc:
-        raise WarehouseNotReady(f"{DAILY_REVENUE_TABLE} is not built yet: {exc}") from None
-    finally:
-        conn.close()
+    with connect(warehouse, wait_seconds=0, read_only=True) as con:
+        if not relation_exists(con, "marts", "daily_revenue"):
+            raise WarehouseNotReady(f"{DAILY_REVENUE_TABLE} is not built yet")
+        sql = DAY_SQL.format(mart=relation(con, "marts", "daily_revenue"))
+        rows = con.execute(sql, [previous, day]).fetchall()
     found = {
         r[0]: DayRevenue(date=r[0], revenue=Decimal(r[1]), orders=int(r[2]), customers=int(r[3]))
         for r in rows

@@ -33,9 +33,9 @@ from analytics_assets.defs.quality.verdict import ERROR, FailedCheck, Verdict, r
 from analytics_assets.defs.quality.warehouse import (
     WarehouseUnavailable,
     cdc_watermark,
+    column_type,
     connect,
     last_confirmed,
-    normalize_type,
     raw_columns,
     relation_exists,
 )
@@ -124,12 +124,12 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         failed = []
         with connect(get_settings()) as con:
 
-            def normalize(type_sql: str) -> str:
-                return normalize_type(con, type_sql)
+            def warehouse_type(arrow_type) -> str:
+                return column_type(con, arrow_type)
 
             for key, table in selected:
                 expected = (
-                    schema_drift.expected_columns(source[table], normalize)
+                    schema_drift.expected_columns(source[table], warehouse_type)
                     if table in source
                     else None
                 )

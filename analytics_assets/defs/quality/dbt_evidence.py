@@ -22,7 +22,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from analytics_assets.defs.quality.masking import mask_rows
 from analytics_assets.defs.quality.verdict import FailedCheck, as_metadata, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import WarehouseUnavailable, connect, fetch_dicts
-from analytics_assets.lib.warehouse.names import q
+from analytics_assets.lib.warehouse.reader import quoted
 from analytics_assets.settings import get_settings
 
 SAMPLE_ROWS = 5
@@ -63,7 +63,8 @@ def _is_failed_check(event: Any) -> bool:
 def read_evidence(
     manifest: Mapping[str, Any], unique_ids: Iterable[str], *, log=None
 ) -> dict[str, Evidence]:
-    """Count and sample the stored failures of each test (DuckDB warehouse)."""
+    """Count and sample the stored failures of each test (the manifest names the audit table as
+    the warehouse spells it: `dbt_test__audit` in dev, `<dataset>_dbt_test__audit` in prod)."""
     nodes = {uid: manifest["nodes"].get(uid) or {} for uid in unique_ids}
     wanted = {uid: n for uid, n in nodes.items() if n.get("config", {}).get("store_failures")}
     if not wanted:
@@ -73,7 +74,7 @@ def read_evidence(
         with connect(get_settings()) as con:
             for uid, node in wanted.items():
                 schema, table = node.get("schema"), node.get("alias") or node.get("name")
-                relation = f"{q(schema)}.{q(table)}"
+                relation = quoted(con, schema, table)
                 try:
                     count = con.execute(f"select count(*) from {relation}").fetchone()[0]  # noqa: S608 - quoted identifiers from the manifest
                     sample = fetch_dicts(
@@ -90,7 +91,7 @@ def read_evidence(
                 out[uid] = Evidence(
                     f"{schema}.{table}", int(count), mask_rows(sample, tested_column=tested)
                 )
-    except (WarehouseUnavailable, ValueError) as exc:  # ValueError: ConfigError (prod)
+    except (WarehouseUnavailable, ValueError) as exc:  # ValueError: ConfigError (no GCP_PROJECT)
         if log is not None:
             log.warning(f"failing-row evidence not attached: {exc}")
     return out

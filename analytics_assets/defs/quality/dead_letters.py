@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from analytics_assets.defs.quality.verdict import Verdict
-from analytics_assets.defs.quality.warehouse import RAW_SCHEMA, relation_exists
-from analytics_assets.lib.warehouse.names import DEAD_LETTERS, q
+from analytics_assets.defs.quality.warehouse import RAW_SCHEMA, relation, relation_exists
+from analytics_assets.lib.warehouse.names import DEAD_LETTERS
 
 TOP_REASONS = 5
 
@@ -42,34 +42,37 @@ def last_seen(previous: Mapping[str, object] | None) -> dt.datetime | None:
 
 def read(con, since: Mapping[str, dt.datetime | None]) -> dict[str, Quarantine]:
     """Per table of `since` (zero when it has none): counts, the records first seen after its
-    `since` time (all of them when None) and the top reasons."""
-    tables = list(since)
-    out = {t: Quarantine() for t in tables}
+    `since` time (all of them when None) and the top reasons. One SQL text for DuckDB and
+    BigQuery; the quarantine is small, so rows of other tables are dropped here, not in SQL."""
+    out = {t: Quarantine() for t in since}
     if not relation_exists(con, RAW_SCHEMA, DEAD_LETTERS):
         return out
-    ref = f"{q(RAW_SCHEMA)}.{q(DEAD_LETTERS)}"
+    ref = relation(con, RAW_SCHEMA, DEAD_LETTERS)
+    where = (
+        "concat(topic, '[', cast(kafka_partition as string), ']@', cast(kafka_offset as string))"
+    )
     rows = con.execute(
-        f"select table_name, count(*), max(first_seen_at), arg_max(topic || '[' || "  # noqa: S608 - quoted identifiers
-        "kafka_partition || ']@' || kafka_offset, first_seen_at) "
-        f"from {ref} where table_name in (select unnest(?)) group by 1",
-        [tables],
+        f"select table_name, count(*), max(first_seen_at), max_by({where}, first_seen_at) "  # noqa: S608 - quoted identifiers
+        f"from {ref} group by table_name"
     ).fetchall()
-    for table, count, newest, where in rows:
-        out[table] = Quarantine(count, count, newest, where)
+    for table, count, newest, position in rows:
+        if table not in out:
+            continue
+        out[table] = Quarantine(count, count, newest, position)
         if since[table] is not None:
             out[table].new = con.execute(
                 f"select count(*) from {ref} where table_name = ? and first_seen_at > ?",  # noqa: S608 - quoted identifiers
                 [table, since[table]],
             ).fetchone()[0]
     reasons = con.execute(
-        f"select table_name, reason, count(*) as n from {ref} "  # noqa: S608 - quoted identifiers
-        "where table_name in (select unnest(?)) group by 1, 2 "
-        "qualify row_number() over (partition by table_name order by n desc, reason) <= ? "
-        "order by 1, 3 desc, 2",
-        [list(tables), TOP_REASONS],
+        f"select table_name, reason, count(*) as n from {ref} group by table_name, reason "  # noqa: S608 - quoted identifiers
+        "qualify row_number() over (partition by table_name order by count(*) desc, reason) <= ? "
+        "order by table_name, n desc, reason",
+        [TOP_REASONS],
     ).fetchall()
     for table, reason, n in reasons:
-        out[table].reasons.append((reason, n))
+        if table in out:
+            out[table].reasons.append((reason, n))
     return out
 
 

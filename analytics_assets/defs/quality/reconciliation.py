@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from analytics_assets.defs.quality.verdict import Verdict
-from analytics_assets.defs.quality.warehouse import Watermark
+from analytics_assets.defs.quality.warehouse import RAW_SCHEMA, Watermark, relation
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -39,33 +39,49 @@ where created_at >= %(start)s and created_at < %(end)s
 """
 
 SOURCE_VIEW = "_quality_source_orders"
+RAW_VIEW = "_quality_raw_orders"
 
+# Read from the warehouse (one SQL text for DuckDB and BigQuery): the date's raw orders and the
+# mart's figures. Decimals travel as text, so no float ever touches money.
+RAW_DAY_SQL = """
+select
+    id,
+    status,
+    cast(total as string),
+    not coalesce(_is_deleted, false) and deleted_at is null,
+    _loaded_at
+from {orders}
+where created_at >= ? and created_at < ?
+"""
+
+MART_DAY_SQL = """
+select coalesce(sum(order_count), 0), cast(coalesce(sum(total_revenue), 0) as string)
+from {mart}
+where revenue_date = ?
+"""
+
+# Run in an in-memory DuckDB on the two sides as Arrow tables: the source's rows never go to
+# the warehouse (BigQuery could not join them without a load job, and the checks only read).
 RECONCILE_SQL = f"""
 with
 
 src as (
 
-    select id, status, cast(total as decimal(38, 10)) as total, is_live, updated_at
+    select id, status, cast(total as decimal(38, 10)) as total, is_live, changed_at
     from {SOURCE_VIEW}
 
 ),
 
 raw_day as (
 
-    select
-        id,
-        status,
-        cast(total as decimal(38, 10)) as total,
-        not coalesce(_is_deleted, false) and deleted_at is null as is_live,
-        _loaded_at
-    from raw.orders
-    where created_at >= $start and created_at < $end
+    select id, status, cast(total as decimal(38, 10)) as total, is_live, changed_at
+    from {RAW_VIEW}
 
 ),
 
 flux as (
 
-    select id from src where updated_at > $cutoff
+    select id from src where changed_at > $cutoff
     union
     select r.id from raw_day r
     where r.is_live and not exists (select 1 from src s where s.id = r.id)
@@ -86,24 +102,15 @@ in_flux as (
     from raw_day
     where status = 'completed' and is_live and id in (select id from flux)
 
-),
-
-mart as (
-
-    select coalesce(sum(order_count), 0) as orders, coalesce(sum(total_revenue), 0) as revenue
-    from marts.daily_revenue
-    where revenue_date = $day
-
 )
 
 select
     expected.orders, expected.revenue,
-    mart.orders, mart.revenue,
     in_flux.orders, in_flux.revenue,
     (select count(*) from flux),
     (select count(*) from src),
-    (select max(_loaded_at) from raw_day)
-from expected, mart, in_flux
+    (select max(changed_at) from raw_day)
+from expected, in_flux
 """  # noqa: S608 - fixed names only
 
 
@@ -134,13 +141,11 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def read_source_day(conn, day: dt.date) -> pa.Table:
+def orders_table(rows) -> pa.Table:
+    """(id, status, total as text, is_live, time) rows of either side as an Arrow table; the time
+    is the source's `updated_at` or raw's `_loaded_at`."""
     import pyarrow as pa  # here, not at import: the code location loads without pyarrow
 
-    start, end = day_bounds(day)
-    with conn.cursor() as cur:
-        cur.execute(SOURCE_DAY_SQL, {"start": start, "end": end})
-        rows = cur.fetchall()
     columns = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
     return pa.table(
         {
@@ -148,30 +153,41 @@ def read_source_day(conn, day: dt.date) -> pa.Table:
             "status": pa.array(columns[1], pa.string()),
             "total": pa.array(columns[2], pa.string()),
             "is_live": pa.array(columns[3], pa.bool_()),
-            "updated_at": pa.array(columns[4], pa.timestamp("us", tz="UTC")),
+            "changed_at": pa.array(columns[4], pa.timestamp("us", tz="UTC")),
         }
     )
 
 
-def compute(con, source: pa.Table, day: dt.date, cutoff: dt.datetime) -> Figures:
+def read_source_day(conn, day: dt.date) -> pa.Table:
     start, end = day_bounds(day)
-    con.register(SOURCE_VIEW, source)
-    try:
-        row = con.execute(
-            RECONCILE_SQL, {"start": start, "end": end, "cutoff": cutoff, "day": day}
-        ).fetchone()
-    finally:
-        con.unregister(SOURCE_VIEW)
+    with conn.cursor() as cur:
+        cur.execute(SOURCE_DAY_SQL, {"start": start, "end": end})
+        return orders_table(cur.fetchall())
+
+
+def compute(con, source: pa.Table, day: dt.date, cutoff: dt.datetime) -> Figures:
+    """The warehouse side read through `con` (DuckDB or BigQuery), compared in memory."""
+    import duckdb
+
+    start, end = day_bounds(day)
+    raw_sql = RAW_DAY_SQL.format(orders=relation(con, RAW_SCHEMA, "orders"))
+    raw_day = orders_table(con.execute(raw_sql, [start, end]).fetchall())
+    mart_sql = MART_DAY_SQL.format(mart=relation(con, "marts", "daily_revenue"))
+    mart_orders, mart_revenue = con.execute(mart_sql, [day]).fetchone()
+    with duckdb.connect() as local:
+        local.register(SOURCE_VIEW, source)
+        local.register(RAW_VIEW, raw_day)
+        row = local.execute(RECONCILE_SQL, {"cutoff": cutoff}).fetchone()
     return Figures(
         int(row[0]),
         Decimal(row[1]),
+        int(mart_orders),
+        Decimal(mart_revenue),
         int(row[2]),
         Decimal(row[3]),
         int(row[4]),
-        Decimal(row[5]),
-        int(row[6]),
-        int(row[7]),
-        row[8],
+        int(row[5]),
+        row[6],
     )
 
 

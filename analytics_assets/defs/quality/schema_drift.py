@@ -28,7 +28,7 @@ order by c.relname, a.attnum
 class SourceColumn:
     name: str
     pg_type: str  # as Postgres spells it, e.g. numeric(12,2)
-    warehouse_type: str  # the raw column type CDC creates for it (DuckDB spelling)
+    warehouse_type: str  # the raw column type CDC creates for it (the warehouse's spelling)
 
 
 @dataclass
@@ -50,14 +50,14 @@ def read_source_columns(conn, tables: Sequence[str]) -> dict[str, list[tuple[str
 
 
 def expected_columns(
-    columns: Sequence[tuple[str, int, int, str]], normalize
+    columns: Sequence[tuple[str, int, int, str]], warehouse_type
 ) -> dict[str, SourceColumn]:
-    """The raw column type CDC derives from each source column (same mapping as the decoder)."""
+    """The raw column type CDC derives from each source column (same Arrow mapping as the
+    decoder); `warehouse_type(arrow_type)` spells it as the warehouse reports it."""
     from analytics_assets.lib.pgoutput import arrow_type  # Arrow: not at code location load
-    from analytics_assets.lib.warehouse.duckdb import column_type
 
     return {
-        name: SourceColumn(name, pg_type, normalize(column_type(arrow_type(oid, typmod))))
+        name: SourceColumn(name, pg_type, warehouse_type(arrow_type(oid, typmod)))
         for name, oid, typmod, pg_type in columns
     }
 

@@ -14,18 +14,20 @@ from collections.abc import Collection, Mapping
 from decimal import Decimal
 
 from analytics_assets.defs.quality.verdict import Verdict
+from analytics_assets.defs.quality.warehouse import relation
 
 WINDOW_DAYS = 7
 
 MART_WINDOW_SQL = """
 select revenue_date, order_count, total_revenue
-from marts.daily_revenue
+from {mart}
 where revenue_date >= ? and revenue_date <= ?
 """
 
 
 def read_window(con, day: dt.date) -> dict[dt.date, tuple[int, Decimal]]:
-    rows = con.execute(MART_WINDOW_SQL, [day - dt.timedelta(days=WINDOW_DAYS), day]).fetchall()
+    sql = MART_WINDOW_SQL.format(mart=relation(con, "marts", "daily_revenue"))
+    rows = con.execute(sql, [day - dt.timedelta(days=WINDOW_DAYS), day]).fetchall()
     return {r[0]: (int(r[1]), Decimal(r[2])) for r in rows}
 
 

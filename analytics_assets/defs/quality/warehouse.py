@@ -1,85 +1,83 @@
 """What the checks read from the warehouse: raw columns, the CDC watermark, mart rows, dbt audit
-tables. DuckDB (dev) only for now; the SQL is plain enough to port to BigQuery with its adapter.
+tables, through `connect(settings)` (lib/warehouse/reader.py): a DuckDB connection in dev, a
+read-only `BigQueryReader` in prod (dataset `RAW_SCHEMA` for raw, `<BIGQUERY_DATASET>_<layer>` for
+the dbt layers).
+
+One SQL text serves both warehouses where the common subset allows (values as `?` parameters,
+names from `relation()`); where the dialects differ (INFORMATION_SCHEMA, type names) both variants
+sit side by side in the function, switched on `dialect(con)`.
 
 DuckDB lets one process write a file. The checks run in the run's own process after dbt (a
 subprocess) has exited, so they open the file normally; a lock held by another process (a run
-started elsewhere) is waited for briefly, then reported.
+started elsewhere) is waited for briefly, then reported (WarehouseBusy, a WarehouseUnavailable).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from analytics_assets.lib.feeds.base import COMMIT_TS, LOADED_AT, LSN, META_COLUMNS, parse_lsn
-from analytics_assets.lib.warehouse.names import STATE_TABLE, q
-from analytics_assets.settings import ConfigError, Settings
+from analytics_assets.lib.warehouse.names import STATE_TABLE
+from analytics_assets.lib.warehouse.reader import (
+    WarehouseUnavailable,
+    connect,
+    dialect,
+    fetch_dicts,
+    relation,
+    relation_exists,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["WarehouseUnavailable", "connect", "fetch_dicts", "relation", "relation_exists"]
 
 RAW_SCHEMA = "raw"
 CDC_COLUMNS = frozenset({*META_COLUMNS, LOADED_AT})
 
 
-class WarehouseUnavailable(RuntimeError):
-    """The warehouse cannot be read right now (missing, locked); the message says why."""
-
-
-@contextlib.contextmanager
-def connect(settings: Settings, *, wait_seconds: float = 30.0) -> Iterator[Any]:
-    if settings.is_prod:
-        raise ConfigError(
-            "The quality checks read the DuckDB warehouse; their BigQuery reader is not written "
-            "yet (it comes with the BigQuery warehouse adapter)."
-        )
-    import duckdb
-
-    path = Path(settings.warehouse_path)
-    if not path.exists():
-        raise WarehouseUnavailable(f"warehouse {path} does not exist yet: run the CDC ingest first")
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            con = duckdb.connect(str(path))
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise WarehouseUnavailable(f"warehouse {path} cannot be opened: {exc}") from None
-            time.sleep(0.5)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
-def relation_exists(con, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            [schema, table],
-        ).fetchone()[0]
-    )
-
-
 def raw_columns(con, table: str) -> dict[str, str] | None:
-    """Source columns of `raw.<table>` (CDC metadata left out) and their DuckDB types, or None
+    """Source columns of `raw.<table>` (CDC metadata left out) and their warehouse types, or None
     when the table does not exist."""
-    rows = con.execute(
-        "select column_name, data_type from information_schema.columns "
-        "where table_schema = ? and table_name = ? order by ordinal_position",
-        [RAW_SCHEMA, table],
-    ).fetchall()
+    if dialect(con) == "bigquery":
+        from google.api_core.exceptions import NotFound
+
+        from analytics_assets.lib.warehouse.bigquery import q as bq
+
+        columns = f"{bq(con.project)}.{bq(con.dataset(RAW_SCHEMA))}.INFORMATION_SCHEMA.COLUMNS"
+        sql = (
+            f"select column_name, data_type from {columns} "  # noqa: S608 - quoted identifiers
+            "where table_name = ? order by ordinal_position"
+        )
+        try:
+            rows = con.execute(sql, [table]).fetchall()
+        except NotFound:  # the raw dataset does not exist yet
+            rows = []
+    else:
+        rows = con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [RAW_SCHEMA, table],
+        ).fetchall()
     if not rows:
         return None
     return {name: type_ for name, type_ in rows if name not in CDC_COLUMNS}
 
 
-def normalize_type(con, type_sql: str) -> str:
-    """DuckDB's own spelling of a type (`TIMESTAMPTZ` -> `TIMESTAMP WITH TIME ZONE`)."""
+def column_type(con, arrow_type: pa.DataType) -> str:
+    """The raw column type CDC creates for an Arrow type, spelled as `raw_columns` reads it back:
+    BigQuery's INFORMATION_SCHEMA gives the adapter's names (INT64, NUMERIC, ...); DuckDB's own
+    spelling comes from DuckDB (`TIMESTAMPTZ` -> `TIMESTAMP WITH TIME ZONE`)."""
+    if dialect(con) == "bigquery":
+        from analytics_assets.lib.warehouse.bigquery import column_type as bigquery_type
+
+        return bigquery_type(arrow_type)
+    from analytics_assets.lib.warehouse.duckdb import column_type as duckdb_type
+
+    type_sql = duckdb_type(arrow_type)
     return con.execute(f"select typeof(cast(null as {type_sql}))").fetchone()[0]  # noqa: S608 - a type name the project derives
 
 
@@ -111,8 +109,8 @@ def cdc_state(con) -> dict[str, tuple]:
     if not relation_exists(con, RAW_SCHEMA, STATE_TABLE):
         return {}
     rows = con.execute(
-        f"select table_name, position_lsn, checkpoint, updated_at "  # noqa: S608 - fixed names
-        f"from {q(RAW_SCHEMA)}.{q(STATE_TABLE)}"
+        "select table_name, position_lsn, checkpoint, updated_at "  # noqa: S608 - quoted names
+        f"from {relation(con, RAW_SCHEMA, STATE_TABLE)}"
     ).fetchall()
     return {r[0]: r for r in rows}
 
@@ -142,15 +140,9 @@ def cdc_watermark(con, tables: Sequence[str]) -> Watermark:
         if not relation_exists(con, RAW_SCHEMA, log):
             continue
         value = con.execute(
-            f"select max({COMMIT_TS}) from {q(RAW_SCHEMA)}.{q(log)} where {LSN} < ?",  # noqa: S608 - quoted identifiers
+            f"select max({COMMIT_TS}) from {relation(con, RAW_SCHEMA, log)} where {LSN} < ?",  # noqa: S608 - quoted identifiers
             [through],
         ).fetchone()[0]
         if value is not None and (newest is None or value > newest):
             newest = value
     return Watermark(newest, through, (), confirmed)
-
-
-def fetch_dicts(con, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    cur = con.execute(sql, list(params))
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
