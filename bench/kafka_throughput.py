@@ -122,6 +122,7 @@ def produce(bootstrap: str, records: int, partitions: int) -> int:
     sent = changes = 0
     next_id = upd_id = del_id = 1
     ts = int(time.time() * 1000)
+    lsn = 0x1_0000_0000
     while changes < records:
         block = min(10_000, records - changes)
         changes += block
@@ -139,11 +140,12 @@ def produce(bootstrap: str, records: int, partitions: int) -> int:
             events.append((i, "d", row(i, "paid"), None))
         del_id += dele
         for key_id, op, before, after in events:
+            lsn += 120  # each change its own WAL position, as Debezium's source.lsn
             payload = {
                 "before": before,
                 "after": after,
                 "op": op,
-                "source": {"ts_ms": ts, "table": TABLE, "schema": "public"},
+                "source": {"ts_ms": ts, "table": TABLE, "schema": "public", "lsn": lsn},
                 "ts_ms": ts,
             }
             key = json.dumps({"id": key_id})
