@@ -16,15 +16,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 import sqlglot
 from bigquery_fake import DuckDBBackedClient
 from google.cloud import bigquery
 
+from analytics_assets.defs.notify.resources import Notifier
+from analytics_assets.defs.notify.sensors import DAILY_REVENUE_KEY, notify_daily_revenue_summary
 from analytics_assets.defs.notify.summary import DayRevenue, WarehouseNotReady, read_daily_revenue
 from analytics_assets.defs.quality import dead_letters, reconciliation, volume
 from analytics_assets.defs.quality.warehouse import (
@@ -278,3 +282,36 @@ def test_parameters_are_typed_from_their_values():
     array = reader.bigquery_parameter(["orders", "users"], "tables")
     assert isinstance(array, bigquery.ArrayQueryParameter)
     assert (array.name, array.array_type, array.values) == ("tables", "STRING", ["orders", "users"])
+
+
+def test_daily_summary_sensor_posts_from_bigquery_in_prod(warehouses, tmp_path, monkeypatch):
+    """A sensor tick with ANALYTICS_ENV=prod reads the summary from BigQuery (the FAKE client:
+    BigQuery cannot run here) and posts it; the notifier writes to a local file, Slack being out
+    of reach too."""
+    for name, value in (
+        ("ANALYTICS_ENV", "prod"),
+        ("GCP_PROJECT", "test-project"),
+        ("RAW_SCHEMA", "raw_prod"),
+    ):
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    sink = tmp_path / "notifications.jsonl"
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor):
+            context = dg.build_sensor_context(
+                instance=instance,
+                cursor=cursor,
+                resources={"notifier": Notifier(sink_path=str(sink))},
+            )
+            return context, notify_daily_revenue_summary(context)
+
+        context, _ = tick(None)
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=DAILY_REVENUE_KEY, partition=DAY.isoformat())
+        )
+        _, result = tick(context.cursor)
+    assert result.skip_message == f"posted the summary of {DAY.isoformat()}"
+    [line] = [json.loads(x) for x in sink.read_text().splitlines()]
+    assert line["fields"]["date"] == DAY.isoformat() and line["fields"]["revenue"] == "14.75"
+    assert any("`analytics_ci_marts`.`daily_revenue`" in s for s, _ in warehouses.issued())

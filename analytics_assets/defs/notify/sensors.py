@@ -239,14 +239,8 @@ def notify_daily_revenue_summary(context: dg.SensorEvaluationContext, notifier: 
         return dg.SkipReason("only days already summarised were re-materialized")
 
     day = max(days)
-    settings = get_settings()
-    if settings.is_prod:
-        context.update_cursor(json.dumps(new_state))
-        return dg.SkipReason(
-            "the daily summary reads the DuckDB warehouse; prod (BigQuery) is not wired"
-        )
     try:
-        today, previous = read_daily_revenue(settings.warehouse_path, day)
+        today, previous = read_daily_revenue(get_settings(), day)
     except (WarehouseBusy, WarehouseNotReady) as exc:
         # Cursor untouched: the same materializations are looked at again next tick.
         return dg.SkipReason(f"{exc}; retrying next tick")

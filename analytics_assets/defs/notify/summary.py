@@ -48,8 +48,8 @@ def read_daily_revenue(warehouse: Settings | Path, day: dt.date) -> tuple[DayRev
     """`day` and the day before from the mart of `warehouse`'s environment.
 
     A DuckDB file is opened read-only for one query and not waited for: a writer holding it (a
-    run) is WarehouseBusy for the sensor's next tick, not an error. A Path is a dev DuckDB file
-    (the notify sensor still passes `settings.warehouse_path`).
+    run) is WarehouseBusy for the sensor's next tick, not an error. In prod the mart is read from
+    BigQuery. A Path stands for a dev DuckDB file (the tests pass one).
     """
     if not isinstance(warehouse, Settings):
         warehouse = dataclasses.replace(get_settings(), env="dev", warehouse_path=Path(warehouse))
