@@ -11,7 +11,7 @@ import datetime as dt
 
 import pyarrow as pa
 import sqlglot
-from test_bigquery_warehouse import _table, both  # noqa: F401 - `both` is the fixture
+from test_bigquery_warehouse import _table, apply_to_both, both  # noqa: F401 - `both` is the fixture
 
 from analytics_assets.lib.feeds.base import (
     SOURCE_LSN,
@@ -82,21 +82,8 @@ STEPS = [
 
 
 def test_re_sent_events_are_applied_once_by_both_adapters(both):  # noqa: F811 - the fixture
-    ddb, bqw, client = both
-    results = []
-    for what, batch in STEPS:
-        expected = ddb.apply(batch)
-        got = bqw.apply(batch)
-        exp, res = expected.tables["orders"], got.tables["orders"]
-        assert (res.changes_by_op, res.skipped, res.first, res.last) == (
-            exp.changes_by_op,
-            exp.skipped,
-            exp.first,
-            exp.last,
-        ), what
-        for name, order in (("orders", "id"), ("orders_changes", "_lsn, _seq")):
-            assert _table(client.con, name, order) == _table(ddb.con, name, order), (what, name)
-        results.append(exp)
+    ddb, _, client = both
+    results = [apply_to_both(both, batch, what).tables["orders"] for what, batch in STEPS]
 
     # the BigQuery SQL of it parses as BigQuery (the fake ran its DuckDB transpilation)
     queries = [c[1] for c in client.calls if c[0] == "query"]

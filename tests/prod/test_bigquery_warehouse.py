@@ -208,6 +208,31 @@ def _table(con, name: str, order: str) -> list[dict]:
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+def apply_to_both(both, batch: ChangeBatch, what: str, *, commit: bool = True):
+    """Apply `batch` through both adapters of `both` and assert equal apply results and, once
+    committed, equal raw table, change log and positions; returns the DuckDB adapter's result."""
+    ddb, bqw, client = both
+    expected = ddb.apply(batch, commit=commit)
+    got = bqw.apply(batch, commit=commit)
+    assert got.committed == expected.committed, what
+    for t, exp in expected.tables.items():
+        res = got.tables[t]
+        assert (res.changes_by_op, res.skipped, res.first, res.last) == (
+            exp.changes_by_op,
+            exp.skipped,
+            exp.first,
+            exp.last,
+        ), what
+        assert res.business_dates == exp.business_dates, what
+    if commit:
+        for name, order in (("orders", "id"), ("orders_changes", "_lsn, _seq")):
+            assert _table(client.con, name, order) == _table(ddb.con, name, order), (what, name)
+        got_state = {t: (s.position, s.checkpoint) for t, s in bqw.state().items()}
+        exp_state = {t: (s.position, s.checkpoint) for t, s in ddb.state().items()}
+        assert got_state == exp_state, what
+    return expected
+
+
 @pytest.fixture
 def both(tmp_path):
     ddb = DuckDBWarehouse(tmp_path / "w.duckdb", timezone=TZ)
@@ -224,26 +249,9 @@ def both(tmp_path):
 def test_generated_bigquery_sql_run_on_duckdb_equals_duckdb_warehouse(both):
     """Same batches through both adapters (the BigQuery one on the DuckDB-backed FAKE client):
     equal raw table, change log, positions and apply results, step by step."""
-    ddb, bqw, client = both
+    _, _, client = both
     for what, batch, commit in STEPS:
-        expected = ddb.apply(batch, commit=commit)
-        got = bqw.apply(batch, commit=commit)
-        assert got.committed == expected.committed, what
-        for t, exp in expected.tables.items():
-            res = got.tables[t]
-            assert (res.changes_by_op, res.skipped, res.first, res.last) == (
-                exp.changes_by_op,
-                exp.skipped,
-                exp.first,
-                exp.last,
-            ), what
-            assert res.business_dates == exp.business_dates, what
-        if commit:
-            for name, order in (("orders", "id"), ("orders_changes", "_lsn, _seq")):
-                assert _table(client.con, name, order) == _table(ddb.con, name, order), (what, name)
-            got_state = {t: (s.position, s.checkpoint) for t, s in bqw.state().items()}
-            exp_state = {t: (s.position, s.checkpoint) for t, s in ddb.state().items()}
-            assert got_state == exp_state, what
+        apply_to_both(both, batch, what, commit=commit)
 
     # the outcome is the intended one, not merely equal
     rows = {r["id"]: r for r in _table(client.con, "orders", "id")}
