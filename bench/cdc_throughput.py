@@ -3,9 +3,10 @@
 Loads N row changes (inserts, updates, deletes; transactions of 10k) into a scratch database on
 its own embedded server (temp ANALYTICS_DATA_DIR), then measures, each in a fresh child process:
 
-  (a) raw: the server hands pgoutput bytes to a plain Python client, no decoding. Two transports:
-      COPY of pg_logical_slot_peek_binary_changes (what the slot feed uses) and psycopg2's
-      streaming replication protocol; the faster one is the reference.
+  (a) raw: the server hands pgoutput bytes to a plain Python client, no decoding. Three
+      transports: one COPY of pg_logical_slot_peek_binary_changes, psycopg2's streaming
+      replication protocol, and the slot feed's own reader (LSN ranges peeked from temporary
+      slot copies by two sessions taking turns); the fastest one is the reference.
   (b) end to end: `analytics_assets.lib.cdc.ingest` into a DuckDB file (decode, stage, merge,
       change log, state, commit, ack) with the default batch size.
 
@@ -371,7 +372,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"    per batch: apply median {e2e['apply_median_s']:.3f}s, apply total "
         f"{e2e['apply_total_s']:.2f}s; first batch applied at {e2e['first_batch_s']:.2f}s "
-        f"(the peek is materialized server-side before its first row arrives)"
+        f"(a peek is materialized server-side before its first row arrives; the feed peeks a "
+        f"large backlog in ranges)"
     )
     print(
         f"ingest peak RSS: {e2e['rss_mb']:,.0f} MB for a {changes:,}-change backlog "
