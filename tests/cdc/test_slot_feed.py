@@ -473,3 +473,39 @@ def test_backlog_is_one_peek_when_the_server_has_no_slots_to_spare(cdc, monkeypa
         )
     assert seen and set(seen) == {0}
     cdc.assert_raw_equals_source()
+
+
+def test_lag_does_not_peek_the_slot_while_another_ingest_drains_it(cdc):
+    """The ranged read leaves the slot free, so a lag reading during an ingest (the sensor's,
+    every few seconds) could decode the whole backlog again. While another session holds the
+    ingest lock, lag reports the WAL bytes behind and an unknown pending count instead; the
+    ingest's own lag readings (same session) still count."""
+    cdc.ingest()
+    for _ in range(20):
+        cdc.execute(
+            "insert into orders (user_id, total, status) select 1, g, 'new' "
+            "from generate_series(1, 25) g"
+        )
+    wh = cdc.warehouse()
+    state = wh.state()
+    wh.close()
+    sensor = cdc.feed()
+    assert sensor.lag(state)["orders"].pending_changes == 500
+    during = []
+
+    def tick(info: dict) -> None:
+        if not during:
+            during.append(sensor.lag(state))
+
+    with tiny_peek_ranges(first=4096, largest=16384):
+        result = cdc.ingest(batch_size=100, progress=tick, measure_lag=True)
+    assert result.tables["orders"].lag_before.pending_changes == 500  # its own session
+    assert result.tables["orders"].lag_after.pending_changes == 0
+    (lag,) = during
+    assert lag["orders"].pending_changes is None
+    assert lag["orders"].position_lag_bytes > 0
+    wh = cdc.warehouse()
+    after = sensor.lag(wh.state())
+    wh.close()
+    sensor.close()
+    assert after["orders"].pending_changes == 0

@@ -390,6 +390,10 @@ def frame_copy_rows(rows: list[bytes]) -> tuple[bytes, np.ndarray]:
     return buf, starts
 
 
+def _ingest_lock_key(slot: str) -> int:
+    return zlib.crc32(slot.encode()) & 0x7FFFFFFF
+
+
 def _holder(rows: list[tuple]) -> str:
     """Who holds the slot or the ingest lock, from pg_stat_activity rows."""
     if not rows:
@@ -493,7 +497,7 @@ class SlotFeed:
         close() (or until the connection ends, so a crashed ingest never keeps it)."""
         if self._claimed is not None and self._claimed is self._conn and not self._conn.closed:
             return
-        key = zlib.crc32(self.slot.encode()) & 0x7FFFFFFF
+        key = _ingest_lock_key(self.slot)
         got = self._query("select pg_try_advisory_lock(%s, %s)", (INGEST_LOCK_CLASS, key))[0][0]
         if got:
             self._claimed = self._conn
@@ -1058,6 +1062,8 @@ class SlotFeed:
             "pos_lsn": pos_lsn,
             "pos_seq": pos_seq,
             "slot": self.slot,
+            "lock_class": INGEST_LOCK_CLASS,
+            "lock_key": _ingest_lock_key(self.slot),
         }
         try:
             rows = self._query(query, params)
@@ -1083,12 +1089,27 @@ def _now(cur) -> dt.datetime:
 # One round trip: peek everything pending (server-side), tag every change message with its
 # transaction's commit LSN/time (from the Begin message bytes) and its ordinal, and count per
 # relation what lies after each table's applied position.
+#
+# While another session's ingest runs (it holds the slot's ingest lock) the slot is not peeked:
+# that ingest is draining it, and a peek would decode the whole backlog again on every sensor
+# tick (the ranged read leaves the slot itself free). The pending count is then unknown (NULL),
+# as when the slot is held, and only the WAL bytes behind are measured.
 LAG_SQL = """
-with msgs as (
+with busy as (
+    select exists (
+        select 1 from pg_locks l
+        where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+          and l.classid = %(lock_class)s::oid and l.objid = %(lock_key)s::oid
+          and l.database = (select oid from pg_database where datname = current_database())
+          and l.pid <> pg_backend_pid()
+    ) as b
+),
+msgs as (
     select ord, data, get_byte(data, 0) as kind,
            max(case when get_byte(data, 0) = 66 then ord end) over (order by ord) as txn
     from pg_logical_slot_peek_binary_changes({slot}, null, null, 'proto_version', '1',
          'publication_names', {pub}) with ordinality as p(lsn, xid, data, ord)
+    where not (select b from busy)  -- a one-time filter: when busy, the peek never starts
 ),
 begins as (
     select ord as txn,
@@ -1117,7 +1138,7 @@ slot as (
     select confirmed_flush_lsn from pg_replication_slots where slot_name = %(slot)s
 )
 select w.tbl,
-       count(p.tbl) as pending,
+       case when (select b from busy) then null else count(p.tbl) end as pending,
        pg_wal_lsn_diff(pg_current_wal_lsn(),
                        coalesce(w.checkpoint::pg_lsn, (select confirmed_flush_lsn from slot)))::int8,
        min(p.commit_ts) as oldest,
