@@ -185,9 +185,19 @@ def child_raw_ranged(url: str) -> dict:
 
 
 def child_ingest(
-    url: str, warehouse: str, batch_size: int, duckdb_memory: str = "", duckdb_set: str = ""
+    url: str,
+    warehouse: str,
+    batch_size: int,
+    duckdb_memory: str = "",
+    duckdb_set: str = "",
+    single_peek: str = "",
 ) -> dict:
     import pandas  # noqa: F401 - pyarrow imports it lazily on first use (~1 s); Dagster has it loaded
+
+    if single_peek:  # the backlog as one peek, as before the ranged read (for comparison)
+        from analytics_assets.lib.feeds import slot
+
+        slot.PEEK_RANGE_FIRST = 1 << 62
 
     from analytics_assets.lib.cdc import ingest
     from analytics_assets.lib.feeds.slot import SlotFeed
@@ -281,6 +291,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="extra DuckDB settings for the ingest connection, e.g. 'threads=2;"
         "preserve_insertion_order=false' (to compare with the adapter's own)",
     )
+    parser.add_argument(
+        "--single-peek",
+        action="store_true",
+        help="the ingest reads the backlog as one peek instead of LSN ranges (to compare)",
+    )
     parser.add_argument("--quick", action="store_true", help="100k changes (20k on Kafka)")
     parser.add_argument("--json", default=None, help="also write the result record here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -297,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
         elif kind == "ranged":
             res = child_raw_ranged(rest[0])
         else:
-            res = child_ingest(rest[0], rest[1], int(rest[2]), *rest[3:5])
+            res = child_ingest(rest[0], rest[1], int(rest[2]), *rest[3:6])
         print(json.dumps(res))
         return res
 
@@ -336,7 +351,13 @@ def main(argv: list[str] | None = None) -> dict:
         raw_ranged = run_child("ranged", url)
         load_avg = max(load_avg, os.getloadavg()[0])
         e2e = run_child(
-            "ingest", url, warehouse, str(args.batch_size), args.duckdb_memory, args.duckdb_set
+            "ingest",
+            url,
+            warehouse,
+            str(args.batch_size),
+            args.duckdb_memory,
+            args.duckdb_set,
+            "1" if args.single_peek else "",
         )
         load_avg = max(load_avg, os.getloadavg()[0])
 
