@@ -75,7 +75,7 @@ HEARTBEAT_PREFIX = "analytics_assets.heartbeat"
 _COPY_HEADER = 19  # PGCOPY signature + flags + extension length
 _DONE = object()
 FIRST_CHUNK_MESSAGES = 20_000
-# A backlog of more WAL than this is peeked in ranges (see _PeekReader)
+# A backlog of more than 1.5 x this many bytes of WAL is peeked in ranges (see _PeekReader)
 PEEK_RANGE_FIRST = 8 << 20
 PEEK_RANGE_GROWTH = 2
 PEEK_RANGE_MAX = 256 << 20
@@ -160,9 +160,9 @@ class _PeekReader:
     Arrow and DuckDB release the GIL for their heavy parts).
 
     A peek is materialized whole on the server before its first row is sent, so one peek over a
-    large backlog leaves the client idle while the server decodes all of it. A backlog of more
-    than PEEK_RANGE_FIRST bytes of WAL is therefore read as consecutive LSN ranges of growing
-    size (`peek_ranges`) by two sessions taking turns, each on a temporary copy of the slot
+    large backlog leaves the client idle while the server decodes all of it. A backlog that
+    makes more than one range (over 1.5 x PEEK_RANGE_FIRST bytes of WAL) is therefore read as
+    consecutive LSN ranges of growing size (`peek_ranges`) by two sessions taking turns, each on a temporary copy of the slot
     (the project's slot is never held, and the copies go with their sessions): a session
     advances its copy to its range's start (fast-forward, no output), peeks up to the range's
     end and waits for its turn to hand the rows on. So the server decodes range k+1 while the
@@ -196,13 +196,12 @@ class _PeekReader:
         self._materialized = -1
         self._turn_changed = threading.Condition()
         self._first_chunk = True
-        if not ranged or upto - start <= PEEK_RANGE_FIRST:
+        ranges = peek_ranges(start, upto, PEEK_RANGE_FIRST, PEEK_RANGE_GROWTH, PEEK_RANGE_MAX)
+        if not ranged or len(ranges) == 1:
             self.ranges = [(None, upto)]  # one peek of the project's slot itself
             self.workers = [_RangeWorker(self, feed, None, [0])]
         else:
-            self.ranges = peek_ranges(
-                start, upto, PEEK_RANGE_FIRST, PEEK_RANGE_GROWTH, PEEK_RANGE_MAX
-            )
+            self.ranges = ranges
             session = next(_READ_SLOTS)
             self.workers = [
                 _RangeWorker(
@@ -919,7 +918,7 @@ class SlotFeed:
         if row["active"] and row["active_pid"]:  # another session streams it: not ours to read
             raise self._busy(row["active_pid"])
         start = parse_lsn(row["confirmed_flush_lsn"])
-        ranged = upto - start > PEEK_RANGE_FIRST and self._free_slots() >= 2
+        ranged = upto - start > PEEK_RANGE_FIRST * 3 // 2 and self._free_slots() >= 2
         self._decoder = PgOutputDecoder(set(self._tables), self._keys)
         self._reader = _PeekReader(self.url, self, start, upto, max_changes, self._decode, ranged)
         self._reader.start()
