@@ -155,8 +155,9 @@ def child_raw_ranged(url: str) -> dict:
     taking turns) handing pgoutput bytes to Python, without decoding them."""
     import psycopg2
 
+    from analytics_assets.lib.feeds import slot
     from analytics_assets.lib.feeds.base import parse_lsn
-    from analytics_assets.lib.feeds.slot import SlotFeed, _PeekReader
+    from analytics_assets.lib.feeds.slot import SlotFeed, _PeekReader, peek_ranges
 
     conn = psycopg2.connect(url)
     cur = conn.cursor()
@@ -175,7 +176,10 @@ def child_raw_ranged(url: str) -> dict:
         state["bytes"] += sum(map(len, rows))
 
     t0 = time.perf_counter()
-    reader = _PeekReader(url, feed, start, upto, 50_000, count)
+    ranges = peek_ranges(
+        start, upto, slot.PEEK_RANGE_FIRST, slot.PEEK_RANGE_GROWTH, slot.PEEK_RANGE_MAX
+    )
+    reader = _PeekReader(url, feed, ranges, 50_000, count)
     reader.start()
     reader.next_chunk()  # _DONE: every range handed over
     seconds = time.perf_counter() - t0

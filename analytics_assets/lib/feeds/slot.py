@@ -81,6 +81,12 @@ PEEK_RANGE_GROWTH = 2
 PEEK_RANGE_MAX = 256 << 20
 # pg_try_advisory_lock(INGEST_LOCK_CLASS, crc32(slot)): one ingest per slot at a time
 INGEST_LOCK_CLASS = 7263002
+# the pg_locks rows (alias l) of that lock, granted, in this database
+INGEST_LOCK_HELD = (
+    "l.locktype = 'advisory' and l.granted and l.objsubid = 2 "
+    "and l.classid = %(lock_class)s::oid and l.objid = %(lock_key)s::oid "
+    "and l.database = (select oid from pg_database where datname = current_database())"
+)
 # a dead peer (network gone, server frozen) is noticed in ~60s instead of the kernel's hours
 KEEPALIVES = {
     "keepalives": 1,
@@ -161,8 +167,9 @@ class _PeekReader:
 
     A peek is materialized whole on the server before its first row is sent, so one peek over a
     large backlog leaves the client idle while the server decodes all of it. A backlog that
-    makes more than one range (over 1.5 x PEEK_RANGE_FIRST bytes of WAL) is therefore read as
-    consecutive LSN ranges of growing size (`peek_ranges`) by two sessions taking turns, each on a temporary copy of the slot
+    makes more than one range (over 1.5 x PEEK_RANGE_FIRST bytes of WAL) is therefore read,
+    when the server has two replication slots to spare, as consecutive LSN ranges of growing
+    size (`peek_ranges`) by two sessions taking turns, each on a temporary copy of the slot
     (the project's slot is never held, and the copies go with their sessions): a session
     advances its copy to its range's start (fast-forward, no output), peeks up to the range's
     end and waits for its turn to hand the rows on. So the server decodes range k+1 while the
@@ -179,13 +186,13 @@ class _PeekReader:
         self,
         url: str,
         feed: SlotFeed,
-        start: int,
-        upto: int,
+        ranges: list[tuple[int | None, int]],
         chunk_messages: int,
         transform: Callable[[list[bytes]], Any],
-        ranged: bool = True,
         max_chunks: int = 2,
     ):
+        """`ranges`: [(None, upto)] peeks the project's slot itself up to `upto`; several
+        (lo, hi) ranges (`peek_ranges`) are read from temporary copies of it."""
         self.url = url
         self.chunk_messages = chunk_messages
         self.first_chunk_messages = max(1, min(chunk_messages, FIRST_CHUNK_MESSAGES))
@@ -196,12 +203,10 @@ class _PeekReader:
         self._materialized = -1
         self._turn_changed = threading.Condition()
         self._first_chunk = True
-        ranges = peek_ranges(start, upto, PEEK_RANGE_FIRST, PEEK_RANGE_GROWTH, PEEK_RANGE_MAX)
-        if not ranged or len(ranges) == 1:
-            self.ranges = [(None, upto)]  # one peek of the project's slot itself
+        self.ranges = ranges
+        if len(ranges) == 1:
             self.workers = [_RangeWorker(self, feed, None, [0])]
         else:
-            self.ranges = ranges
             session = next(_READ_SLOTS)
             self.workers = [
                 _RangeWorker(
@@ -226,21 +231,21 @@ class _PeekReader:
         for worker in self.workers:
             worker.join(timeout=timeout)
 
-    def wait_turn(self, index: int) -> None:
+    def _wait(self, done: Callable[[], bool]) -> None:
         with self._turn_changed:
-            while self._turn != index:
+            while not done():
                 if self.stopping.is_set():
                     raise _Stopped
                 self._turn_changed.wait(timeout=0.2)
 
+    def wait_turn(self, index: int) -> None:
+        """Until the rows of every range before `index` are handed on."""
+        self._wait(lambda: self._turn == index)
+
     def wait_materialized(self, index: int) -> None:
         """Until range `index` is decoded on the server (its first row arrived): one session
         decodes at a time, so the server never takes both cores from the applying thread."""
-        with self._turn_changed:
-            while self._materialized < index:
-                if self.stopping.is_set():
-                    raise _Stopped
-                self._turn_changed.wait(timeout=0.2)
+        self._wait(lambda: self._materialized >= index)
 
     def materialized(self, index: int) -> None:
         with self._turn_changed:
@@ -502,14 +507,9 @@ class SlotFeed:
             self._claimed = self._conn
             return
         rows = self._query(
-            """
-            select a.pid, a.application_name, a.client_addr::text, a.backend_start
-            from pg_locks l join pg_stat_activity a on a.pid = l.pid
-            where l.locktype = 'advisory' and l.granted and l.objsubid = 2
-              and l.classid = %s::oid and l.objid = %s::oid
-              and l.database = (select oid from pg_database where datname = current_database())
-            """,
-            (INGEST_LOCK_CLASS, key),
+            "select a.pid, a.application_name, a.client_addr::text, a.backend_start "  # noqa: S608 - a fixed fragment
+            f"from pg_locks l join pg_stat_activity a on a.pid = l.pid where {INGEST_LOCK_HELD}",
+            {"lock_class": INGEST_LOCK_CLASS, "lock_key": key},
         )
         raise IngestBusy(f"another ingest is running on slot {self.slot!r}: {_holder(rows)}")
 
@@ -918,9 +918,11 @@ class SlotFeed:
         if row["active"] and row["active_pid"]:  # another session streams it: not ours to read
             raise self._busy(row["active_pid"])
         start = parse_lsn(row["confirmed_flush_lsn"])
-        ranged = upto - start > PEEK_RANGE_FIRST * 3 // 2 and self._free_slots() >= 2
+        ranges = peek_ranges(start, upto, PEEK_RANGE_FIRST, PEEK_RANGE_GROWTH, PEEK_RANGE_MAX)
+        if len(ranges) == 1 or self._free_slots() < 2:
+            ranges = [(None, upto)]  # one peek of the project's slot itself
         self._decoder = PgOutputDecoder(set(self._tables), self._keys)
-        self._reader = _PeekReader(self.url, self, start, upto, max_changes, self._decode, ranged)
+        self._reader = _PeekReader(self.url, self, ranges, max_changes, self._decode)
         self._reader.start()
 
     def _free_slots(self) -> int:
@@ -1053,7 +1055,9 @@ class SlotFeed:
         pos_lsn = [state[t].position.lsn if t in state else None for t in tables]
         pos_seq = [state[t].position.seq if t in state else None for t in tables]
         query = sql.SQL(LAG_SQL).format(
-            slot=sql.Literal(self.slot), pub=sql.Literal(self.publication)
+            slot=sql.Literal(self.slot),
+            pub=sql.Literal(self.publication),
+            lock_held=sql.SQL(INGEST_LOCK_HELD),
         )
         params = {
             "tables": tables,
@@ -1096,11 +1100,7 @@ def _now(cur) -> dt.datetime:
 LAG_SQL = """
 with busy as (
     select exists (
-        select 1 from pg_locks l
-        where l.locktype = 'advisory' and l.granted and l.objsubid = 2
-          and l.classid = %(lock_class)s::oid and l.objid = %(lock_key)s::oid
-          and l.database = (select oid from pg_database where datname = current_database())
-          and l.pid <> pg_backend_pid()
+        select 1 from pg_locks l where {lock_held} and l.pid <> pg_backend_pid()
     ) as b
 ),
 msgs as (
