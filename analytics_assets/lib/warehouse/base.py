@@ -158,6 +158,29 @@ def unchanged_columns(rows: pa.Table) -> list[str]:
     return sorted(set(pc.unique(pc.list_flatten(col)).to_pylist()) - {None})
 
 
+ROW_ID = "_row"  # a batch's row numbers, added for the re-sent events query (see below)
+
+
+def numbered(rows: pa.Table) -> pa.Table:
+    """`rows` with ROW_ID 0..n-1, so a query over them can name rows to drop."""
+    return rows.append_column(ROW_ID, pa.array(range(rows.num_rows), pa.int64()))
+
+
+def resent_since(rows: pa.Table) -> dt.datetime | None:
+    """The oldest commit time in the batch: a re-sent event repeats its commit time, so the
+    change log is compared from there on."""
+    return pc.min(rows.column(COMMIT_TS)).as_py()
+
+
+def without_rows(rows: pa.Table, row_numbers: Sequence[int]) -> pa.Table:
+    """`rows` less the rows at `row_numbers` (events applied before, re-sent by Debezium)."""
+    if not len(row_numbers):
+        return rows
+    drop = pa.array(row_numbers, pa.int64())
+    keep = pc.invert(pc.is_in(pa.array(range(rows.num_rows), pa.int64()), value_set=drop))
+    return rows.filter(keep)
+
+
 def truncate_commit_ts(tc: TableChanges, pos: Position) -> dt.datetime | None:
     """Commit time of a truncate: that of a row change of the same transaction, if any."""
     if tc.rows.num_rows == 0 or COMMIT_TS not in tc.rows.column_names:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -58,12 +57,16 @@ from analytics_assets.lib.warehouse.base import (
     DEAD_LETTER_SCHEMA,
     DEAD_LETTERS,
     DEFAULT_BUSINESS_DATE_COLUMNS,
+    ROW_ID,
     ApplyResult,
     TableApplyResult,
     dead_letter_rows,
+    numbered,
+    resent_since,
     rows_after,
     truncate_commit_ts,
     unchanged_columns,
+    without_rows,
 )
 from analytics_assets.settings import ConfigError, validate_identifier
 
@@ -304,7 +307,7 @@ def resent_rows_sql(
     log = table_ref(dataset, table + "_changes")
     recent = f" AND c.{COMMIT_TS} >= @since" if since else ""
     return (
-        f"SELECT _row FROM (SELECT b._row, ROW_NUMBER() OVER (PARTITION BY {keys}, "  # noqa: S608 - quoted identifiers
+        f"SELECT {ROW_ID} FROM (SELECT b.{ROW_ID}, ROW_NUMBER() OVER (PARTITION BY {keys}, "  # noqa: S608 - quoted identifiers
         f"b.{SOURCE_LSN}, b.{OP} ORDER BY b.{LSN}, b.{SEQ}) AS nth, EXISTS (SELECT 1 FROM {log} "
         f"AS c WHERE {on} AND c.{SOURCE_LSN} = b.{SOURCE_LSN} AND c.{OP} = b.{OP}{recent}) "
         f"AS logged FROM {table_ref(dataset, load_table)} AS b WHERE b.{SOURCE_LSN} IS NOT NULL) "
@@ -700,21 +703,18 @@ class BigQueryWarehouse:
     def _without_resent(self, table, load, rows, key, result) -> pa.Table:
         """Load the rows, drop the events applied before (`resent_rows_sql`); if there were
         any, the load table is replaced by the rows without them."""
-        numbered = rows.append_column("_row", pa.array(np.arange(rows.num_rows), pa.int64()))
-        self._load(load, numbered)
+        self._load(load, numbered(rows))
         if not self._existing_columns(table + "_changes"):
             return rows
-        since = pc.min(rows.column(COMMIT_TS)).as_py()
+        since = resent_since(rows)
         found = self._run(
             resent_rows_sql(self.dataset, table, load, key, since is not None),
             {"since": ("TIMESTAMP", since)} if since is not None else None,
         )
         if not found:
             return rows
-        keep = np.ones(rows.num_rows, bool)
-        keep[[int(r[0]) for r in found]] = False
-        result.skipped += int((~keep).sum())
-        rows = rows.filter(pa.array(keep))
+        result.skipped += len(found)
+        rows = without_rows(rows, [int(r[0]) for r in found])
         if rows.num_rows:
             self._load(load, rows)
         return rows

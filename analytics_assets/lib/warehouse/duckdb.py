@@ -36,12 +36,16 @@ from analytics_assets.lib.warehouse.base import (
     DEAD_LETTER_ID,
     DEAD_LETTERS,
     DEFAULT_BUSINESS_DATE_COLUMNS,
+    ROW_ID,
     ApplyResult,
     TableApplyResult,
     dead_letter_rows,
+    numbered,
+    resent_since,
     rows_after,
     truncate_commit_ts,
     unchanged_columns,
+    without_rows,
 )
 from analytics_assets.lib.warehouse.names import STATE_TABLE, q
 from analytics_assets.settings import validate_identifier
@@ -231,7 +235,7 @@ def resent_rows_sql(schema: str, table: str, key: Sequence[str], since: bool) ->
     keys = ", ".join(f"b.{q(k)}" for k in key)
     log = f"{q(schema)}.{q(table + '_changes')}"
     return (
-        f"select _row from (select b._row, row_number() over (partition by {keys}, "  # noqa: S608 - quoted identifiers
+        f"select {ROW_ID} from (select b.{ROW_ID}, row_number() over (partition by {keys}, "  # noqa: S608 - quoted identifiers
         f"b.{SOURCE_LSN}, b.{OP} order by b.{LSN}, b.{SEQ}) as nth, exists (select 1 from {log} c "
         f"where {on} and c.{SOURCE_LSN} = b.{SOURCE_LSN} and c.{OP} = b.{OP}"
         f"{f' and c.{COMMIT_TS} >= $since' if since else ''}) as logged "
@@ -564,16 +568,11 @@ class DuckDBWarehouse:
             ):
                 result.skipped += 1  # re-sent by a restarted Debezium connector
                 continue
-            tparams = {
-                **params,
-                "commit_ts": truncate_commit_ts(tc, pos),
-                "source_lsn": source_lsn,
-            }
+            tparams = {**params, "commit_ts": truncate_commit_ts(tc, pos)}
+            self.con.execute(truncate_sql(self.schema, table, pos), tparams)
             self.con.execute(
-                truncate_sql(self.schema, table, pos),
-                {k: v for k, v in tparams.items() if k != "source_lsn"},
+                truncate_change_sql(self.schema, table, pos), {**tparams, "source_lsn": source_lsn}
             )
-            self.con.execute(truncate_change_sql(self.schema, table, pos), tparams)
             result.changes_by_op["t"] = result.changes_by_op.get("t", 0) + 1
             result.first = pos if result.first is None else min(result.first, pos)
             result.last = pos if result.last is None else max(result.last, pos)
@@ -583,22 +582,16 @@ class DuckDBWarehouse:
     def _drop_resent(self, table: str, rows: pa.Table, key: Sequence[str]) -> pa.Table:
         """The rows without the events applied before (see `resent_rows_sql`)."""
         if not self._existing_columns(table + "_changes"):
-            seen = None
-        else:
-            numbered = rows.append_column("_row", pa.array(np.arange(rows.num_rows)))
-            self.con.register(BATCH_VIEW, numbered)
-            try:
-                since = pc.min(rows.column(COMMIT_TS)).as_py()
-                query = resent_rows_sql(self.schema, table, key, since is not None)
-                params = {"since": since} if since is not None else {}
-                (seen,) = self.con.execute(query, params).fetchnumpy().values()
-            finally:
-                self.con.unregister(BATCH_VIEW)
-        if seen is None or not len(seen):
             return rows
-        keep = np.ones(rows.num_rows, bool)
-        keep[np.asarray(seen, np.int64)] = False
-        return rows.filter(pa.array(keep))
+        self.con.register(BATCH_VIEW, numbered(rows))
+        try:
+            since = resent_since(rows)
+            query = resent_rows_sql(self.schema, table, key, since is not None)
+            params = {"since": since} if since is not None else {}
+            seen = [r[0] for r in self.con.execute(query, params).fetchall()]
+        finally:
+            self.con.unregister(BATCH_VIEW)
+        return without_rows(rows, seen)
 
     def _store_dead_letters(self, batch: ChangeBatch, now: dt.datetime) -> None:
         self.con.execute(create_dead_letters_sql(self.schema))
