@@ -221,17 +221,10 @@ def make_warehouse(settings: Settings | None = None) -> Warehouse:
     through dagster-gcp's BigQueryResource (prod, application default credentials)."""
     settings = settings or get_settings()
     if settings.is_prod:
-        from dagster_gcp import BigQueryResource
+        from analytics_assets.lib.warehouse.bigquery import BigQueryWarehouse, bigquery_resource
 
-        from analytics_assets.lib.warehouse.bigquery import BigQueryWarehouse
-
-        if not settings.gcp_project:
-            raise ConfigError("ANALYTICS_ENV=prod needs GCP_PROJECT for the BigQuery warehouse.")
-        resource = BigQueryResource(
-            project=settings.gcp_project, location=settings.bigquery_location
-        )
         return BigQueryWarehouse(
-            resource=resource,
+            resource=bigquery_resource(settings),
             dataset=settings.raw_schema,
             timezone=settings.timezone,
             feed_kind=settings.cdc_feed,

@@ -68,7 +68,7 @@ from analytics_assets.lib.warehouse.base import (
     unchanged_columns,
     without_rows,
 )
-from analytics_assets.settings import ConfigError, validate_identifier
+from analytics_assets.settings import ConfigError, Settings, validate_identifier
 
 STATE_TABLE = "_cdc_state"
 LOAD_PREFIX = "_cdc_load_"
@@ -117,6 +117,16 @@ def column_type(t: pa.DataType) -> str:
 
 
 # -- statements (BigQuery dialect) ---------------------------------------------------------------
+
+
+def bigquery_resource(settings: Settings):
+    """dagster-gcp's BigQueryResource for GCP_PROJECT (application default credentials): what
+    the CDC warehouse writes with and the checks' reader reads with."""
+    if not settings.gcp_project:
+        raise ConfigError("ANALYTICS_ENV=prod needs GCP_PROJECT for the BigQuery warehouse.")
+    from dagster_gcp import BigQueryResource
+
+    return BigQueryResource(project=settings.gcp_project, location=settings.bigquery_location)
 
 
 def table_ref(dataset: str, table: str) -> str:

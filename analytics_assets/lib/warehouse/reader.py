@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics_assets.lib.warehouse.names import q
-from analytics_assets.settings import ConfigError, Settings, validate_identifier
+from analytics_assets.settings import Settings, validate_identifier
 
 DEFAULT_DBT_DATASET = "analytics"  # dbt/profiles.yml: env_var('BIGQUERY_DATASET', 'analytics')
 
@@ -138,14 +138,10 @@ def bigquery_dataset() -> str:
 
 @contextlib.contextmanager
 def bigquery_client(settings: Settings) -> Iterator[Any]:
-    """A BigQuery client from dagster-gcp's BigQueryResource (application default credentials),
-    built like the CDC warehouse's (`lib/cdc.py::make_warehouse`)."""
-    if not settings.gcp_project:
-        raise ConfigError("ANALYTICS_ENV=prod needs GCP_PROJECT to read the BigQuery warehouse.")
-    from dagster_gcp import BigQueryResource
+    """A BigQuery client of the resource the CDC warehouse uses too (`bigquery_resource`)."""
+    from analytics_assets.lib.warehouse.bigquery import bigquery_resource
 
-    resource = BigQueryResource(project=settings.gcp_project, location=settings.bigquery_location)
-    with resource.get_client() as client:
+    with bigquery_resource(settings).get_client() as client:
         yield client
 
 
