@@ -51,6 +51,47 @@ class Result:
             Path(path).write_text(json.dumps(self.record, indent=2, default=str))
 
 
+class CpuMeter:
+    """CPU seconds (user + system) spent between start() and stop() by this process and by the
+    embedded PostgreSQL server (the postmaster and every backend: live ones are read directly,
+    ended ones through the postmaster's reaped-children times)."""
+
+    def __init__(self):
+        import psutil
+
+        from analytics_assets.lib import stack
+
+        pid = stack.server_pid()
+        self._server = psutil.Process(pid) if pid else None
+        self._self = psutil.Process()
+        self._start: tuple[float, float] | None = None
+        self.client = self.server = 0.0
+
+    def _server_seconds(self) -> float:
+        if self._server is None:
+            return 0.0
+        t = self._server.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in self._server.children():
+            with contextlib.suppress(Exception):  # a backend that ended meanwhile
+                c = child.cpu_times()
+                total += c.user + c.system
+        return total
+
+    def _client_seconds(self) -> float:
+        t = self._self.cpu_times()
+        return t.user + t.system
+
+    def start(self) -> None:
+        self._start = (self._client_seconds(), self._server_seconds())
+
+    def stop(self) -> dict[str, float]:
+        assert self._start is not None, "start() first"
+        self.client = self._client_seconds() - self._start[0]
+        self.server = self._server_seconds() - self._start[1]
+        return {"client_cpu_s": self.client, "server_cpu_s": self.server}
+
+
 def arg_parser(doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")

@@ -179,6 +179,11 @@ def _postmaster_pid(pgdata: Path) -> int | None:
     return pid
 
 
+def server_pid() -> int | None:
+    """The running embedded server's postmaster (None when it is not running)."""
+    return _postmaster_pid(_pgdata())
+
+
 def _leftover_processes(pgdata: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(attrs=["name", "cmdline"]):

@@ -260,6 +260,8 @@ class _PeekReader:
             self.put(_DONE)
 
     def chunk_size(self) -> int:
+        """Messages per chunk: the first chunk is smaller so the applying thread starts sooner
+        (a full first chunk would be decoded while nothing else runs)."""
         return self.first_chunk_messages if self._first_chunk else self.chunk_messages
 
     def hand_over(self, rows: list[bytes]) -> None:
@@ -316,21 +318,23 @@ class _RangeWorker(threading.Thread):
         self._rows: list[bytes] = []
         self._header = True
         self._index = -1
+        self._limit = reader.chunk_size()
 
-    # psycopg2's copy_expert calls write() once per COPY row (= one pgoutput message)
+    # psycopg2's copy_expert calls write() once per COPY row (= one pgoutput message), so it
+    # does as little as it can: the chunk size is read only when a chunk is handed over
     def write(self, data: bytes) -> None:
         if self._header:  # the first row of each COPY comes after the PGCOPY header
             data = data[_COPY_HEADER:]
             self._header = False
             self.reader.materialized(self._index)
             self.reader.wait_turn(self._index)  # the rows before ours are handed on first
+            self._limit = self.reader.chunk_size()
         rows = self._rows
         rows.append(data)
-        # the first chunk is smaller so the applying thread starts sooner (a full first chunk
-        # would be decoded while nothing else runs)
-        if len(rows) >= self.reader.chunk_size():
+        if len(rows) >= self._limit:
             self._rows = []
             self.reader.hand_over(rows)
+            self._limit = self.reader.chunk_size()
 
     def run(self) -> None:
         reader = self.reader

@@ -142,6 +142,9 @@ def rows_after(rows: pa.Table, pos: Position | None) -> pa.Table:
     if pos is None:
         return rows
     lsn, seq = rows.column(LSN), rows.column(SEQ)
+    first = pc.min(lsn).as_py()
+    if first is None or first > pos.lsn:
+        return rows  # the usual case: nothing replayed, no filtered copy of every column
     mask = pc.or_(
         pc.greater(lsn, pos.lsn), pc.and_(pc.equal(lsn, pos.lsn), pc.greater(seq, pos.seq))
     )
