@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,13 +71,25 @@ class CpuMeter:
     def _server_seconds(self) -> float:
         if self._server is None:
             return 0.0
-        t = self._server.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
-        for child in self._server.children():
-            with contextlib.suppress(Exception):  # a backend that ended meanwhile
-                c = child.cpu_times()
-                total += c.user + c.system
-        return total
+        import psutil
+
+        def reaped() -> float:
+            t = self._server.cpu_times()
+            return t.user + t.system + t.children_user + t.children_system
+
+        # a backend that ends between the two readings would be counted twice or not at all:
+        # read until the postmaster's own and reaped-children times did not move meanwhile
+        for _ in range(200):
+            before = reaped()
+            live = 0.0
+            for child in self._server.children():
+                with contextlib.suppress(psutil.Error):  # ended meanwhile: caught below
+                    c = child.cpu_times()
+                    live += c.user + c.system
+            if reaped() == before:
+                return before + live
+            time.sleep(0.01)
+        raise RuntimeError("the server's CPU times did not settle")
 
     def _client_seconds(self) -> float:
         t = self._self.cpu_times()
