@@ -4,8 +4,8 @@ read-only `BigQueryReader` in prod (dataset `RAW_SCHEMA` for raw, `<BIGQUERY_DAT
 the dbt layers).
 
 One SQL text serves both warehouses where the common subset allows (values as `?` parameters,
-names from `relation()`); where the dialects differ (INFORMATION_SCHEMA, type names) both variants
-sit side by side in the function, switched on `dialect(con)`.
+names from `relation()`, the catalog through `catalog_rows()`); where the dialects differ (type
+names) both variants sit side by side in the function, switched on `dialect(con)`.
 
 DuckDB lets one process write a file. The checks run in the run's own process after dbt (a
 subprocess) has exited, so they open the file normally; a lock held by another process (a run
@@ -23,6 +23,7 @@ from analytics_assets.lib.feeds.base import COMMIT_TS, LOADED_AT, LSN, META_COLU
 from analytics_assets.lib.warehouse.names import STATE_TABLE
 from analytics_assets.lib.warehouse.reader import (
     WarehouseUnavailable,
+    catalog_rows,
     connect,
     dialect,
     fetch_dicts,
@@ -42,26 +43,9 @@ CDC_COLUMNS = frozenset({*META_COLUMNS, LOADED_AT})
 def raw_columns(con, table: str) -> dict[str, str] | None:
     """Source columns of `raw.<table>` (CDC metadata left out) and their warehouse types, or None
     when the table does not exist."""
-    if dialect(con) == "bigquery":
-        from google.api_core.exceptions import NotFound
-
-        from analytics_assets.lib.warehouse.bigquery import q as bq
-
-        columns = f"{bq(con.project)}.{bq(con.dataset(RAW_SCHEMA))}.INFORMATION_SCHEMA.COLUMNS"
-        sql = (
-            f"select column_name, data_type from {columns} "  # noqa: S608 - quoted identifiers
-            "where table_name = ? order by ordinal_position"
-        )
-        try:
-            rows = con.execute(sql, [table]).fetchall()
-        except NotFound:  # the raw dataset does not exist yet
-            rows = []
-    else:
-        rows = con.execute(
-            "select column_name, data_type from information_schema.columns "
-            "where table_schema = ? and table_name = ? order by ordinal_position",
-            [RAW_SCHEMA, table],
-        ).fetchall()
+    rows = catalog_rows(
+        con, RAW_SCHEMA, "columns", "column_name, data_type", table, "ordinal_position"
+    )
     if not rows:
         return None
     return {name: type_ for name, type_ in rows if name not in CDC_COLUMNS}

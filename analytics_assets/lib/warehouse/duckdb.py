@@ -323,27 +323,34 @@ def ingest_memory_limit(batch_size: int) -> str:
     return f"{max(256, (int(batch_size) * 2) // 1024)}MiB"
 
 
-def connect_waiting(path: Path, lock_timeout: float) -> duckdb.DuckDBPyConnection:
-    """Open the DuckDB file for writing. Another process holding it (an ingest, a run, a
-    notebook) gets `lock_timeout` seconds to let go; then `WarehouseLocked` names that process.
-    Nothing is written before the file is ours, so a refused ingest leaves no partial state."""
+def connect_waiting(
+    path: Path,
+    lock_timeout: float,
+    *,
+    read_only: bool = False,
+    setting: str | None = "WAREHOUSE_LOCK_TIMEOUT_SECONDS",
+) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file (for writing, unless `read_only`). Another process holding it (an
+    ingest, a run, a notebook) gets `lock_timeout` seconds to let go; then `WarehouseLocked`
+    names that process (and `setting`, the one that sets the wait). Nothing is written before
+    the file is ours, so a refused ingest leaves no partial state."""
     from analytics_assets.lib.cdc import WarehouseLocked
 
     deadline = time.monotonic() + lock_timeout
     pause = 0.05
     while True:
         try:
-            return duckdb.connect(str(path))
+            return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
             left = deadline - time.monotonic()
             if left <= 0:
+                waited = f"waited {lock_timeout:g}s" + (f" ({setting})" if setting else "")
                 raise WarehouseLocked(
                     f"the DuckDB warehouse {path} is locked by another process "
-                    f"({_lock_holder(str(exc))}); waited {lock_timeout:g}s "
-                    "(WAREHOUSE_LOCK_TIMEOUT_SECONDS). Another ingest or run is writing it, or "
-                    "a notebook holds it open: wait for it or close it, then run again"
+                    f"({_lock_holder(str(exc))}); {waited}. Another ingest or run is writing "
+                    "it, or a notebook holds it open: wait for it or close it, then run again"
                 ) from None
             time.sleep(min(pause, left))
             pause = min(pause * 2, 1.0)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -167,25 +166,23 @@ def connect(
         return
     import duckdb
 
+    from analytics_assets.lib.cdc import WarehouseLocked
+    from analytics_assets.lib.warehouse.duckdb import connect_waiting
+
     path = Path(settings.warehouse_path)
     if not path.exists():
         raise WarehouseNotReady(f"warehouse {path} does not exist yet: run the CDC ingest first")
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise WarehouseUnavailable(f"warehouse {path} cannot be opened: {exc}") from None
-            if time.monotonic() >= deadline:
-                raise WarehouseBusy(f"warehouse {path} is locked by a writer: {exc}") from None
-            time.sleep(0.5)
-        except duckdb.ConnectionException as exc:
-            # This process already holds the file open with another configuration (read-write).
-            raise WarehouseBusy(
-                f"warehouse {path} is open for writing in this process: {exc}"
-            ) from None
+    try:
+        con = connect_waiting(path, wait_seconds, read_only=read_only, setting=None)
+    except WarehouseLocked as exc:
+        raise WarehouseBusy(str(exc)) from None
+    except duckdb.IOException as exc:
+        raise WarehouseUnavailable(f"warehouse {path} cannot be opened: {exc}") from None
+    except duckdb.ConnectionException as exc:
+        # This process already holds the file open with another configuration (read-write).
+        raise WarehouseBusy(
+            f"warehouse {path} is open for writing in this process: {exc}"
+        ) from None
     try:
         yield con
     finally:
@@ -213,21 +210,33 @@ def quoted(con: Any, schema: str, table: str) -> str:
     return f"{q(schema)}.{q(table)}"
 
 
+def catalog_rows(
+    con: Any, layer: str, view: str, select: str, table: str, order_by: str | None = None
+) -> list[tuple]:
+    """`select` from the warehouse's INFORMATION_SCHEMA `view` ("tables", "columns") for
+    `table` in `layer`; [] when the layer does not exist yet. BigQuery's INFORMATION_SCHEMA is
+    dataset-scoped, and a dataset that does not exist yet is NotFound."""
+    order = f" order by {order_by}" if order_by else ""
+    if dialect(con) != "bigquery":
+        sql = (
+            f"select {select} from information_schema.{view} "  # noqa: S608 - fixed names
+            f"where table_schema = ? and table_name = ?{order}"
+        )
+        return con.execute(sql, [layer, table]).fetchall()
+    from google.api_core.exceptions import NotFound
+
+    from analytics_assets.lib.warehouse.bigquery import q as bq
+
+    source = f"{bq(con.project)}.{bq(con.dataset(layer))}.INFORMATION_SCHEMA.{view.upper()}"
+    sql = f"select {select} from {source} where table_name = ?{order}"  # noqa: S608 - quoted identifiers
+    try:
+        return con.execute(sql, [table]).fetchall()
+    except NotFound:
+        return []
+
+
 def relation_exists(con: Any, layer: str, table: str) -> bool:
-    if dialect(con) == "bigquery":
-        # Dataset-scoped INFORMATION_SCHEMA: a dataset that does not exist yet is NotFound.
-        from google.api_core.exceptions import NotFound
-
-        from analytics_assets.lib.warehouse.bigquery import q as bq
-
-        tables = f"{bq(con.project)}.{bq(con.dataset(layer))}.INFORMATION_SCHEMA.TABLES"
-        sql = f"select count(*) from {tables} where table_name = ?"  # noqa: S608 - quoted identifiers
-        try:
-            return bool(con.execute(sql, [table]).fetchone()[0])
-        except NotFound:
-            return False
-    sql = "select count(*) from information_schema.tables where table_schema = ? and table_name = ?"
-    return bool(con.execute(sql, [layer, table]).fetchone()[0])
+    return bool(catalog_rows(con, layer, "tables", "table_name", table))
 
 
 def fetch_dicts(con: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
