@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The pgoutput decoder's compiled kernels (loaded with ctypes; without them it decodes with
+# numpy, slower). A machine without a C compiler gets a warning, not a failed install.
+KERNELS := analytics_assets/lib/_pgoutput_kernels.so
+CC ?= cc
+$(KERNELS): analytics_assets/lib/_pgoutput_kernels.c
+	$(CC) -O2 -shared -fPIC -o $@ $< || echo "WARNING: $@ not built: the CDC decoder runs on numpy"
+
+install: $(STAMP) $(KERNELS)
 
 # Parse the dbt project once so definitions load from a ready manifest.
 prepare: install

@@ -22,8 +22,12 @@ update with the new key, at consecutive `_seq` values, so the old key row ends u
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
+import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +53,8 @@ TIMESTAMP, TIMESTAMPTZ, NUMERIC, UUID, JSONB = 1114, 1184, 1700, 2950, 3802
 MAX_DECIMAL_PRECISION = 38  # DuckDB's and BigQuery BIGNUMERIC-free maximum
 
 OP_CODES = np.frombuffer(b"cudtr", np.uint8)
+
+log = logging.getLogger(__name__)
 
 
 class DecodeError(RuntimeError):
@@ -206,7 +212,37 @@ class _Tuples:
 
 
 def _walk_tuples(a: np.ndarray, pos: np.ndarray, ncols: int) -> _Tuples:
-    """Walk TupleData (after its int16 column count) for many tuples at once, column by column."""
+    """Walk TupleData (after its int16 column count) for many tuples at once."""
+    if KERNELS is None:
+        return _walk_tuples_numpy(a, pos, ncols)
+    m = len(pos)
+    start = np.empty((ncols, m), np.int64)
+    length = np.empty((ncols, m), np.int64)
+    kind = np.empty((ncols, m), np.uint8)
+    end = np.empty(m, np.int64)
+    bad = ctypes.c_int64(0)
+    pos = np.ascontiguousarray(pos, np.int64)
+    code = KERNELS.pgo_walk_tuples(
+        _ptr(a),
+        len(a),
+        _ptr(pos),
+        m,
+        ncols,
+        _ptr(start),
+        _ptr(length),
+        _ptr(kind),
+        _ptr(end),
+        ctypes.byref(bad),
+    )
+    if code == _BAD_KIND:
+        raise DecodeError(f"unsupported tuple data kind {chr(bad.value)!r}")
+    if code:
+        raise DecodeError("a tuple runs past the end of its message buffer")
+    return _Tuples(start, length, kind, end)
+
+
+def _walk_tuples_numpy(a: np.ndarray, pos: np.ndarray, ncols: int) -> _Tuples:
+    """`_walk_tuples` without the compiled kernels: column by column for all tuples at once."""
     m = len(pos)
     start = np.empty((ncols, m), np.int64)
     length = np.zeros((ncols, m), np.int64)
@@ -276,24 +312,80 @@ def _gather_strings(
         return [pa.array([], pa.string_view()) for _ in range(ncols)]
     if len(a) >= 2**31:
         raise DecodeError("a decoded chunk must be smaller than 2 GiB")
-    st = starts.ravel()
-    ln = np.where(valid, lengths, 0).ravel().astype(np.int32)
-    window = np.lib.stride_tricks.sliding_window_view(a, 12)[st]  # (total, 12) bytes
-    short = ln <= 12
-    # Bytes after a short value are not zeroed: these views never leave the decoder, and the
-    # casts that consume them (to string, int, decimal, float) read `length` bytes only.
-    w32 = window.view("<i4")  # (total, 3)
-    views = np.empty((total, 4), "<i4")
-    views[:, 0] = ln
-    views[:, 1] = w32[:, 0]  # inline bytes 0-3, or the 4-byte prefix
-    views[:, 2] = np.where(short, w32[:, 1], 0)  # inline bytes 4-7, or buffer index 0
-    views[:, 3] = np.where(short, w32[:, 2], st.astype(np.int32))  # inline 8-11, or offset
-    flat_valid = valid.ravel()
+    flat_valid = np.ascontiguousarray(valid).ravel()
+    if KERNELS is None:
+        views = _string_views_numpy(a, starts.ravel(), lengths.ravel(), flat_valid)
+    else:
+        views = np.empty((total, 4), "<i4")
+        st = np.ascontiguousarray(starts, np.int64)
+        ln = np.ascontiguousarray(lengths, np.int64)
+        code = KERNELS.pgo_string_views(
+            _ptr(a),
+            len(a),
+            _ptr(st),
+            _ptr(ln),
+            _ptr(flat_valid.view(np.uint8)),
+            total,
+            _ptr(views),
+        )
+        if code:
+            raise DecodeError("a value runs past the end of its message buffer")
     bitmap = None if flat_valid.all() else pa.py_buffer(np.packbits(flat_valid, bitorder="little"))
     everything = pa.Array.from_buffers(
         pa.string_view(), total, [bitmap, pa.py_buffer(views), pa.py_buffer(a)]
     )
     return [everything.slice(j * m, m) for j in range(ncols)]
+
+
+def _string_views_numpy(
+    a: np.ndarray, st: np.ndarray, lengths: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """The (total, 4) int32 StringView entries of `_gather_strings`, without the kernels."""
+    ln = np.where(valid, lengths, 0).astype(np.int32)
+    window = np.lib.stride_tricks.sliding_window_view(a, 12)[st]  # (total, 12) bytes
+    short = ln <= 12
+    # Bytes after a short value are not zeroed: these views never leave the decoder, and the
+    # casts that consume them (to string, int, decimal, float) read `length` bytes only.
+    w32 = window.view("<i4")  # (total, 3)
+    views = np.empty((len(st), 4), "<i4")
+    views[:, 0] = ln
+    views[:, 1] = w32[:, 0]  # inline bytes 0-3, or the 4-byte prefix
+    views[:, 2] = np.where(short, w32[:, 1], 0)  # inline bytes 4-7, or buffer index 0
+    views[:, 3] = np.where(short, w32[:, 2], st.astype(np.int32))  # inline 8-11, or offset
+    return views
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled kernels (_pgoutput_kernels.c), when built
+
+KERNELS_PATH = Path(__file__).with_name("_pgoutput_kernels.so")
+_BAD_KIND = 2
+
+
+def _ptr(arr: np.ndarray) -> ctypes.c_void_p:
+    return ctypes.c_void_p(arr.ctypes.data)
+
+
+def load_kernels(path: Path = KERNELS_PATH) -> ctypes.CDLL | None:
+    """The compiled kernels, or None (the numpy code runs instead) when the library is not
+    built or ANALYTICS_ASSETS_PGOUTPUT_KERNELS=0. ctypes releases the GIL during each call."""
+    if os.environ.get("ANALYTICS_ASSETS_PGOUTPUT_KERNELS", "1") == "0" or not path.exists():
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        if lib.pgo_kernels_version() != 1:
+            raise OSError("version mismatch: rebuild it with `make install`")
+    except OSError as exc:
+        log.warning("pgoutput kernels %s not loaded (%s): decoding with numpy", path, exc)
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.pgo_walk_tuples.argtypes = [ptr, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.pgo_string_views.argtypes = [ptr, i64, ptr, ptr, ptr, i64, ptr]
+    lib.pgo_walk_tuples.restype = lib.pgo_string_views.restype = ctypes.c_int
+    return lib
+
+
+KERNELS = load_kernels()
 
 
 # ---------------------------------------------------------------------------------------------
