@@ -413,6 +413,18 @@ def test_peek_ranges_cover_the_backlog_contiguously_and_grow():
     assert peek_ranges(5, 9, 8 * mib, 2, 32 * mib) == [(5, 9)]
 
 
+def test_peek_ranges_split_a_large_remainder_instead_of_ending_on_a_giant_range():
+    mib = 1 << 20
+    sizes = [hi - lo for lo, hi in peek_ranges(0, 152 * mib, 8 * mib, 4, 256 * mib)]
+    assert sizes == [8 * mib, 32 * mib, 56 * mib, 56 * mib]  # not 8/32/112
+    ranges = peek_ranges(7, 7 + 600 * mib + 3, 8 * mib, 4, 256 * mib)
+    assert ranges[0][0] == 7 and ranges[-1][1] == 7 + 600 * mib + 3
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    sizes = [hi - lo for lo, hi in ranges]
+    assert all(b <= 4 * a for a, b in zip(sizes, sizes[1:], strict=False))
+    assert sizes[-1] <= 2 * sizes[-2]
+
+
 def test_large_backlog_is_read_in_ranges_from_temporary_slot_copies(cdc):
     """A backlog over the first range is peeked as LSN ranges by two sessions, each from a
     temporary copy of the slot: the project's slot is not held meanwhile, the copies are gone

@@ -150,13 +150,25 @@ def peek_ranges(
     start: int, upto: int, first: int, growth: float, largest: int
 ) -> list[tuple[int, int]]:
     """LSN ranges [lo, hi) that cover [start, upto): the first `first` bytes of WAL, then each
-    range `growth` times the one before (at most `largest`); a short remainder joins the last."""
+    range `growth` times the one before (at most `largest`). The remainder (at most 1.5 times
+    the next size) is split evenly into ranges of at most twice the one before: the server
+    decodes the next range while the client works through the current one, and the client
+    does so at roughly half the server's pace, so a last range far larger than the one before
+    left the client waiting for it, then working alone (measured on a 500k-change backlog:
+    8/32/112 MiB waited 0.2-0.25 s for the 112 MiB; 8/32/56/56 MiB, 1.56-1.74 s against
+    1.72-1.83 s for the whole ingest)."""
     ranges: list[tuple[int, int]] = []
-    lo, size = start, first
+    lo, size, prev = start, first, 0
     while lo < upto:
-        hi = upto if upto - lo <= size * 3 // 2 else lo + size
-        ranges.append((lo, hi))
-        lo, size = hi, min(int(size * growth), largest)
+        rest = upto - lo
+        if rest > size * 3 // 2:
+            ranges.append((lo, lo + size))
+            lo, prev, size = lo + size, size, min(int(size * growth), largest)
+            continue
+        parts = max(1, -(-rest // (2 * prev))) if prev else 1
+        bounds = [lo + rest * i // parts for i in range(parts + 1)]
+        ranges += list(itertools.pairwise(bounds))
+        break
     return ranges or [(start, upto)]
 
 
