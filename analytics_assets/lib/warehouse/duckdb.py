@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -413,6 +414,10 @@ class DuckDBWarehouse:
         if threads:
             self.con.execute(f"set threads = {int(threads)}")
         self._in_txn = False
+        # tables written in the open transaction (their committed state is not "before" it)
+        self._touched: set[str] = set()
+        self._before_pool: ThreadPoolExecutor | None = None
+        self._before_con: duckdb.DuckDBPyConnection | None = None
         self._state: dict[str, TableState] | None = None
         self._pending_state: dict[str, TableState] = {}
         self._columns: dict[str, list[str]] = {}
@@ -441,6 +446,7 @@ class DuckDBWarehouse:
         source = [(f.name, column_type(f.type)) for f in schema if f.name not in META_COLUMNS]
         existing = self._existing_columns(table)
         if not existing:
+            self._touched.add(table)
             self.con.execute(create_raw_sql(self.schema, table, source))
             self.con.execute(create_changes_sql(self.schema, table, source))
             self._columns.pop(table, None)
@@ -450,6 +456,7 @@ class DuckDBWarehouse:
         if SOURCE_LSN not in existing:  # a warehouse from before SOURCE_LSN was stored
             added.append((SOURCE_LSN, "BIGINT"))
         for c, t in added:
+            self._touched.add(table)
             self.con.execute(add_column_sql(self.schema, table, c, t))
             self.con.execute(add_column_sql(self.schema, table + "_changes", c, t))
         if added:
@@ -495,6 +502,7 @@ class DuckDBWarehouse:
 
     def rollback(self) -> None:
         self._pending_state.clear()
+        self._touched.clear()
         if self._in_txn:
             self._in_txn = False
             self.con.execute("rollback")
@@ -506,6 +514,7 @@ class DuckDBWarehouse:
             self._store_states(list(self._pending_state.values()))
             self.con.execute("commit")
             self._in_txn = False
+            self._touched.clear()
             if self._state is not None:
                 self._state.update(self._pending_state)
             self._pending_state.clear()
@@ -576,6 +585,7 @@ class DuckDBWarehouse:
                 result.skipped += 1  # re-sent by a restarted Debezium connector
                 continue
             tparams = {**params, "commit_ts": truncate_commit_ts(tc, pos)}
+            self._touched.add(table)
             self.con.execute(truncate_sql(self.schema, table, pos), tparams)
             self.con.execute(
                 truncate_change_sql(self.schema, table, pos), {**tparams, "source_lsn": source_lsn}
@@ -630,40 +640,78 @@ class DuckDBWarehouse:
             self.con.register(STAGE, rows)
         try:
             date_col = self.business_date_columns.get(table)
+            before = None
             if date_col in columns:
-                result.business_dates = self._business_dates(table, rows, date_col, key)
+                before = self._before_images(table, rows, date_col, key)
             self.con.execute(
                 changes_insert_sql(self.schema, table, columns, key, unchanged), params
             )
             unique = len(key) == 1 and pc.count_distinct(rows.column(key[0])).as_py() == len(rows)
             self.con.execute(merge_sql(self.schema, table, columns, key, unchanged, unique), params)
+            self._touched.add(table)
+            if before is not None:
+                result.business_dates = self._business_dates(rows, date_col, before.result())
         finally:
             if unchanged:
                 self.con.execute(f"drop table if exists {STAGE}")
             else:
                 self.con.unregister(STAGE)
 
-    def _business_dates(self, table, rows, column, key) -> set[dt.date]:
-        """Dates of the after images (from Arrow) and of the rows they replace (one query).
-        Timestamps are bucketed by 15 minutes in SQL and only the few distinct buckets are
-        converted to dates in the partition time zone."""
+    def _before_images(self, table, rows, column, key) -> Future:
+        """The business timestamps (15-minute buckets) or dates of the warehouse rows that the
+        batch's updates and deletes replace, read before the MERGE rewrites them. A table not
+        written yet in this transaction is read from its committed state on a second connection,
+        in a worker thread, while this one appends the change log and merges (DuckDB runs both
+        at once); otherwise on this connection, first."""
+        is_ts = pa.types.is_timestamp(rows.schema.field(column).type)
+        if not is_ts and not pa.types.is_date(rows.schema.field(column).type):
+            done: Future = Future()
+            done.set_result(None)
+            return done
+        sql = (before_buckets_sql if is_ts else before_values_sql)(self.schema, table, column, key)
+
+        def query(con: duckdb.DuckDBPyConnection):
+            if is_ts:
+                (values,) = con.execute(sql).fetchnumpy().values()
+                return np.ma.compressed(values).astype(np.int64)  # nulls dropped
+            return {r[0] for r in con.execute(sql).fetchall() if r[0] is not None}
+
+        if table in self._touched:
+            done = Future()
+            done.set_result(query(self.con))
+            return done
+
+        def in_background():
+            if self._before_con is None:
+                self._before_con = self.con.cursor()
+            self._before_con.register(STAGE, rows)
+            try:
+                return query(self._before_con)
+            finally:
+                self._before_con.unregister(STAGE)
+
+        if self._before_pool is None:
+            self._before_pool = ThreadPoolExecutor(1, thread_name_prefix="duckdb-before-images")
+        return self._before_pool.submit(in_background)
+
+    def _business_dates(self, rows, column, before) -> set[dt.date]:
+        """Dates of the after images (from Arrow) and of the rows they replace (`before`).
+        Timestamps are bucketed by 15 minutes and only the few distinct buckets are converted
+        to dates in the partition time zone."""
         col = rows.column(column)
         if pa.types.is_timestamp(col.type):
             after = pc.cast(pc.drop_null(col), pa.int64()).to_numpy() // BUCKET_US
-            (before,) = (
-                self.con.execute(before_buckets_sql(self.schema, table, column, key))
-                .fetchnumpy()
-                .values()
-            )
-            before = np.ma.compressed(before).astype(np.int64)  # nulls dropped
             buckets = np.unique(np.concatenate([after, before]))
             return _bucket_dates(buckets, self.timezone)
         if pa.types.is_date(col.type):
             after = {d for d in pc.unique(col).to_pylist() if d is not None}
-            before = self.con.execute(before_values_sql(self.schema, table, column, key)).fetchall()
-            return after | {b[0] for b in before if b[0] is not None}
+            return after | before
         return set()
 
     def close(self) -> None:
         self.rollback()
+        if self._before_pool is not None:
+            self._before_pool.shutdown()
+        if self._before_con is not None:
+            self._before_con.close()
         self.con.close()
