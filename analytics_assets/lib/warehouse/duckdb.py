@@ -455,8 +455,9 @@ class DuckDBWarehouse:
         added = [(c, t) for c, t in source if c not in existing]
         if SOURCE_LSN not in existing:  # a warehouse from before SOURCE_LSN was stored
             added.append((SOURCE_LSN, "BIGINT"))
-        for c, t in added:
+        if added:
             self._touched.add(table)
+        for c, t in added:
             self.con.execute(add_column_sql(self.schema, table, c, t))
             self.con.execute(add_column_sql(self.schema, table + "_changes", c, t))
         if added:
@@ -641,7 +642,7 @@ class DuckDBWarehouse:
         try:
             date_col = self.business_date_columns.get(table)
             before = None
-            if date_col in columns:
+            if date_col in columns:  # None: a column type with no business date
                 before = self._before_images(table, rows, date_col, key)
             self.con.execute(
                 changes_insert_sql(self.schema, table, columns, key, unchanged), params
@@ -657,17 +658,16 @@ class DuckDBWarehouse:
             else:
                 self.con.unregister(STAGE)
 
-    def _before_images(self, table, rows, column, key) -> Future:
+    def _before_images(self, table, rows, column, key) -> Future | None:
         """The business timestamps (15-minute buckets) or dates of the warehouse rows that the
-        batch's updates and deletes replace, read before the MERGE rewrites them. A table not
-        written yet in this transaction is read from its committed state on a second connection,
-        in a worker thread, while this one appends the change log and merges (DuckDB runs both
-        at once); otherwise on this connection, first."""
+        batch's updates and deletes replace, read before the MERGE rewrites them (None when
+        `column` is neither a timestamp nor a date). A table not written yet in this
+        transaction is read from its committed state on a second connection, in a worker
+        thread, while this one appends the change log and merges (DuckDB runs both at once);
+        otherwise on this connection, first."""
         is_ts = pa.types.is_timestamp(rows.schema.field(column).type)
         if not is_ts and not pa.types.is_date(rows.schema.field(column).type):
-            done: Future = Future()
-            done.set_result(None)
-            return done
+            return None
         sql = (before_buckets_sql if is_ts else before_values_sql)(self.schema, table, column, key)
 
         def query(con: duckdb.DuckDBPyConnection):
@@ -677,7 +677,7 @@ class DuckDBWarehouse:
             return {r[0] for r in con.execute(sql).fetchall() if r[0] is not None}
 
         if table in self._touched:
-            done = Future()
+            done: Future = Future()
             done.set_result(query(self.con))
             return done
 
@@ -695,18 +695,16 @@ class DuckDBWarehouse:
         return self._before_pool.submit(in_background)
 
     def _business_dates(self, rows, column, before) -> set[dt.date]:
-        """Dates of the after images (from Arrow) and of the rows they replace (`before`).
-        Timestamps are bucketed by 15 minutes and only the few distinct buckets are converted
-        to dates in the partition time zone."""
+        """Dates of the after images (from Arrow) and of the rows they replace (`before`, from
+        `_before_images`). Timestamps are bucketed by 15 minutes and only the few distinct
+        buckets are converted to dates in the partition time zone."""
         col = rows.column(column)
         if pa.types.is_timestamp(col.type):
             after = pc.cast(pc.drop_null(col), pa.int64()).to_numpy() // BUCKET_US
             buckets = np.unique(np.concatenate([after, before]))
             return _bucket_dates(buckets, self.timezone)
-        if pa.types.is_date(col.type):
-            after = {d for d in pc.unique(col).to_pylist() if d is not None}
-            return after | before
-        return set()
+        after = {d for d in pc.unique(col).to_pylist() if d is not None}  # a date column
+        return after | before
 
     def close(self) -> None:
         self.rollback()
