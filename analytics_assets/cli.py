@@ -143,10 +143,15 @@ def cmd_cdc(args: argparse.Namespace) -> int:
             lag = feed.lag(None)
             print(f"[cdc] feed {feed.kind}: " + ", ".join(f"{k}={v}" for k, v in status.items()))
             for table, item in sorted(lag.items()):
+                # a sampled count read only the first CDC_LAG_MAX_BYTES of WAL: a lower bound
+                pending = f"{'>=' if item.pending_sampled else ''}{item.pending_changes or 0}"
                 print(
-                    f"[cdc] {table:<14} pending {item.pending_changes or 0:>8}  "
+                    f"[cdc] {table:<14} pending {pending:>8}  "
                     f"behind {item.seconds_behind:>8.1f}s  wal {item.position_lag_bytes or 0:>10} B"
                 )
+            sent = getattr(feed, "statements", None)
+            if sent is not None:
+                print(f"[cdc] {sent} statements sent to the source")
             return 0
         tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
         unknown = sorted(set(tables or ()) - set(settings.captured_tables))

@@ -57,6 +57,8 @@ class Settings:
     cdc_url: str | None = None
     # seconds an ingest waits for another process to let go of the DuckDB file (dev)
     warehouse_lock_timeout: float = 30.0
+    # slot feed: WAL bytes behind that count as lag, and the most WAL a lag reading decodes
+    lag_max_bytes: int = 1 << 20
 
     @property
     def is_prod(self) -> bool:
@@ -142,6 +144,7 @@ def get_settings() -> Settings:
         notify_path=Path(_env("NOTIFY_PATH", str(ddir / "notifications.jsonl"))),
         lag_max_pending=_positive_int("CDC_LAG_MAX_PENDING", "500"),
         lag_max_seconds=_positive_int("CDC_LAG_MAX_SECONDS", "30"),
+        lag_max_bytes=_positive_int("CDC_LAG_MAX_BYTES", str(1 << 20)),
         ingest_max_idle_minutes=_positive_int("CDC_MAX_IDLE_MINUTES", "10"),
         partition_grace_minutes=_positive_int("PARTITION_GRACE_MINUTES", "30"),
         cdc_feed=feed,

@@ -1,13 +1,15 @@
-"""Sensor tick: `cdc_lag_sensor` evaluated with 50 captured tables (target: median <= 100 ms, and
-one source round trip for the lag read).
+"""Sensor tick: `cdc_lag_sensor` evaluated with 50 captured tables at 1k, 200k and 2M pending
+changes in one run (targets: median tick at 2M <= 100 ms, tick(2M) / tick(1k) <= 2, and one source
+round trip for the lag read).
 
-A scratch database on its own embedded server gets 50 tables, a publication and a pgoutput slot
-holding a few pending changes per table; CAPTURED_TABLES names all 50. The sensor is evaluated
-in-process against the project's Definitions and an ephemeral Dagster instance. Every statement
-the feed sends to the source is counted by a cursor wrapper; the lag read must be one statement
-for all tables (the other is the session setup of the fresh connection each tick opens).
+A scratch database on its own embedded server gets 50 tables, a publication and a pgoutput slot;
+CAPTURED_TABLES names all 50. Pending changes are added level by level (one transaction per table
+per level) and the sensor is evaluated in-process against the project's Definitions and an
+ephemeral Dagster instance at each level. Every statement the feed sends to the source is counted
+by a cursor wrapper; the lag read must be one statement for all tables (the other is the session
+setup of the fresh connection each tick opens).
 
-    python bench/sensor_tick.py [--tables 50] [--ticks 30] [--json out.json]
+    python bench/sensor_tick.py [--tables 50] [--ticks 30] [--pending 1000,200000,2000000]
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ import time
 from _common import Result, arg_parser, scratch_stack
 
 TARGET_MS = 100.0
+TARGET_GROWTH = 2.0
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = arg_parser(__doc__)
     parser.add_argument("--tables", type=int, default=50)
     parser.add_argument("--ticks", type=int, default=30)
-    parser.add_argument("--changes-per-table", type=int, default=20)
+    parser.add_argument(
+        "--pending", default="1000,200000,2000000", help="pending changes at each level"
+    )
     args = parser.parse_args(argv)
     ticks = 10 if args.quick else args.ticks
+    levels = [int(x) for x in args.pending.split(",")]
+    if args.quick and args.pending == parser.get_default("pending"):
+        levels = [1000, 20000, 200000]
     result = Result("sensor_tick", f"Sensor tick ({args.tables} captured tables)")
 
     with scratch_stack("sensor_bench_", ("bench",)) as scratch:
@@ -59,13 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
         feed.close()
         s = settings.get_settings()
         cur.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')", (s.slot,))
-        for t in tables:  # pending changes in the slot, one transaction per table
-            cur.execute(
-                f"insert into {t} (id, v) select g, 'x' || g "  # noqa: S608 - generated names
-                "from generate_series(1, %s) g",
-                (args.changes_per_table,),
-            )
-        conn.close()
 
         import dagster as dg
 
@@ -92,47 +93,79 @@ def main(argv: list[str] | None = None) -> dict:
         slot_mod._connect = counting_connect
         defs = build_definitions()
         instance = dg.DagsterInstance.ephemeral()
-        times, per_tick = [], []
         logging.getLogger("dagster").setLevel(logging.WARNING)
+        logging.disable(logging.INFO)  # the sensor logs each (not launched) run request
         profiler = None
         if os.environ.get("BENCH_PROFILE"):  # pyinstrument over the measured ticks
             from pyinstrument import Profiler
 
             profiler = Profiler()
+        medians: dict[int, float] = {}
+        per_tick: list[dict] = []
+        pending = 0
         try:
-            for i in range(ticks + 1):
-                before = dict(counts)
-                context = dg.build_sensor_context(instance=instance, definitions=defs)
-                if profiler is not None and i == 1:
-                    profiler.start()
-                started = time.perf_counter()
-                cdc_lag_sensor(context)
-                elapsed = (time.perf_counter() - started) * 1000
-                if i == 0:
-                    continue  # the first tick warms imports and caches
-                times.append(elapsed)
-                per_tick.append({k: counts[k] - before[k] for k in counts})
+            for level in levels:
+                per_table = (level - pending) // len(tables)
+                for t in tables:  # pending changes in the slot, one transaction per table
+                    first = pending // len(tables)
+                    cur.execute(
+                        f"insert into {t} (id, v) select g, 'x' || g "  # noqa: S608 - generated names
+                        "from generate_series(%s, %s) g",
+                        (first + 1, first + per_table),
+                    )
+                pending += per_table * len(tables)
+                cur.execute(
+                    "select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 "
+                    "from pg_replication_slots where slot_name = %s",
+                    (s.slot,),
+                )
+                wal = cur.fetchone()[0]
+                times = []
+                for i in range(ticks + 1):
+                    before = dict(counts)
+                    context = dg.build_sensor_context(instance=instance, definitions=defs)
+                    if profiler is not None and i == 1 and level == levels[-1]:
+                        profiler.start()
+                    started = time.perf_counter()
+                    cdc_lag_sensor(context)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if i == 0:
+                        continue  # the first tick warms imports and caches
+                    times.append(elapsed)
+                    per_tick.append({k: counts[k] - before[k] for k in counts})
+                medians[pending] = statistics.median(times)
+                label = f"{pending:,} pending"
+                result.figure(f"{label}: WAL behind MiB", round(wal / 2**20, 1))
+                result.figure(f"{label}: median tick ms", round(medians[pending], 1))
+                result.figure(
+                    f"{label}: p90 tick ms", round(sorted(times)[int(0.9 * (len(times) - 1))], 1)
+                )
         finally:
             slot_mod._connect = real_connect
             if profiler is not None:
                 profiler.stop()
                 print(profiler.output_text(show_all=False))
+            conn.close()
 
-    median = statistics.median(times)
+    smallest, largest = min(medians), max(medians)
     result.figure("captured tables", args.tables)
-    result.figure("pending changes in the slot", args.tables * args.changes_per_table)
-    result.figure("ticks measured", len(times))
-    result.figure("median tick ms", round(median, 1))
-    result.figure("p90 tick ms", round(sorted(times)[int(0.9 * (len(times) - 1))], 1))
+    result.figure("ticks measured per level", ticks)
+    result.figure("lag window (CDC_LAG_MAX_BYTES) bytes", s.lag_max_bytes)
     lag_reads = max(t["lag"] for t in per_tick)
     result.figure("lag-read statements per tick", lag_reads)
     result.figure("source statements per tick (all)", max(t["statements"] for t in per_tick))
     result.figure("source connections per tick", max(t["connects"] for t in per_tick))
-    result.ratio("median tick / 100 ms", median / TARGET_MS, 1.0)
+    result.ratio(f"median tick at {largest:,} pending / 100 ms", medians[largest] / TARGET_MS, 1.0)
+    result.ratio(
+        f"tick({largest:,}) / tick({smallest:,})",
+        medians[largest] / medians[smallest],
+        TARGET_GROWTH,
+    )
     result.ratio("lag-read round trips per tick / 1", lag_reads / 1, 1.0)
     result.note(
         "each tick opens a fresh source connection: one statement sets the session (time zone, "
-        "date style), one reads the lag of every table"
+        "date style), one reads the lag of every table, decoding at most the first "
+        "CDC_LAG_MAX_BYTES of pending WAL"
     )
     result.write(args.json)
     return result.record

@@ -213,6 +213,7 @@ def make_feed(settings: Settings | None = None) -> Feed:
         slot=settings.slot,
         publication=settings.publication,
         tables=settings.captured_tables,
+        lag_window_bytes=settings.lag_max_bytes,
     )
 
 

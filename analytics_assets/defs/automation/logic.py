@@ -12,13 +12,22 @@ from analytics_assets.lib.feeds.base import TableLag
 
 
 def lagging_tables(
-    lag: Mapping[str, TableLag], *, max_pending: int, max_seconds: float
+    lag: Mapping[str, TableLag], *, max_pending: int, max_seconds: float, max_bytes: int
 ) -> list[str]:
-    """Tables whose pending changes or seconds behind reach a threshold."""
+    """Tables whose pending changes, seconds behind or bytes behind reach a threshold.
+
+    A sampled reading (the feed read only the first `max_bytes` of the backlog) decides as well:
+    its counts are lower bounds and its oldest commits exact where found, and a backlog it could
+    not see whole is at least `max_bytes` behind."""
     out = []
     for table, item in sorted(lag.items()):
         pending = item.pending_changes or 0
-        if pending >= max_pending or (pending > 0 and item.seconds_behind >= max_seconds):
+        if (
+            pending >= max_pending
+            or (pending > 0 and item.seconds_behind >= max_seconds)
+            or (item.position_lag_bytes or 0) >= max_bytes
+            or item.pending_sampled
+        ):
             out.append(table)
     return out
 
@@ -27,14 +36,20 @@ def cdc_watermark(lag: Mapping[str, TableLag], now: dt.datetime) -> dt.datetime 
     """The commit time up to which every captured table has been applied.
 
     A table with nothing pending is applied up to `now`; otherwise up to just before its oldest
-    unapplied commit. None when some table's lag is unknown (the feed could not count)."""
-    mark = now
+    unapplied commit. None when some table's lag is unknown (the feed could not count), or when
+    a sampled reading found no pending commit at all (the oldest lies past what it read). A
+    sampled table with none found has its oldest pending commit after every commit the reading
+    found, so the oldest found elsewhere still bounds the watermark."""
+    mark, found, unseen = now, False, False
     for item in lag.values():
         if item.pending_changes is None:
             return None
         if item.pending_changes > 0 and item.oldest_commit_ts is not None:
             mark = min(mark, item.oldest_commit_ts - dt.timedelta(microseconds=1))
-    return mark
+            found = True
+        elif item.pending_sampled:
+            unseen = True
+    return None if unseen and not found else mark
 
 
 def partition_end(key: str, timezone: str) -> dt.datetime:

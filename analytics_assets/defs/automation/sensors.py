@@ -16,6 +16,7 @@ from analytics_assets.defs.automation.logic import (
     partition_closed,
 )
 from analytics_assets.defs.cdc.assets import raw_keys
+from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL
 from analytics_assets.lib.partitions import daily_partitions
 from analytics_assets.settings import get_settings
 
@@ -62,13 +63,15 @@ def lag_observations(lag) -> list[dg.AssetObservation]:
             "lag_position_bytes": dg.MetadataValue.int(item.position_lag_bytes or 0),
             "lag_seconds": dg.MetadataValue.float(float(item.seconds_behind)),
         }
+        if item.pending_sampled:  # a bounded read of a large backlog: say what was counted
+            metadata["lag_pending_changes_counted"] = dg.MetadataValue.text(PENDING_SAMPLED_LABEL)
         events.append(dg.AssetObservation(asset_key=raw_keys(table)[0], metadata=metadata))
     return events
 
 
 @dg.sensor(
     name="cdc_lag_sensor",
-    # a tick costs one lag query (~20 ms); the sensor daemon's own loop is 5 s
+    # a tick costs one lag query, bounded by CDC_LAG_MAX_BYTES; the sensor daemon's loop is 5 s
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     target=dg.AssetSelection.groups("raw") | MODELS,
@@ -87,7 +90,10 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     cursor = {"watermark": watermark.isoformat() if watermark else None}
 
     tables = lagging_tables(
-        lag, max_pending=settings.lag_max_pending, max_seconds=settings.lag_max_seconds
+        lag,
+        max_pending=settings.lag_max_pending,
+        max_seconds=settings.lag_max_seconds,
+        max_bytes=settings.lag_max_bytes,
     )
     why = "lag above threshold"
     if not tables:
@@ -100,9 +106,20 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     elif running:
         skip = dg.SkipReason(f"ingest run {running} is still in flight")
     else:
-        # Same pending state -> same key: a repeated tick requests nothing new.
+        # Same pending state -> same key: a repeated tick requests nothing new. A table lagging
+        # by bytes can show the same (sampled, or zero) count after an ingest moved it, so then
+        # the key also changes every minute
+        by_bytes = any(
+            lag[t].pending_sampled or (lag[t].position_lag_bytes or 0) >= settings.lag_max_bytes
+            for t in tables
+            if t in lag
+        )
         fingerprint = json.dumps(
-            {t: [item.pending_changes, str(item.oldest_commit_ts)] for t, item in lag.items()}
+            {
+                t: [item.pending_changes, str(item.oldest_commit_ts)]
+                + ([now.strftime("%Y-%m-%dT%H:%M")] if by_bytes else [])
+                for t, item in lag.items()
+            }
             if why != "idle heartbeat"
             else now.strftime("%Y-%m-%dT%H:%M"),
             sort_keys=True,

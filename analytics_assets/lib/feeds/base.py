@@ -197,19 +197,28 @@ class TableState:
     updated_at: dt.datetime | None = None
 
 
+PENDING_SAMPLED_LABEL = "in the first part of the backlog only (a lower bound)"
+
+
 @dataclass(frozen=True)
 class TableLag:
     pending_changes: int | None  # None when the feed cannot count right now (e.g. slot busy)
     position_lag_bytes: int | None  # slot: WAL bytes; Kafka: offset lag
     seconds_behind: float  # now - commit time of the oldest unapplied change (0 if none)
     oldest_commit_ts: dt.datetime | None
+    # True when the feed read only the first part of the backlog (slot: the lag window): the
+    # count is then a lower bound, and a table with none found has none before that part's end
+    pending_sampled: bool = False
 
     def as_metadata(self, prefix: str = "lag") -> dict[str, Any]:
-        return {
+        out = {
             f"{prefix}_pending_changes": self.pending_changes,
             f"{prefix}_position_bytes": self.position_lag_bytes,
             f"{prefix}_seconds": round(self.seconds_behind, 3),
         }
+        if self.pending_sampled:
+            out[f"{prefix}_pending_changes_counted"] = PENDING_SAMPLED_LABEL
+        return out
 
 
 class FeedError(RuntimeError):

@@ -62,6 +62,7 @@ from analytics_assets.lib.feeds.base import (
     meta_schema_fields,
     parse_lsn,
 )
+from analytics_assets.lib.feeds.slot_lag import LAG_WINDOW_BYTES, read_lag
 from analytics_assets.lib.pgoutput import PgOutputDecoder, text_to_arrow
 from analytics_assets.settings import redact_url, validate_identifier
 
@@ -501,6 +502,7 @@ class SlotFeed:
         tables: Sequence[str],
         heartbeat: bool = True,
         owner_url: str | None = None,
+        lag_window_bytes: int = LAG_WINDOW_BYTES,
     ):
         self.url = url  # the CDC role: replication and reading the captured tables
         self.owner_url = owner_url or url  # the tables' owner: publication and grants
@@ -508,6 +510,8 @@ class SlotFeed:
         self.publication = validate_identifier(publication, "publication")
         self.captured_tables = tuple(validate_identifier(t, "captured table") for t in tables)
         self.heartbeat_enabled = heartbeat
+        self.lag_window_bytes = lag_window_bytes
+        self.statements = 0  # sent to the source through `_query` and session setups
         self._conn = None
         self._reader: _PeekReader | None = None
         self._decoder: PgOutputDecoder | None = None
@@ -525,6 +529,7 @@ class SlotFeed:
     def conn(self):
         if self._conn is None or self._conn.closed:
             self._conn = _session(self.url)
+            self.statements += 1  # the session settings
         return self._conn
 
     def _claim(self) -> None:
@@ -568,6 +573,7 @@ class SlotFeed:
 
     def _query(self, query, params=None) -> list[tuple]:
         with self.conn.cursor() as cur:
+            self.statements += 1
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []
 
@@ -1085,120 +1091,24 @@ class SlotFeed:
 
     @_source_errors
     def lag(self, state: Mapping[str, TableState] | None = None) -> dict[str, TableLag]:
-        """Per captured table: changes pending after its applied position, WAL bytes behind and
-        seconds since the oldest pending commit. One statement: it peeks the slot server-side and
-        groups by relation, reading commit times from the Begin messages with byte functions."""
-        state = dict(state or self._state)
-        tables = list(self.captured_tables)
-        lsns = [parse_lsn(state[t].checkpoint) if t in state else None for t in tables]
-        pos_lsn = [state[t].position.lsn if t in state else None for t in tables]
-        pos_seq = [state[t].position.seq if t in state else None for t in tables]
-        query = sql.SQL(LAG_SQL).format(
-            slot=sql.Literal(self.slot),
-            pub=sql.Literal(self.publication),
-            lock_held=sql.SQL(INGEST_LOCK_HELD),
+        """Per captured table: WAL bytes behind, and the changes pending after its applied
+        position with the seconds since the oldest pending commit, read from at most the first
+        `lag_window_bytes` of pending WAL (`slot_lag`). One statement, whatever the backlog."""
+        return read_lag(
+            self._query,
+            slot=self.slot,
+            publication=self.publication,
+            tables=self.captured_tables,
+            state=dict(state or self._state),
+            window=self.lag_window_bytes,
+            lock_held=INGEST_LOCK_HELD,
+            lock_params={"lock_class": INGEST_LOCK_CLASS, "lock_key": _ingest_lock_key(self.slot)},
         )
-        params = {
-            "tables": tables,
-            "lsn": [format_lsn(x) if x is not None else None for x in lsns],
-            "pos_lsn": pos_lsn,
-            "pos_seq": pos_seq,
-            "slot": self.slot,
-            "lock_class": INGEST_LOCK_CLASS,
-            "lock_key": _ingest_lock_key(self.slot),
-        }
-        try:
-            rows = self._query(query, params)
-        except (psycopg2.errors.ObjectInUse, psycopg2.errors.UndefinedObject):
-            # the slot is being read right now (or does not exist): bytes only
-            rows = self._query(sql.SQL(LAG_BYTES_SQL), params)
-        out = {}
-        for table, pending, lag_bytes, oldest, seconds in rows:
-            out[table] = TableLag(
-                pending_changes=None if pending is None else int(pending),
-                position_lag_bytes=None if lag_bytes is None else int(lag_bytes),
-                seconds_behind=float(seconds or 0.0),
-                oldest_commit_ts=oldest,
-            )
-        return out
 
 
 def _now(cur) -> dt.datetime:
     cur.execute("select now()")
     return cur.fetchone()[0]
 
-
-# One round trip: peek everything pending (server-side), tag every change message with its
-# transaction's commit LSN/time (from the Begin message bytes) and its ordinal, and count per
-# relation what lies after each table's applied position.
-#
-# While another session's ingest runs (it holds the slot's ingest lock) the slot is not peeked:
-# that ingest is draining it, and a peek would decode the whole backlog again on every sensor
-# tick (the ranged read leaves the slot itself free). The pending count is then unknown (NULL),
-# as when the slot is held, and only the WAL bytes behind are measured.
-LAG_SQL = """
-with busy as (
-    select exists (
-        select 1 from pg_locks l where {lock_held} and l.pid <> pg_backend_pid()
-    ) as b
-),
-msgs as (
-    select ord, data, get_byte(data, 0) as kind,
-           max(case when get_byte(data, 0) = 66 then ord end) over (order by ord) as txn
-    from pg_logical_slot_peek_binary_changes({slot}, null, null, 'proto_version', '1',
-         'publication_names', {pub}) with ordinality as p(lsn, xid, data, ord)
-    where not (select b from busy)  -- a one-time filter: when busy, the peek never starts
-),
-begins as (
-    select ord as txn,
-           ('x' || encode(substr(data, 2, 8), 'hex'))::bit(64)::int8 as commit_lsn,
-           timestamptz '2000-01-01 00:00:00+00'
-             + ('x' || encode(substr(data, 10, 8), 'hex'))::bit(64)::int8 * interval '1 microsecond'
-             as commit_ts
-    from msgs where kind = 66
-),
-changes as (
-    select m.txn, b.commit_lsn, b.commit_ts,
-           2 * row_number() over (partition by m.txn order by m.ord) as seq,
-           ('x' || lpad(encode(substr(m.data, 2, 4), 'hex'), 16, '0'))::bit(64)::int8::oid as relid
-    from msgs m join begins b using (txn)
-    where m.kind in (73, 85, 68)
-),
-per_table as (
-    select c.relname::text as tbl, ch.commit_lsn, ch.seq, ch.commit_ts
-    from changes ch join pg_class c on c.oid = ch.relid
-),
-wanted as (
-    select * from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[],
-                         %(pos_seq)s::int8[]) as w(tbl, checkpoint, pos_lsn, pos_seq)
-),
-slot as (
-    select confirmed_flush_lsn from pg_replication_slots where slot_name = %(slot)s
-)
-select w.tbl,
-       case when (select b from busy) then null else count(p.tbl) end as pending,
-       pg_wal_lsn_diff(pg_current_wal_lsn(),
-                       coalesce(w.checkpoint::pg_lsn, (select confirmed_flush_lsn from slot)))::int8,
-       min(p.commit_ts) as oldest,
-       coalesce(extract(epoch from now() - min(p.commit_ts)), 0)::float8 as seconds
-from wanted w
-left join per_table p
-  on p.tbl = w.tbl
- and (w.pos_lsn is null or (p.commit_lsn, p.seq) > (w.pos_lsn, w.pos_seq))
-group by w.tbl, w.checkpoint
-order by w.tbl
-"""
-
-LAG_BYTES_SQL = """
-select w.tbl, null::int8,
-       pg_wal_lsn_diff(pg_current_wal_lsn(),
-           coalesce(w.checkpoint::pg_lsn,
-                    (select confirmed_flush_lsn from pg_replication_slots
-                     where slot_name = %(slot)s)))::int8,
-       null::timestamptz, 0::float8
-from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[], %(pos_seq)s::int8[])
-     as w(tbl, checkpoint, pos_lsn, pos_seq)
-order by w.tbl
-"""
 
 __all__ = ["SlotFeed", "frame_copy_rows"]
