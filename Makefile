@@ -16,14 +16,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
-# The pgoutput decoder's compiled kernels (loaded with ctypes; without them it decodes with
-# numpy, slower). A machine without a C compiler gets a warning, not a failed install.
-KERNELS := analytics_assets/lib/_pgoutput_kernels.so
-CC ?= cc
-$(KERNELS): analytics_assets/lib/_pgoutput_kernels.c
-	$(CC) -O2 -shared -fPIC -o $@ $< || echo "WARNING: $@ not built: the CDC decoder runs on numpy"
+# The pgoutput decoder's kernels are a C extension module the package build compiles
+# (hatch_build.py); after editing the C, this rebuilds it as any install would.
+KERNELS_SRC := analytics_assets/lib/_pgoutput_kernels.c
+KERNELS_STAMP := $(VENV)/.kernels-stamp
+$(KERNELS_STAMP): $(KERNELS_SRC) hatch_build.py $(STAMP)
+	$(BIN)/python hatch_build.py
+	touch $(KERNELS_STAMP)
 
-install: $(STAMP) $(KERNELS)
+install: $(STAMP) $(KERNELS_STAMP)
 
 # Parse the dbt project once so definitions load from a ready manifest.
 prepare: install

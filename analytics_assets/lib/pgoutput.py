@@ -4,7 +4,9 @@ The message formats are PostgreSQL's "Logical Replication Message Formats" chapt
 CDC bottleneck (the server decodes ~730k row changes/s, a Python loop over messages manages a
 fraction of that), so nothing here loops over rows in Python: a chunk of messages arrives as one
 buffer plus an array of message offsets, and every step (message kinds, transaction boundaries,
-tuple walking, value extraction) is a numpy operation over all messages at once. Column values
+tuple walking, value extraction) works on all messages at once: numpy operations, and two
+compiled loops (`_pgoutput_kernels.c`, an extension module the package build compiles). Every
+read is bounded by the end of the message it belongs to, so corrupt bytes raise DecodeError. Column values
 end up in one byte buffer per table, become Arrow string arrays without copying, and are converted
 to typed Arrow arrays (ints, decimals, timestamps...) by Arrow's C++ casts, keyed by type oid.
 
@@ -22,17 +24,14 @@ update with the new key, at consecutive `_seq` values, so the old key row ends u
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
-import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analytics_assets.lib import _pgoutput_kernels as kernels
 from analytics_assets.lib.feeds.base import (
     Position,
     meta_schema_fields,
@@ -53,8 +52,6 @@ TIMESTAMP, TIMESTAMPTZ, NUMERIC, UUID, JSONB = 1114, 1184, 1700, 2950, 3802
 MAX_DECIMAL_PRECISION = 38  # DuckDB's and BigQuery BIGNUMERIC-free maximum
 
 OP_CODES = np.frombuffer(b"cudtr", np.uint8)
-
-log = logging.getLogger(__name__)
 
 
 class DecodeError(RuntimeError):
@@ -192,13 +189,98 @@ def be64(a, pos):
     return _be(a, pos, 8, ">i8")
 
 
-def _cstring(data: bytes, pos: int) -> tuple[str, int]:
-    end = data.index(b"\0", pos)
-    return data[pos:end].decode("utf-8"), end + 1
+# Padding decode() requires after the last message (the StringView kernel copies 12 bytes)
+PADDING = 16
+# Exact lengths of the fixed-size messages, minimum lengths of the row messages' headers
+_FIXED_LENGTH = {_B: 21, _C: 26}
+_ROW_HEADER = 8  # kind, relation id, tag, column count
 
 
-def _int(data: bytes, pos: int, width: int, signed: bool = True) -> int:
-    return int.from_bytes(data[pos : pos + width], "big", signed=signed)
+def _fail_at(bad: np.ndarray, where: np.ndarray, what: str) -> None:
+    """DecodeError for the first True in `bad`, naming its byte position from `where`."""
+    if len(bad) and bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DecodeError(f"{what} (byte {int(np.broadcast_to(where, bad.shape)[i])})")
+
+
+def _message_ends(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Where each message ends, from the COPY row header in front of it: field count 1, then the
+    length. Every message lies inside the buffer before its padding and before the next one's
+    header, so no read bounded by these ends can reach another message's bytes."""
+    n = len(starts)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    limit = len(a) - PADDING
+    _fail_at((starts < 6) | (starts >= limit), starts, "a message starts outside the buffer")
+    fields = be16(a, starts - 6)
+    _fail_at(fields != 1, starts - 6, "a COPY row does not hold exactly one field")
+    length = _be(a, starts - 4, 4, ">i4")
+    _fail_at(length < 1, starts - 4, "a COPY row length is not positive")
+    ends = starts + length
+    nxt = np.append(starts[1:] - 6, limit)
+    _fail_at(ends > nxt, starts - 4, "a COPY row runs into the next message or the padding")
+    return ends
+
+
+def _check_lengths(kinds: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """Begin and Commit have fixed sizes; a row change holds at least its header."""
+    size = ends - starts
+    for kind, length in _FIXED_LENGTH.items():
+        _fail_at(
+            (kinds == kind) & (size != length),
+            starts,
+            f"a {chr(kind)!r} message is not {length} bytes",
+        )
+    rows = (kinds == _I) | (kinds == _U) | (kinds == _D)
+    _fail_at(rows & (size < _ROW_HEADER), starts, "a row change message is shorter than its header")
+
+
+def _check_tags(kinds: np.ndarray, tag: np.ndarray, index: np.ndarray, pos: np.ndarray) -> None:
+    """The byte after the relation id: an insert carries 'N'; an update 'N', or 'K'/'O' (old
+    key / old row) first; a delete 'K' or 'O'."""
+    n, k, o = ord("N"), ord("K"), ord("O")
+    ok = np.where(
+        kinds == _I,
+        tag == n,
+        np.where(kinds == _U, (tag == n) | (tag == k) | (tag == o), (tag == k) | (tag == o)),
+    )
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise DecodeError(
+            f"message #{int(index[i])} ({chr(int(kinds[i]))!r}) at byte {int(pos[i])}: "
+            f"tuple tag {chr(int(tag[i]))!r} at byte {int(pos[i]) + 5}"
+        )
+
+
+class _Fields:
+    """The fields of one message read one at a time, never past the message's end."""
+
+    def __init__(self, data: bytes, index: int, start: int, end: int):
+        self.data, self.index, self.start, self.end = data, index, start, end
+
+    def error(self, pos: int, what: str) -> DecodeError:
+        kind = chr(self.data[self.start])
+        return DecodeError(
+            f"message #{self.index} ({kind!r}, bytes {self.start}-{self.end}): {what} at byte {pos}"
+        )
+
+    def int(self, pos: int, width: int, signed: bool = True) -> int:
+        if pos + width > self.end:
+            raise self.error(pos, f"a {width}-byte integer runs past the message end")
+        return int.from_bytes(self.data[pos : pos + width], "big", signed=signed)
+
+    def cstring(self, pos: int) -> tuple[str, int]:
+        end = self.data.find(b"\0", pos, self.end)
+        if end < 0:
+            raise self.error(pos, "a string runs past the message end")
+        try:
+            return self.data[pos:end].decode("utf-8"), end + 1
+        except UnicodeDecodeError:
+            raise self.error(pos, "a string is not UTF-8") from None
+
+    def done(self, pos: int) -> None:
+        if pos != self.end:
+            raise self.error(pos, f"the fields end {self.end - pos} bytes before the message end")
 
 
 @dataclass
@@ -211,61 +293,37 @@ class _Tuples:
     end: np.ndarray  # (m,) position after the tuple
 
 
-def _walk_tuples(a: np.ndarray, pos: np.ndarray, ncols: int) -> _Tuples:
-    """Walk TupleData (after its int16 column count) for many tuples at once."""
-    if KERNELS is None:
-        return _walk_tuples_numpy(a, pos, ncols)
+def _walk_tuples(a: np.ndarray, pos: np.ndarray, lim: np.ndarray, ncols: int) -> _Tuples:
+    """Walk TupleData (after its int16 column count) for many tuples at once; tuple i must end
+    by `lim[i]`, its message's end (the compiled kernel checks every read against it)."""
     m = len(pos)
     start = np.empty((ncols, m), np.int64)
     length = np.empty((ncols, m), np.int64)
     kind = np.empty((ncols, m), np.uint8)
     end = np.empty(m, np.int64)
-    bad = ctypes.c_int64(0)
-    pos = np.ascontiguousarray(pos, np.int64)
-    code = KERNELS.pgo_walk_tuples(
-        _ptr(a),
-        len(a),
-        _ptr(pos),
-        m,
+    failed = kernels.walk_tuples(
+        a,
+        np.ascontiguousarray(pos, np.int64),
+        np.ascontiguousarray(lim, np.int64),
         ncols,
-        _ptr(start),
-        _ptr(length),
-        _ptr(kind),
-        _ptr(end),
-        ctypes.byref(bad),
+        start,
+        length,
+        kind,
+        end,
     )
-    if code == _BAD_KIND:
-        raise DecodeError(f"unsupported tuple data kind {chr(bad.value)!r}")
-    if code:
-        raise DecodeError("a tuple runs past the end of its message buffer")
+    if failed is not None:
+        code, at, detail = failed
+        kind = chr(detail) if code == 4 else ""
+        raise DecodeError(_WALK_ERRORS[code].format(at=at, detail=detail, kind=kind))
     return _Tuples(start, length, kind, end)
 
 
-def _walk_tuples_numpy(a: np.ndarray, pos: np.ndarray, ncols: int) -> _Tuples:
-    """`_walk_tuples` without the compiled kernels: column by column for all tuples at once."""
-    m = len(pos)
-    start = np.empty((ncols, m), np.int64)
-    length = np.zeros((ncols, m), np.int64)
-    kind = np.empty((ncols, m), np.uint8)
-    p = pos.astype(np.int64, copy=True)
-    win4 = np.lib.stride_tricks.sliding_window_view(a, 4)
-    for j in range(ncols):
-        k = a[p]
-        kind[j] = k
-        has_value = k == _TEXT
-        if has_value.any():
-            ln = win4[p + 1].view(">i4")[:, 0] * has_value
-            length[j] = ln
-            start[j] = p + 5
-            p += 1
-            p += (ln + 4) * has_value
-        else:
-            start[j] = p + 1
-            p += 1
-    bad = (kind != _TEXT) & (kind != _NULL) & (kind != _UNCHANGED)
-    if bad.any():
-        raise DecodeError(f"unsupported tuple data kind {chr(int(kind[bad][0]))!r}")
-    return _Tuples(start, length, kind, p)
+_WALK_ERRORS = {
+    1: "a column's kind byte at byte {at} lies past the end of its message",
+    2: "a value's length at byte {at} runs past the end of its message",
+    3: "value length {detail} at byte {at} runs outside its message",
+    4: "unsupported tuple data kind {kind!r} at byte {at}",
+}
 
 
 def _bool_np(arr: pa.BooleanArray) -> np.ndarray:
@@ -313,79 +371,21 @@ def _gather_strings(
     if len(a) >= 2**31:
         raise DecodeError("a decoded chunk must be smaller than 2 GiB")
     flat_valid = np.ascontiguousarray(valid).ravel()
-    if KERNELS is None:
-        views = _string_views_numpy(a, starts.ravel(), lengths.ravel(), flat_valid)
-    else:
-        views = np.empty((total, 4), "<i4")
-        st = np.ascontiguousarray(starts, np.int64)
-        ln = np.ascontiguousarray(lengths, np.int64)
-        code = KERNELS.pgo_string_views(
-            _ptr(a),
-            len(a),
-            _ptr(st),
-            _ptr(ln),
-            _ptr(flat_valid.view(np.uint8)),
-            total,
-            _ptr(views),
-        )
-        if code:
-            raise DecodeError("a value runs past the end of its message buffer")
+    views = np.empty((total, 4), "<i4")
+    failed = kernels.string_views(
+        a,
+        np.ascontiguousarray(starts, np.int64).ravel(),
+        np.ascontiguousarray(lengths, np.int64).ravel(),
+        flat_valid.view(np.uint8),
+        views,
+    )
+    if failed is not None:
+        raise DecodeError(f"a value at byte {failed[1]} runs past the end of the buffer")
     bitmap = None if flat_valid.all() else pa.py_buffer(np.packbits(flat_valid, bitorder="little"))
     everything = pa.Array.from_buffers(
         pa.string_view(), total, [bitmap, pa.py_buffer(views), pa.py_buffer(a)]
     )
     return [everything.slice(j * m, m) for j in range(ncols)]
-
-
-def _string_views_numpy(
-    a: np.ndarray, st: np.ndarray, lengths: np.ndarray, valid: np.ndarray
-) -> np.ndarray:
-    """The (total, 4) int32 StringView entries of `_gather_strings`, without the kernels."""
-    ln = np.where(valid, lengths, 0).astype(np.int32)
-    window = np.lib.stride_tricks.sliding_window_view(a, 12)[st]  # (total, 12) bytes
-    short = ln <= 12
-    # Bytes after a short value are not zeroed: these views never leave the decoder, and the
-    # casts that consume them (to string, int, decimal, float) read `length` bytes only.
-    w32 = window.view("<i4")  # (total, 3)
-    views = np.empty((len(st), 4), "<i4")
-    views[:, 0] = ln
-    views[:, 1] = w32[:, 0]  # inline bytes 0-3, or the 4-byte prefix
-    views[:, 2] = np.where(short, w32[:, 1], 0)  # inline bytes 4-7, or buffer index 0
-    views[:, 3] = np.where(short, w32[:, 2], st.astype(np.int32))  # inline 8-11, or offset
-    return views
-
-
-# ---------------------------------------------------------------------------------------------
-# the compiled kernels (_pgoutput_kernels.c), when built
-
-KERNELS_PATH = Path(__file__).with_name("_pgoutput_kernels.so")
-_BAD_KIND = 2
-
-
-def _ptr(arr: np.ndarray) -> ctypes.c_void_p:
-    return ctypes.c_void_p(arr.ctypes.data)
-
-
-def load_kernels(path: Path = KERNELS_PATH) -> ctypes.CDLL | None:
-    """The compiled kernels, or None (the numpy code runs instead) when the library is not
-    built or ANALYTICS_ASSETS_PGOUTPUT_KERNELS=0. ctypes releases the GIL during each call."""
-    if os.environ.get("ANALYTICS_ASSETS_PGOUTPUT_KERNELS", "1") == "0" or not path.exists():
-        return None
-    try:
-        lib = ctypes.CDLL(str(path))
-        if lib.pgo_kernels_version() != 1:
-            raise OSError("version mismatch: rebuild it with `make install`")
-    except OSError as exc:
-        log.warning("pgoutput kernels %s not loaded (%s): decoding with numpy", path, exc)
-        return None
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.pgo_walk_tuples.argtypes = [ptr, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr]
-    lib.pgo_string_views.argtypes = [ptr, i64, ptr, ptr, ptr, i64, ptr]
-    lib.pgo_walk_tuples.restype = lib.pgo_string_views.restype = ctypes.c_int
-    return lib
-
-
-KERNELS = load_kernels()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,21 +423,30 @@ class PgOutputDecoder:
 
     # -- rare messages, one at a time ---------------------------------------------------------
 
-    def _parse_relation(self, data: bytes, pos: int) -> Relation:
-        relid = _int(data, pos + 1, 4, signed=False)
-        namespace, p = _cstring(data, pos + 5)
-        name, p = _cstring(data, p)
-        replident = chr(data[p])
-        ncols = _int(data, p + 1, 2)
+    def _parse_relation(self, f: _Fields) -> Relation:
+        relid = f.int(f.start + 1, 4, signed=False)
+        namespace, p = f.cstring(f.start + 5)
+        name, p = f.cstring(p)
+        replident = chr(f.int(p, 1))
+        if replident not in "dnfi":
+            raise f.error(p, f"unknown replica identity {replident!r}")
+        ncols = f.int(p + 1, 2)
+        if ncols < 0:
+            raise f.error(p + 1, f"negative column count {ncols}")
         p += 3
         cols = []
         for _ in range(ncols):
-            flags = data[p]
-            cname, p = _cstring(data, p + 1)
-            typoid = _int(data, p, 4, signed=False)
-            typmod = _int(data, p + 4, 4)
+            flags = f.int(p, 1)
+            cname, p = f.cstring(p + 1)
+            typoid = f.int(p, 4, signed=False)
+            typmod = f.int(p + 4, 4)
+            try:
+                arrow_type(typoid, typmod)
+            except (ValueError, pa.ArrowException):
+                raise f.error(p + 4, f"column {cname!r}: type modifier {typmod}") from None
             p += 8
             cols.append(Column(cname, typoid, typmod, bool(flags & 1)))
+        f.done(p)
         rel = Relation(relid, namespace or "public", name, replident, tuple(cols))
         pk = self.primary_keys.get(rel.table)
         if pk:
@@ -456,15 +465,19 @@ class PgOutputDecoder:
         starts: np.ndarray,
         skip_through: Position | None = None,
     ) -> DecodedChunk:
-        """Decode the messages at `starts` in `buf` (each message runs to the next framing; the
-        buffer must have at least 16 bytes of padding after the last message).
+        """Decode the messages at `starts` in `buf`, laid out as `frame_copy_rows` does: each
+        message right after its binary COPY row header (int16 field count 1, int32 length),
+        which says where the message ends, and at least 16 bytes of padding after the last.
 
+        Every read stays inside its own message: a length, count or tag byte that does not fit
+        raises DecodeError naming the message and byte, whatever the bytes are.
         Changes at or before `skip_through` are dropped (already applied downstream).
         """
         a = np.frombuffer(buf, np.uint8) if not isinstance(buf, np.ndarray) else buf
         raw = buf if isinstance(buf, bytes) else a.tobytes()
         starts = np.asarray(starts, np.int64)
         n = len(starts)
+        ends = _message_ends(a, starts)
         kinds = a[starts] if n else np.zeros(0, np.uint8)
 
         is_b = kinds == _B
@@ -476,7 +489,11 @@ class PgOutputDecoder:
         known = is_b | is_c | is_rowmsg | np.isin(kinds, (_R, _Y, _O, _T, _M))
         if not known.all():
             i = int(np.flatnonzero(~known)[0])
-            raise DecodeError(f"unsupported pgoutput message {chr(int(kinds[i]))!r} (#{i} of {n})")
+            raise DecodeError(
+                f"unsupported pgoutput message {chr(int(kinds[i]))!r} (#{i} of {n}, "
+                f"byte {int(starts[i])})"
+            )
+        _check_lengths(kinds, starts, ends)
 
         # -- transactions: Begin/Commit fields for all transactions at once
         b_idx = np.flatnonzero(is_b)
@@ -491,25 +508,32 @@ class PgOutputDecoder:
         rel_events: list[tuple[int, Relation]] = []
         truncate_events: list[tuple[int, list[int]]] = []
         for i in rare_idx.tolist():
-            s = int(starts[i])
+            f = _Fields(raw, i, int(starts[i]), int(ends[i]))
+            s = f.start
             k = raw[s]
             if k == _R:
-                rel_events.append((i, self._parse_relation(raw, s)))
+                rel_events.append((i, self._parse_relation(f)))
             elif k == _Y:
-                oid = _int(raw, s + 1, 4, signed=False)
-                _, p = _cstring(raw, s + 5)
-                self.type_names[oid], _ = _cstring(raw, p)
+                oid = f.int(s + 1, 4, signed=False)
+                _, p = f.cstring(s + 5)
+                name, p = f.cstring(p)
+                f.done(p)
+                self.type_names[oid] = name
             elif k == _T:
-                nrel = _int(raw, s + 1, 4)
-                relids = [_int(raw, s + 6 + 4 * r, 4, signed=False) for r in range(nrel)]
+                nrel = f.int(s + 1, 4)
+                if nrel < 0 or s + 6 + 4 * nrel != f.end:
+                    raise f.error(s + 1, f"truncate relation count {nrel} does not fit the message")
+                relids = [f.int(s + 6 + 4 * r, 4, signed=False) for r in range(nrel)]
                 truncate_events.append((i, relids))
             # Origin and logical messages (heartbeats) carry no row change
 
         # -- row messages: relation id, shape
         row_idx = np.flatnonzero(is_rowmsg)
         row_pos = starts[row_idx]
+        row_end = ends[row_idx]
         relid = be32u(a, row_pos + 1)
         tag5 = a[row_pos + 5]  # N (insert/update without old), K/O (old tuple)
+        _check_tags(kinds[row_idx], tag5, row_idx, row_pos)
 
         # relation version per row message: the latest Relation message before it
         versions: list[Relation] = []
@@ -560,7 +584,18 @@ class PgOutputDecoder:
             if len(sel) == 0:
                 continue
             for table in self._version_rows(
-                a, rel, sel, row_idx, row_pos, tag5, kinds, seq_end, msg_lsn, msg_ts, skip_through
+                a,
+                rel,
+                sel,
+                row_idx,
+                row_pos,
+                row_end,
+                tag5,
+                kinds,
+                seq_end,
+                msg_lsn,
+                msg_ts,
+                skip_through,
             ):
                 parts.setdefault(rel.table, []).append(table)
             if rel.table in parts:
@@ -583,7 +618,11 @@ class PgOutputDecoder:
 
         for name, tbls in parts.items():
             if len(tbls) > 1:
-                tables[name].rows = pa.concat_tables(tbls, promote_options="permissive")
+                try:
+                    tables[name].rows = pa.concat_tables(tbls, promote_options="permissive")
+                except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+                    # two Relation messages in one chunk give a column types Arrow cannot merge
+                    raise DecodeError(f"table {name}: {exc}") from None
 
         # -- state for the next chunk
         checkpoint = self.checkpoint_lsn
@@ -612,28 +651,59 @@ class PgOutputDecoder:
         )
 
     def _version_rows(
-        self, a, rel, sel, row_idx, row_pos, tag5, kinds, seq_end, msg_lsn, msg_ts, skip_through
+        self,
+        a,
+        rel,
+        sel,
+        row_idx,
+        row_pos,
+        row_end,
+        tag5,
+        kinds,
+        seq_end,
+        msg_lsn,
+        msg_ts,
+        skip_through,
     ) -> list[pa.Table]:
         """Row images of one relation version: new images of inserts/updates, old images of
         deletes, and old-key deletes for primary-key updates."""
         ncols = len(rel.columns)
         msg = row_idx[sel]
         pos = row_pos[sel]
+        end = row_end[sel]
         kinds_v = kinds[msg]
         has_old = (kinds_v != _I) & ((tag5[sel] == ord("K")) | (tag5[sel] == ord("O")))
         old_rows = np.flatnonzero(has_old)
         old_index = np.cumsum(has_old) - 1  # row -> index among old tuples
-        old = _walk_tuples(a, pos[old_rows] + 8, ncols)
+        old = _walk_tuples(a, pos[old_rows] + 8, end[old_rows], ncols)
         new_rows = np.flatnonzero(kinds_v != _D)
         new_pos = pos[new_rows] + 8
         new_has_old = has_old[new_rows]
         upd_new = np.flatnonzero(new_has_old)  # index among new tuples of updates with old
         oi = old_index[new_rows[upd_new]]
-        new_pos[upd_new] = old.end[oi] + 3
+        # an update's old tuple is followed by 'N' and the new tuple's column count
+        after_old, upd_end = old.end[oi], end[new_rows[upd_new]]
+        _fail_at(
+            after_old + 3 > upd_end, after_old, "the new tuple header runs past the message end"
+        )
+        _fail_at(
+            a[after_old] != ord("N"), after_old, "an update's new tuple does not start with 'N'"
+        )
+        new_pos[upd_new] = after_old + 3
         counts = np.concatenate([be16(a, pos[old_rows] + 6), be16(a, new_pos - 2)])
         if (counts != ncols).any():
-            raise DecodeError(f"tuple column count differs from relation {rel.table}")
-        new = _walk_tuples(a, new_pos, ncols)
+            i = int(np.flatnonzero(counts != ncols)[0])
+            at = np.concatenate([pos[old_rows] + 6, new_pos - 2])[i]
+            raise DecodeError(
+                f"tuple column count {int(counts[i])} at byte {int(at)} differs from the "
+                f"{ncols} columns of relation {rel.table}"
+            )
+        new = _walk_tuples(a, new_pos, end[new_rows], ncols)
+        # a row message ends with its last tuple
+        del_rows_ = np.flatnonzero(kinds_v == _D)
+        last_end = np.concatenate([old.end[old_index[del_rows_]], new.end])
+        msg_end = np.concatenate([end[del_rows_], end[new_rows]])
+        _fail_at(last_end != msg_end, last_end, "bytes are left after the message's last tuple")
 
         key_cols = [j for j, c in enumerate(rel.columns) if c.is_key]
         pk_moved = np.zeros(0, np.int64)  # index among new tuples
@@ -689,10 +759,7 @@ class PgOutputDecoder:
                 if len(gmsg) == 0:
                     continue
             values = _gather_strings(a, start, length, kind == _TEXT)
-            arrays = [
-                text_to_arrow(val, c.type_oid, c.typmod)
-                for val, c in zip(values, rel.columns, strict=True)
-            ]
+            arrays = [_convert(val, c) for val, c in zip(values, rel.columns, strict=True)]
             schema = pa.schema(
                 [pa.field(c, arr.type) for c, arr in zip(names, arrays, strict=True)]
                 + meta_schema_fields()
@@ -702,8 +769,22 @@ class PgOutputDecoder:
         return out
 
 
+def _convert(values: pa.Array, column: Column) -> pa.Array:
+    """`text_to_arrow`, with any failure on corrupt text (bad hex, a value Arrow cannot parse)
+    reported as the DecodeError it is."""
+    try:
+        return text_to_arrow(values, column.type_oid, column.typmod)
+    except DecodeError:
+        raise
+    except (ValueError, ArithmeticError, pa.ArrowException) as exc:
+        raise DecodeError(f"column {column.name!r}: {exc}") from None
+
+
 def _ts(pg_us: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp((pg_us + PG_EPOCH_US) / 1e6, tz=dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp((pg_us + PG_EPOCH_US) / 1e6, tz=dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise DecodeError(f"commit timestamp {pg_us} us after 2000-01-01 is out of range") from None
 
 
 def _meta_arrays(lsn, seq, op, commit_ts_pg, unchanged, names) -> list[pa.Array]:

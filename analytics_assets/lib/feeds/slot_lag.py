@@ -7,7 +7,9 @@ the table's applied position and the commit time of the oldest of them (from the
 bytes). A peek decodes from the slot's restart point up to its `upto_lsn` and emits whole
 transactions only, so a transaction whose commit lies past the window is decoded into the
 server's reorder buffer for at most `window` bytes and never sent: the cost is bounded by the
-window, whatever the backlog and however large its first transaction.
+window, whatever the backlog and however large its first transaction. (Plus the WAL between the
+slot's restart point and its confirmed position, which a peek reads again: normally the few
+seconds before the last ack, more while a transaction older than that stays open.)
 
 When the window reaches the current WAL position, the counts and times are exact. Otherwise they
 are read from the window only and the result is flagged `pending_sampled`: a count is then a lower
