@@ -18,13 +18,11 @@ $(STAMP): pyproject.toml
 
 # The pgoutput decoder's kernels are a C extension module the package build compiles
 # (hatch_build.py); after editing the C, this rebuilds it as any install would.
-KERNELS_SRC := analytics_assets/lib/_pgoutput_kernels.c
-KERNELS_STAMP := $(VENV)/.kernels-stamp
-$(KERNELS_STAMP): $(KERNELS_SRC) hatch_build.py $(STAMP)
+KERNELS := analytics_assets/lib/_pgoutput_kernels$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+$(KERNELS): analytics_assets/lib/_pgoutput_kernels.c | $(STAMP)
 	$(BIN)/python hatch_build.py
-	touch $(KERNELS_STAMP)
 
-install: $(STAMP) $(KERNELS_STAMP)
+install: $(STAMP) $(KERNELS)
 
 # Parse the dbt project once so definitions load from a ready manifest.
 prepare: install
