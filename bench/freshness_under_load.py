@@ -310,8 +310,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if _runs(instance, IN_FLIGHT_NAMES):
                     return False
                 lag = read_lag()
-                if any(lag[t].pending_changes != 0 for t in TABLES):
-                    return False  # pending, or not countable while an ingest reads the slot
+                if any(lag[t].pending_changes != 0 or lag[t].pending_sampled for t in TABLES):
+                    return False  # pending, not countable while an ingest reads the slot, or
+                    # more WAL behind than one lag reading decodes
                 raw_at = max(_event_times(instance, ["raw", t])[-1] for t in TABLES)
                 revenue = _event_times(instance, ["marts", "revenue_minutely"])
                 return bool(revenue) and revenue[-1] > raw_at
