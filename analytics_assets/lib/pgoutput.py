@@ -203,9 +203,6 @@ def _fail_at(bad: np.ndarray, where: np.ndarray, what: str) -> None:
         raise DecodeError(f"{what} (byte {int(np.broadcast_to(where, bad.shape)[i])})")
 
 
-_COPY_ROW = np.dtype([("fields", ">i2"), ("length", ">i4")])  # a binary COPY row's header
-
-
 def _message_ends(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Where each message ends, from the COPY row header in front of it: field count 1, then the
     length. Every message lies inside the buffer before its padding and before the next one's
@@ -215,9 +212,14 @@ def _message_ends(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     limit = len(a) - PADDING
     _fail_at((starts < 6) | (starts >= limit), starts, "a message starts outside the buffer")
-    header = np.ascontiguousarray(a[(starts - 6)[:, None] + np.arange(6)]).view(_COPY_ROW)[:, 0]
-    _fail_at(header["fields"] != 1, starts - 6, "a COPY row does not hold exactly one field")
-    length = header["length"].astype(np.int64)
+    # byte by byte: six 1-D gathers cost a third of one gather through a 2-D index grid
+    fields_ok = (a[starts - 6] == 0) & (a[starts - 5] == 1)
+    _fail_at(~fields_ok, starts - 6, "a COPY row does not hold exactly one field")
+    length = np.zeros(n, np.int64)
+    for k in range(4, 0, -1):
+        length <<= 8
+        length |= a[starts - k]
+    length[length >= 2**31] -= 2**32  # int32
     _fail_at(length < 1, starts - 4, "a COPY row length is not positive")
     ends = starts + length
     nxt = np.append(starts[1:] - 6, limit)
