@@ -57,6 +57,8 @@ class Settings:
     cdc_url: str | None = None
     # seconds an ingest waits for another process to let go of the DuckDB file (dev)
     warehouse_lock_timeout: float = 30.0
+    # kill tests only: `<stage>:<hit>:<dir>`, see lib/cdc.py `pause_at`
+    cdc_pause_at: str | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -151,6 +153,7 @@ def get_settings() -> Settings:
         bigquery_location=_env("BIGQUERY_LOCATION", "US"),
         raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
         warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
+        cdc_pause_at=_env("CDC_PAUSE_AT"),
     )
 
 
