@@ -49,6 +49,14 @@ def _ingest_in_flight(instance: dg.DagsterInstance) -> str | None:
     return records[0].dagster_run.run_id if records else None
 
 
+def _last_ingest_failed(instance: dg.DagsterInstance) -> str | None:
+    """The newest ingest run's id if it failed or was canceled, else None."""
+    records = instance.get_run_records(dg.RunsFilter(tags={INGEST_TAG: "true"}), limit=1)
+    run = records[0].dagster_run if records else None
+    failed = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    return run.run_id if run is not None and run.status in failed else None
+
+
 def _keys(selection: dg.AssetSelection, context) -> list[dg.AssetKey]:
     return sorted(selection.resolve(context.repository_def.asset_graph))
 
@@ -100,11 +108,16 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     elif running:
         skip = dg.SkipReason(f"ingest run {running} is still in flight")
     else:
-        # Same pending state -> same key: a repeated tick requests nothing new.
+        # Same pending state -> same key: a repeated tick requests nothing new. Unless the last
+        # ingest run failed (its worker killed, say): it left that same state behind, and the
+        # key with its run id asks again.
         fingerprint = json.dumps(
-            {t: [item.pending_changes, str(item.oldest_commit_ts)] for t, item in lag.items()}
-            if why != "idle heartbeat"
-            else now.strftime("%Y-%m-%dT%H:%M"),
+            [
+                {t: [item.pending_changes, str(item.oldest_commit_ts)] for t, item in lag.items()}
+                if why != "idle heartbeat"
+                else now.strftime("%Y-%m-%dT%H:%M"),
+                _last_ingest_failed(context.instance),
+            ],
             sort_keys=True,
         )
         run_key = "ingest-" + hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
