@@ -199,8 +199,8 @@ def pause_at(spec: str) -> Callable[[str], None]:
     this process reaches `stage` it writes its PID to `<dir>/paused` and waits there, so the
     test's SIGKILL lands at exactly that point of the ingest. One pause per `<dir>`: a later
     process (the run after the kill) finds it taken and goes on."""
-    stage, hit, directory = spec.split(":", 2)
-    if stage not in STAGES or not hit.isdigit():
+    stage, hit, directory = (spec.split(":", 2) + ["", ""])[:3]
+    if stage not in STAGES or not hit.isdigit() or not directory:
         raise ConfigError(f"CDC_PAUSE_AT={spec!r}: expected <stage>:<hit>:<dir>, stage in {STAGES}")
     seen = 0
 
