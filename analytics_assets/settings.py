@@ -57,6 +57,8 @@ class Settings:
     cdc_url: str | None = None
     # seconds an ingest waits for another process to let go of the DuckDB file (dev)
     warehouse_lock_timeout: float = 30.0
+    # per-invocation dbt target folders kept under DBT_TARGET_PATH (each 3-5 MB); older ones go
+    dbt_artifact_runs_kept: int = 10
 
     @property
     def is_prod(self) -> bool:
@@ -151,6 +153,7 @@ def get_settings() -> Settings:
         bigquery_location=_env("BIGQUERY_LOCATION", "US"),
         raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
         warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
+        dbt_artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT", "10"),
     )
 
 
