@@ -21,10 +21,17 @@ import contextlib
 import datetime as dt
 import os
 import sys
-import threading
 import warnings
 
 from analytics_assets.settings import ConfigError, get_settings
+
+DEFINITIONS_MODULE = "analytics_assets.definitions"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+INVOCATION_TAG = "analytics/cli_invocation"
+# full logs of the last runs started from this command stay under <data dir>/logs
+LOGS_KEPT = 20
 
 
 def parse_day(text: str, what: str) -> dt.date:
@@ -163,26 +170,11 @@ def materialize(
         tags[PARTITION_TAG] = partition
     if partition_range is not None:
         tags[RANGE_START_TAG], tags[RANGE_END_TAG] = partition_range.split("...")
-    return run_selection([dg_key(k) for k in keys], tags, verbose=verbose)
+    return run_selection(keys, tags, verbose=verbose)
 
 
-def dg_key(user_string: str):
-    import dagster as dg
-
-    return dg.AssetKey.from_user_string(user_string)
-
-
-DEFINITIONS_MODULE = "analytics_assets.definitions"
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-INVOCATION_TAG = "analytics/cli_invocation"
-# full logs of the last runs started from this command stay under <data dir>/logs
-LOGS_KEPT = 20
-
-
-def run_selection(keys: list, tags: dict[str, str], *, verbose: bool = False) -> int:
-    """Run `keys` as one run on the instance, as `dagster asset materialize` does. Quiet by
+def run_selection(keys: list[str], tags: dict[str, str], *, verbose: bool = False) -> int:
+    """Run the assets `keys` (user strings) as one run on the instance, as `dagster asset materialize` does. Quiet by
     default: Dagster's event log and dbt's output go to a log file, the terminal gets a line
     per step and a summary. `verbose`: everything on the terminal, as Dagster prints it."""
     import uuid
@@ -193,6 +185,7 @@ def run_selection(keys: list, tags: dict[str, str], *, verbose: bool = False) ->
     from analytics_assets.definitions import defs
     from analytics_assets.run_report import StepProgress, summary_lines, utc_stamp
 
+    keys = [dg.AssetKey.from_user_string(k) for k in keys]
     job = defs.get_repository_def().get_implicit_job_def_for_assets(keys)
     invocation = uuid.uuid4().hex
     # the code location by module, as Dagster's command points at it: a step in another process
@@ -213,12 +206,10 @@ def run_selection(keys: list, tags: dict[str, str], *, verbose: bool = False) ->
             log_path = _log_path(utc_stamp())
             say(f"running; full log: {log_path} (--verbose prints it here)")
             with _output_to(log_path) as terminal:
-                lock = threading.Lock()
 
-                def tell(line: str) -> None:
-                    with lock:
-                        terminal.write(f"[materialize] {line}\n")
-                        terminal.flush()
+                def tell(line: str) -> None:  # from the progress thread only
+                    terminal.write(f"[materialize] {line}\n")
+                    terminal.flush()
 
                 with StepProgress(instance, (INVOCATION_TAG, invocation), tell):
                     result = dg.execute_job(recon, instance, tags=tags, asset_selection=keys)
