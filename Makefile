@@ -33,10 +33,12 @@ prepare: install
 demo: prepare
 	$(BIN)/analytics-assets demo
 
+# Started in DAGSTER_HOME: `dagster dev` warns that a dagster.yaml in any other folder it starts
+# in "will not be used", this project's too, which DAGSTER_HOME's dagster.yaml links to.
 dev: prepare
 	$(BIN)/analytics-assets stack up
-	eval "$$($(BIN)/analytics-assets stack env)" && \
-	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
+	eval "$$($(BIN)/analytics-assets stack env)" && cd "$$DAGSTER_HOME" && \
+	  $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
 
 test: prepare
 	$(BIN)/pytest -q

@@ -59,6 +59,8 @@ class Settings:
     warehouse_lock_timeout: float = 30.0
     # kill tests only: `<stage>:<hit>:<dir>`, see lib/cdc.py `pause_at`
     cdc_pause_at: str | None = None
+    # per-invocation dbt target folders kept under DBT_TARGET_PATH (each 3-5 MB); older ones go
+    dbt_artifact_runs_kept: int = 10
 
     @property
     def is_prod(self) -> bool:
@@ -154,6 +156,7 @@ def get_settings() -> Settings:
         raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
         warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
         cdc_pause_at=_env("CDC_PAUSE_AT"),
+        dbt_artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT", "10"),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import dagster as dg
 import psycopg2
@@ -60,6 +61,12 @@ def _sql(url, statement, params=None):
     conn.close()
 
 
+def _observed(result, group: str) -> dict[str, dict]:
+    return {
+        e.asset_key.path[1]: e.metadata for e in result.asset_events if e.asset_key.path[0] == group
+    }
+
+
 def _requested_raw_tables(result) -> set[str]:
     (request,) = result.run_requests
     return {
@@ -73,9 +80,72 @@ def test_no_lag_means_no_run_and_lag_is_recorded_on_each_raw_table(platform):
     result = _tick(cdc_lag_sensor, defs, instance)
     assert result.run_requests == []
     assert "no table lags" in result.skip_message
-    observed = {e.asset_key.path[1]: e.metadata for e in result.asset_events}
+    observed = _observed(result, "raw")
     assert set(observed) == set(RAW)
     assert observed["orders"]["lag_pending_changes"].value == 0
+
+
+def _source_now(url, table) -> tuple[int, dt.datetime]:
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute(f"select count(*), max(updated_at) from {table}")  # noqa: S608 - fixed names
+        row = cur.fetchone()
+    conn.close()
+    return row
+
+
+def _writers_gone(url) -> None:
+    """A backend hands its table statistics over as it exits, before it leaves
+    pg_stat_activity: once no other client backend is listed, the row estimates are complete."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for _ in range(600):
+                cur.execute(
+                    "select count(*) from pg_stat_activity where datname = current_database() "
+                    "and pid <> pg_backend_pid() and backend_type = 'client backend'"
+                )
+                if cur.fetchone()[0] == 0:
+                    return
+                time.sleep(0.05)
+    finally:
+        conn.close()
+    raise AssertionError("another client stayed connected to the source")
+
+
+def test_every_tick_observes_each_source_table_rows_newest_change_and_lag(platform):
+    defs, instance, env = platform
+    _ingest(defs, instance)
+    _sql(env.source_url, "update orders set status = 'paid', updated_at = now() where id = 1")
+    _writers_gone(env.source_url)
+    result = _tick(cdc_lag_sensor, defs, instance)
+    observed = _observed(result, "app_db")
+    assert set(observed) == set(RAW)
+    for table in RAW:
+        rows, newest = _source_now(env.source_url, table)
+        meta = observed[table]
+        assert meta["row_count_estimate"].value == rows, table
+        assert meta["newest_change"].value == newest.timestamp(), table
+        assert meta["newest_change_age_seconds"].value >= 0
+    assert observed["orders"]["lag_pending_changes"].value == 1
+    assert observed["users"]["lag_pending_changes"].value == 0
+    # stored on the instance as the UI reads them: one observation per table per tick
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    latest = instance.fetch_observations(dg.AssetKey(["app_db", "orders"]), limit=1).records
+    assert latest and latest[0].asset_observation.metadata["lag_pending_changes"].value == 1
+
+
+def test_an_ingest_observes_the_source_tables_it_applied(platform):
+    defs, instance, env = platform
+    _writers_gone(env.source_url)
+    _ingest(defs, instance)
+    records = instance.fetch_observations(dg.AssetKey(["app_db", "orders"]), limit=5).records
+    assert len(records) == 1
+    meta = records[0].asset_observation.metadata
+    assert meta["lag_pending_changes"].value == 0
+    assert meta["row_count_estimate"].value == _source_now(env.source_url, "orders")[0]
 
 
 def _slot_confirmed_lsn(env) -> str:
@@ -109,7 +179,7 @@ def test_lag_above_threshold_ingests_every_captured_table(platform):
     assert request.tags["analytics/ingest"] == "true"
     assert request.tags["analytics/lagging"] == "users"
     assert dg.AssetKey(["marts", "fct_orders"]) in request.asset_selection
-    observed = {e.asset_key.path[1]: e.metadata for e in result.asset_events}
+    observed = _observed(result, "raw")
     assert observed["users"]["lag_pending_changes"].value == 20
     assert observed["products"]["lag_pending_changes"].value == 1
 
@@ -137,7 +207,7 @@ def test_a_sensor_requested_ingest_advances_the_slot_for_every_table(platform):
 
     assert _lsn(_slot_confirmed_lsn(env)) > _lsn(before), "the slot's confirmed position moved"
     after = _tick(cdc_lag_sensor, defs, instance)
-    observed = {e.asset_key.path[1]: e.metadata for e in after.asset_events}
+    observed = _observed(after, "raw")
     assert {t: observed[t]["lag_pending_changes"].value for t in RAW} == dict.fromkeys(RAW, 0)
     assert after.run_requests == []
     products = instance.get_latest_materialization_event(dg.AssetKey(["raw", "products"]))

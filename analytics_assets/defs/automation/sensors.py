@@ -142,9 +142,21 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     return dg.SensorResult(
         run_requests=run_requests,
         skip_reason=skip,
-        asset_events=lag_observations(lag),
+        asset_events=[*lag_observations(lag), *_source_observations(context, lag)],
         cursor=json.dumps(cursor),
     )
+
+
+def _source_observations(context, lag) -> list[dg.AssetObservation]:
+    """app_db/<table> on every tick, with the lag just read; a failure costs the tick only these
+    (the lag and the ingest decision stand), and says why."""
+    from analytics_assets.defs.sources.observe import observation_failure, source_observations
+
+    try:
+        return source_observations(get_settings().captured_tables, lag)
+    except Exception as exc:  # noqa: BLE001 - any source error must not stop the lag sensor
+        context.log.warning(observation_failure(exc))
+        return []
 
 
 def _minutes_since_last_ingest(instance, tables, now) -> float | None:
