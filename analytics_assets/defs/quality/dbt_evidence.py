@@ -7,11 +7,13 @@ evidence. Passing results go straight through.
 
 When `dbt build` fails only because tests with severity `error` failed, the step fails with one
 line per failed test (asset, test, failing rows, a sample) instead of dbt's generic "exit code 1";
-any other dbt error (a model that does not compile, a unit test) is raised as dbt reported it.
+any other dbt error (a model that does not compile, a unit test) is raised as dbt reported it,
+minus the terminal colour codes dbt puts in its messages (the run page shows them raw).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,16 @@ from analytics_assets.lib.warehouse.reader import quoted
 from analytics_assets.settings import get_settings
 
 SAMPLE_ROWS = 5
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def without_colours(error: DagsterDbtCliRuntimeError) -> DagsterDbtCliRuntimeError:
+    """dbt's error, its text without ANSI escape codes (raised outside any `except`, so the run
+    page shows no coloured original as its cause)."""
+    return DagsterDbtCliRuntimeError(
+        description=ANSI_ESCAPE.sub("", error.description or str(error)),
+        metadata=error.metadata,
+    )
 
 
 @dataclass(frozen=True)
@@ -166,8 +178,8 @@ def with_failure_evidence(events: Iterable[Any], invocation) -> Iterator[Any]:
     try:
         run_results = invocation.get_artifact("run_results.json")
     except OSError:
-        raise error from None
+        raise without_colours(error) from None
     explained = {_unique_id(e) for e in held if e.severity == dg.AssetCheckSeverity.ERROR}
     if not failed or _unexplained_failures(run_results, explained):
-        raise error
+        raise without_colours(error)
     raise_for_blocking(failed, what="dbt test")
