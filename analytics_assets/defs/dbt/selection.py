@@ -22,6 +22,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from analytics_assets.defs.quality.dbt_evidence import unique_id_of
+
 DAILY_TAG = "daily"
 
 
@@ -79,11 +81,6 @@ def withheld_models(manifest: Mapping[str, Any], run_results: Mapping[str, Any])
     return out
 
 
-def _unique_id(event: Any) -> str | None:
-    value = (event.metadata or {}).get("unique_id")
-    return getattr(value, "value", value)
-
-
 def materialize_what_passed(events: Iterable[Any], invocation: Any) -> Iterator[Any]:
     """`events` of one dbt invocation, held until dbt exits, in their order (a check result
     must follow the materialization it checks).
@@ -104,7 +101,7 @@ def materialize_what_passed(events: Iterable[Any], invocation: Any) -> Iterator[
             withheld = None
         log = invocation.context.log if invocation.context is not None else None
         for event in held:
-            uid = _unique_id(event)
+            uid = unique_id_of(event)
             if not isinstance(event, dg.Output | dg.AssetMaterialization) or (
                 withheld is not None and uid not in withheld
             ):

@@ -63,7 +63,8 @@ class Evidence:
         return f"{rows} in {self.audit_table}, e.g. {first}"
 
 
-def _unique_id(event: dg.AssetCheckResult | dg.AssetCheckEvaluation) -> str | None:
+def unique_id_of(event: Any) -> str | None:
+    """The dbt node behind a Dagster event dagster-dbt made (its `unique_id` metadata)."""
     value = (event.metadata or {}).get("unique_id")
     return getattr(value, "value", value)
 
@@ -160,11 +161,11 @@ def with_failure_evidence(events: Iterable[Any], invocation) -> Iterator[Any]:
         error = exc
     log = getattr(invocation.context, "log", None) if invocation.context is not None else None
     evidence = read_evidence(
-        invocation.manifest, [uid for e in held if (uid := _unique_id(e))], log=log
+        invocation.manifest, [uid for e in held if (uid := unique_id_of(e))], log=log
     )
     failed = []
     for event in held:
-        enriched = _with_evidence(event, evidence.get(_unique_id(event) or ""))
+        enriched = _with_evidence(event, evidence.get(unique_id_of(event) or ""))
         if enriched.severity == dg.AssetCheckSeverity.ERROR:
             count = (enriched.metadata or {}).get("dagster_dbt/failed_row_count")
             count = getattr(count, "value", count)
@@ -179,7 +180,7 @@ def with_failure_evidence(events: Iterable[Any], invocation) -> Iterator[Any]:
         run_results = invocation.get_artifact("run_results.json")
     except OSError:
         raise without_colours(error) from None
-    explained = {_unique_id(e) for e in held if e.severity == dg.AssetCheckSeverity.ERROR}
+    explained = {unique_id_of(e) for e in held if e.severity == dg.AssetCheckSeverity.ERROR}
     if not failed or _unexplained_failures(run_results, explained):
         raise without_colours(error)
     raise_for_blocking(failed, what="dbt test")
