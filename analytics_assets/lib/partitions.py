@@ -100,6 +100,12 @@ def dbt_vars_for_window(
     }
 
 
+def dbt_zone_vars(timezone: str | None = None) -> dict[str, str]:
+    """The var every dbt invocation gets (parse included: dbt re-parses the whole project when
+    an invocation's vars differ from the parse it starts from)."""
+    return {DBT_TIMEZONE_VAR: timezone or get_settings().timezone}
+
+
 def dbt_build_args(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
@@ -108,7 +114,7 @@ def dbt_build_args(
 ) -> list[str]:
     """The `dbt build` argument list: the business day's zone (default: PARTITION_TIMEZONE), and
     for a partition time window its dates (pure apart from that default; unit-tested)."""
-    dbt_vars = {DBT_TIMEZONE_VAR: timezone or get_settings().timezone}
+    dbt_vars = dbt_zone_vars(timezone)
     if start is not None and end is not None:
         dbt_vars.update(dbt_vars_for_window(start, end, dbt_vars[DBT_TIMEZONE_VAR]))
     return ["build", "--vars", json.dumps(dbt_vars, sort_keys=True)]
