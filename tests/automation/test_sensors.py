@@ -23,6 +23,7 @@ from analytics_assets.lib.partitions import daily_partitions
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 RAW = ["users", "products", "orders", "order_items"]
+DAILY = ["daily_revenue", "daily_product_sales", "daily_customer_mix"]
 
 
 @pytest.fixture
@@ -54,6 +55,15 @@ def _ingest(defs, instance):
 def _tick(sensor, defs, instance, cursor=None):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     return sensor.evaluate_tick(context)
+
+
+def _built(instance, marts, days) -> None:
+    """Record the marts' partitions of `days` as built."""
+    for name in marts:
+        for day in days:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=["marts", name], partition=day)
+            )
 
 
 def _sql(url, statement, params=None):
@@ -168,12 +178,7 @@ def test_an_ingest_run_in_flight_holds_back_the_next_request(platform):
 def test_late_change_requests_exactly_the_touched_built_partitions(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
-    daily = ["daily_revenue", "daily_product_sales", "daily_customer_mix"]
-    for name in daily:
-        for day in ("2026-03-05", "2026-03-06", "2026-03-07", "2026-03-08"):
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(asset_key=["marts", name], partition=day)
-            )
+    _built(instance, DAILY, ("2026-03-05", "2026-03-06", "2026-03-07", "2026-03-08"))
     tick = _tick(late_data_sensor, defs, instance)
     assert tick.run_requests == []
     # An order created on 03-05 and one on 03-07 are completed late; one on 03-04 (never built).
@@ -195,7 +200,7 @@ def test_late_change_requests_exactly_the_touched_built_partitions(platform):
     )
     assert ranges == [("2026-03-05", "2026-03-05"), ("2026-03-07", "2026-03-07")]
     for request in result.run_requests:
-        assert {k.path[1] for k in request.asset_selection} == set(daily)
+        assert {k.path[1] for k in request.asset_selection} == set(DAILY)
     quiet = _tick(late_data_sensor, defs, instance, cursor=result.cursor)
     assert quiet.run_requests == []
 
@@ -212,12 +217,7 @@ def test_late_change_near_midnight_reruns_the_partition_of_its_local_date(platfo
         (placed, placed),
     )
     _ingest(defs, instance)
-    daily = ["daily_revenue", "daily_product_sales", "daily_customer_mix"]
-    for name in daily:
-        for day in ("2026-03-06", "2026-03-07", "2026-03-08", "2026-03-09"):
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(asset_key=["marts", name], partition=day)
-            )
+    _built(instance, DAILY, ("2026-03-06", "2026-03-07", "2026-03-08", "2026-03-09"))
     tick = _tick(late_data_sensor, defs, instance)
     _sql(
         env.source_url,
