@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from analytics_assets.lib.partitions import business_date
 from analytics_assets.settings import get_settings
 
 MODULE = "analytics_assets.definitions"
@@ -26,7 +27,7 @@ def _say(message: str) -> None:
 
 def partition_range(partitions: int, today: dt.date | None = None) -> tuple[str, str]:
     """The last `partitions` complete days, as the first and last partition keys."""
-    today = today or dt.datetime.now(dt.UTC).date()
+    today = today or business_date(dt.datetime.now(dt.UTC))
     first = today - dt.timedelta(days=partitions)
     last = today - dt.timedelta(days=1)
     return first.isoformat(), last.isoformat()
@@ -92,6 +93,7 @@ def run_demo(days: int = 30, partitions: int = 7, seed: int = 42) -> int:
     conn.close()
 
     first, last = partition_range(partitions)
+    _say(f"business days in PARTITION_TIMEZONE={get_settings().timezone}: {first}..{last}")
     instance = DagsterInstance.get()
     before = _materialized_daily(instance)
     models_built = _has_materialization(instance, ["marts", "fct_orders"])

@@ -86,9 +86,9 @@ def partition_window(
 
 def _last_closed_day(timezone: str, today: dt.date | None) -> dt.date:
     if today is None:
-        from zoneinfo import ZoneInfo
+        from analytics_assets.lib.partitions import last_ended_day
 
-        today = dt.datetime.now(ZoneInfo(timezone)).date()
+        return last_ended_day(timezone=timezone)
     return today - dt.timedelta(days=1)
 
 

@@ -139,7 +139,7 @@ def get_settings() -> Settings:
         cdc_url=cdc_url,
         captured_tables=tables,
         partition_start=start,
-        timezone=_env("PARTITION_TIMEZONE", "UTC"),
+        timezone=_time_zone("PARTITION_TIMEZONE", "UTC"),
         publication=validate_identifier(_env("CDC_PUBLICATION", "analytics_pub"), "publication"),
         slot=validate_identifier(_env("CDC_SLOT", "analytics_slot"), "slot"),
         cdc_batch_size=batch,
@@ -180,6 +180,27 @@ def _positive_int(name: str, default: str) -> int:
     if not value.isdigit() or int(value) <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer.")
     return int(value)
+
+
+# An IANA name (Area/Location, Etc/GMT+9, UTC): it also goes into dbt's SQL as a literal.
+_ZONE_NAME = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+
+
+def _time_zone(name: str, default: str) -> str:
+    """The business day's time zone: a name both Python's zoneinfo and the warehouses know."""
+    import zoneinfo
+
+    value = _env(name, default)
+    try:
+        if not _ZONE_NAME.match(value):
+            raise ValueError(value)
+        zoneinfo.ZoneInfo(value)
+    except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):  # OSError: a folder, e.g. America
+        raise ConfigError(
+            f"{name}={value!r} is not a time zone: use an IANA name such as UTC, Asia/Seoul "
+            "or America/New_York."
+        ) from None
+    return value
 
 
 def _stack_cdc_url(source_url: str) -> str | None:

@@ -187,7 +187,7 @@ def test_build_runs_models_data_tests_and_unit_tests_without_errors(full_build):
     not_ok = {uid: s for uid, s in statuses.items() if s not in {"success", "pass", "warn"}}
     assert not_ok == {}
     assert {uid.split(".")[0] for uid in statuses} >= {"model", "test", "unit_test"}
-    assert sum(uid.startswith("unit_test.") for uid in statuses) == 5
+    assert sum(uid.startswith("unit_test.") for uid in statuses) == 7
     assert statuses["test.analytics.assert_daily_revenue_matches_completed_orders"] == "pass"
 
 
@@ -340,7 +340,8 @@ def _fake_service_account_key(path: Path) -> None:
 def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monkeypatch):
     """BigQuery cannot be reached here: compile in-process, answering the one metadata call
     (`get_relation`, behind is_incremental()) with "the table exists", so the incremental
-    branch with its min_date/max_date window is the one compiled; then parse with sqlglot."""
+    branch with its min_date/max_date window is the one compiled (with a business time zone);
+    then parse with sqlglot."""
     sqlglot = pytest.importorskip("sqlglot")
     from dbt.adapters.bigquery import BigQueryAdapter, BigQueryRelation
     from dbt.cli.main import dbtRunner
@@ -366,7 +367,7 @@ def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monke
             "--select",
             "resource_type:model resource_type:test",
             "--vars",
-            WINDOW_VARS,
+            WINDOW_VARS[:-1] + ", partition_timezone: America/New_York}",
             "--project-dir",
             str(PROJECT_DIR),
             "--profiles-dir",
@@ -388,6 +389,9 @@ def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monke
     daily_revenue = next(p for p in compiled if p.name == "daily_revenue.sql").read_text()
     assert "order_date >= cast('2024-03-03' as date)" in daily_revenue
     assert "`offline-project`.`analytics_marts`.`fct_orders`" in daily_revenue
+    # the business date in the zone Dagster passes, BigQuery's DATE(timestamp, zone)
+    orders = next(p for p in compiled if p.name == "stg_app__orders.sql").read_text()
+    assert "date(created_at, 'America/New_York') as order_date" in orders
 
 
 def test_dbt_version_comes_from_the_environment_without_a_subprocess(monkeypatch):

@@ -16,7 +16,7 @@ from analytics_assets.defs.automation.logic import (
     partition_closed,
 )
 from analytics_assets.defs.cdc.assets import raw_keys
-from analytics_assets.lib.partitions import daily_partitions
+from analytics_assets.lib.partitions import daily_partitions, last_ended_day
 from analytics_assets.settings import get_settings
 
 INGEST_TAG = "analytics/ingest"
@@ -253,17 +253,10 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def _yesterday(now: dt.datetime) -> str:
-    settings = get_settings()
-    import zoneinfo
-
-    local = now.astimezone(zoneinfo.ZoneInfo(settings.timezone)).date()
-    return (local - dt.timedelta(days=1)).isoformat()
-
-
 def close_decision(now: dt.datetime, lag) -> tuple[str, bool, str]:
+    """Yesterday's partition (in PARTITION_TIMEZONE) at `now`, and whether it is closed."""
     settings = get_settings()
-    key = _yesterday(now)
+    key = last_ended_day(now, settings.timezone).isoformat()
     closed, why = partition_closed(
         key,
         cdc_watermark(lag, now),
@@ -291,22 +284,30 @@ def partition_close_sensor(context: dg.SensorEvaluationContext):
     return dg.RunRequest(run_key=f"close-{key}", partition_key=key, tags={"analytics/reason": why})
 
 
-@dg.schedule(
-    name="daily_marts_backstop",
-    cron_schedule="0 1 * * *",
-    target=DAILY,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Backstop at 01:00: builds yesterday's daily partitions if they are closed, "
-    "and skips saying why if the CDC watermark has not passed the day yet.",
-)
-def daily_marts_backstop(context: dg.ScheduleEvaluationContext):
-    now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-    key, closed, why = close_decision(now, read_lag())
-    if not closed:
-        return dg.SkipReason(why)
-    return dg.RunRequest(
-        run_key=f"backstop-{key}", partition_key=key, tags={"analytics/reason": why}
+def daily_marts_backstop() -> dg.ScheduleDefinition:
+    """The 01:00 backstop, at 01:00 in PARTITION_TIMEZONE (built with the definitions, so the
+    zone is the setting's when they load)."""
+
+    @dg.schedule(
+        name="daily_marts_backstop",
+        cron_schedule="0 1 * * *",
+        execution_timezone=get_settings().timezone,
+        target=DAILY,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Backstop at 01:00 in PARTITION_TIMEZONE: builds yesterday's daily "
+        "partitions if they are closed, and skips saying why if the CDC watermark has not passed "
+        "the day yet.",
     )
+    def backstop(context: dg.ScheduleEvaluationContext):
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        key, closed, why = close_decision(now, read_lag())
+        if not closed:
+            return dg.SkipReason(why)
+        return dg.RunRequest(
+            run_key=f"backstop-{key}", partition_key=key, tags={"analytics/reason": why}
+        )
+
+    return backstop
 
 
 def build_automation_defs() -> dg.Definitions:
@@ -324,5 +325,5 @@ def build_automation_defs() -> dg.Definitions:
                 minimum_interval_seconds=30,
             ),
         ],
-        schedules=[daily_marts_backstop],
+        schedules=[daily_marts_backstop()],
     )

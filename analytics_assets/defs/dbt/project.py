@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import os
 import shutil
 import sys
@@ -13,6 +14,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
 from analytics_assets.lib.retention import prune_dbt_run_folders
+from analytics_assets.lib.partitions import dbt_zone_vars
 from analytics_assets.settings import DBT_PROJECT_DIR, get_settings
 
 
@@ -41,7 +43,8 @@ def get_dbt_project() -> DbtProject:
     )
     if not project.manifest_path.exists():
         # Parse once; later loads read the manifest (`make prepare` does this ahead of time).
-        dbt_cli_resource().cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        args = ["parse", "--quiet", "--vars", json.dumps(dbt_zone_vars())]
+        dbt_cli_resource().cli(args, target_path=project.target_path).wait()
     return project
 
 
