@@ -22,6 +22,10 @@ Accepted input
 - Time: `io.debezium.time.ZonedTimestamp` (ISO-8601 string -> timestamp UTC),
   `MicroTimestamp` / `Timestamp` / `NanoTimestamp` (epoch micros / millis / nanos -> timestamp
   without zone), `Date` (epoch days -> date).
+- Values a typed column cannot hold (±infinity, BC, years past 9999, numeric NaN/±Infinity in
+  `string` mode) follow `analytics_assets.lib.values`: typed NULL + PostgreSQL's text in
+  `<column>__raw`; decimals wider than 38 digits are their exact text; `MicroTime`/`Time`/
+  `NanoTime` become PostgreSQL's time text; `float32` keeps its float4 value.
 - Unchanged TOAST values (Debezium's `__debezium_unavailable_value` placeholder) and delete
   images that carry only the key (REPLICA IDENTITY DEFAULT) are listed in `_unchanged_cols`, so
   the warehouse keeps the previous values.
