@@ -96,6 +96,9 @@ SPECIAL_DECIMALS = {
     "NEGATIVE_INFINITY": "-Infinity",
     "-Infinity": "-Infinity",
 }
+# What Debezium puts in a key-only delete image for NOT NULL columns (their types' defaults):
+# "", 0, 0.0, epoch 0 in any unit, 1970-01-01T00:00:00Z, a zero `precise` decimal ("AA==")
+PLACEHOLDER_DEFAULTS = frozenset({"", 0, "AA==", "1970-01-01T00:00:00Z"})
 # Kafka Connect's JsonConverter (Jackson) quotes non-finite doubles
 SPECIAL_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 OPS = frozenset("cudrt")
@@ -395,6 +398,26 @@ class TableDecoder:
         rejected.sort()
         return keep
 
+    def _key_only(self, image: Mapping[str, Any], nonkey: list[str]) -> bool:
+        """A delete's before image that carries the key only (REPLICA IDENTITY DEFAULT). Debezium
+        fills it with null, or for a NOT NULL column with its type's placeholder ("", 0, false,
+        1970-01-01, a zero decimal): an image of only those carries no values. (A full image
+        that happens to hold only those values is the row as raw has it already.)"""
+        for c in nonkey:
+            v = image.get(c)
+            col = self.columns.get(c)
+            if v is None or (col is not None and col.type == "struct" and _zero_struct(v)):
+                continue
+            if isinstance(v, bool):
+                if v:
+                    return False
+                continue
+            if isinstance(v, (dict, list)) or v not in PLACEHOLDER_DEFAULTS:
+                return False
+            if col is not None and col.semantic is None and col.type == "bytes" and v:
+                return False  # a bytea value
+        return True
+
     # -- columns ----------------------------------------------------------------------------
 
     def _column_names(self, images: list[dict]) -> list[str]:
@@ -418,7 +441,7 @@ class TableDecoder:
         # delete images with only the key (REPLICA IDENTITY DEFAULT): keep the previous values
         nonkey = [c for c in names if c not in self.key]
         for i in range(n):
-            if deletes[i] and nonkey and all(images[i].get(c) is None for c in nonkey):
+            if deletes[i] and nonkey and self._key_only(images[i], nonkey):
                 unchanged[i] = list(nonkey)
         arrays, fields = [], []
         for name in names:
@@ -515,6 +538,11 @@ def _natural(
             return pa.array(values, pa.float32()).cast(t), None
         return pa.array(values, t), None
     return _infer(values), None
+
+
+def _zero_struct(v: Any) -> bool:
+    """A VariableScaleDecimal placeholder: zero at scale 0."""
+    return isinstance(v, Mapping) and v.get("value") in ("AA==", "") and not v.get("scale")
 
 
 def _json_text(v: Any) -> str | None:
@@ -695,6 +723,63 @@ def _variable_decimal(v: Mapping[str, Any] | None) -> str | None:
     if not isinstance(v, Mapping):
         raise TypeError(f"{str(v)[:40]!r} is not a VariableScaleDecimal struct")
     return decimal_text(_unscaled(v["value"]), _integer(v["scale"]))
+
+
+# -- declared column types (schemaless topics) --------------------------------------------------
+
+_DECLARED = {
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    "timestamp": pa.timestamp("us"),
+    "timestamp without time zone": pa.timestamp("us"),
+    "date": pa.date32(),
+    "bigint": pa.int64(),
+    "int8": pa.int64(),
+    "integer": pa.int32(),
+    "int": pa.int32(),
+    "int4": pa.int32(),
+    "smallint": pa.int16(),
+    "int2": pa.int16(),
+    "boolean": pa.bool_(),
+    "bool": pa.bool_(),
+    "double precision": pa.float64(),
+    "float8": pa.float64(),
+    "real": pa.float64(),
+    "float4": pa.float64(),
+    "text": pa.string(),
+    "varchar": pa.string(),
+    "uuid": pa.string(),
+    "json": pa.string(),
+    "jsonb": pa.string(),
+    "numeric": pa.string(),
+}
+_NUMERIC = re.compile(r"(?:numeric|decimal)\s*\(\s*(\d+)\s*(?:,\s*(-?\d+)\s*)?\)")
+
+
+def declared_type(pg_type: str) -> pa.DataType:
+    """The Arrow type a column declared as `pg_type` decodes to (the slot feed's mapping)."""
+    m = _NUMERIC.fullmatch(pg_type)
+    if m:
+        return decimal_type(m.group(1), int(m.group(2) or 0))
+    if pg_type not in _DECLARED:
+        raise ValueError(pg_type)
+    return _DECLARED[pg_type]
+
+
+def column_types_from_settings(settings) -> dict[str, dict[str, pa.DataType]]:
+    """CDC_COLUMN_TYPES as the Kafka feed's per-table column types."""
+    from analytics_assets.settings import ConfigError
+
+    out: dict[str, dict[str, pa.DataType]] = {}
+    for table, column, pg_type in settings.cdc_column_types:
+        try:
+            out.setdefault(table, {})[column] = declared_type(pg_type)
+        except ValueError:
+            raise ConfigError(
+                f"CDC_COLUMN_TYPES: {table}.{column} has type {pg_type!r}, which is not one of "
+                f"numeric(p,s), {', '.join(sorted(_DECLARED))}."
+            ) from None
+    return out
 
 
 # -- encoding (what a Debezium connector emits): used by tests and the bench ------------------

@@ -200,6 +200,21 @@ def _encode(text, field: dict, pg_type: str = ""):
     return text
 
 
+def _placeholder(field: dict):
+    """What Debezium puts for a column a key-only delete image lacks: null when the column is
+    optional, else its type's default (0, "", false, epoch 0, a zero decimal)."""
+    if field.get("optional", True):
+        return None
+    name, type_ = field.get("name"), field["type"]
+    if name == "org.apache.kafka.connect.data.Decimal":
+        return "AA=="
+    if name == "io.debezium.time.ZonedTimestamp":
+        return "1970-01-01T00:00:00Z"
+    if type_ in ("int16", "int32", "int64", "double", "float"):
+        return 0
+    return False if type_ == "boolean" else ""
+
+
 def _element_text(v):
     """An array element from to_json, as PostgreSQL's text of that element."""
     if v is None or isinstance(v, str):
@@ -224,6 +239,7 @@ class Connector:
         partitions: dict[str, int] | None = None,
         toast_placeholder: bool = False,
         key_only_deletes: bool = False,
+        placeholder_deletes: bool = False,
     ):
         self.url = url
         self.prefix = prefix
@@ -232,6 +248,7 @@ class Connector:
         self.schemas = schemas
         self.toast_placeholder = toast_placeholder
         self.key_only_deletes = key_only_deletes
+        self.placeholder_deletes = placeholder_deletes
         self.conn = psycopg2.connect(url)
         with self.conn.cursor() as cur:  # row images as text, in the form Debezium reads them
             cur.execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'")
@@ -388,6 +405,11 @@ class Connector:
             image[f["field"]] = _encode(row[f["field"]], f, pg_type)
         if before and self.key_only_deletes:
             image = {k: (v if k == "id" else None) for k, v in image.items()}
+        if before and self.placeholder_deletes:  # REPLICA IDENTITY DEFAULT, as Debezium fills it
+            image = {
+                f["field"]: image[f["field"]] if f["field"] == "id" else _placeholder(f)
+                for f in self.fields[table]
+            }
         return image
 
     def _emit(self, table, op, before, after, ts, txid, lsn) -> None:
