@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics_assets.lib.feeds.base import SOURCE_LSN, Position, meta_schema_fields
+from analytics_assets.lib.feeds.base import LSN, SEQ, SOURCE_LSN, Position, meta_schema_fields
 from analytics_assets.lib.values import (
     HIGH_DAY,
     HIGH_US,
@@ -222,18 +222,31 @@ class TableDecoder:
         self.columns: dict[str, Column] = {}
         self.types: dict[str, pa.DataType] = {}
         self._last_schema: Mapping[str, Any] | None = None
+        self._last_columns: dict[str, Column] = {}
+        self._schemas: list[tuple[Mapping[str, Any], dict[str, Column]]] = []
         self._prefix: bytes | None = None
 
     # -- per record -------------------------------------------------------------------------
 
-    def _learn_schema(self, schema: Mapping[str, Any]) -> None:
+    def _schema_columns(self, schema: Mapping[str, Any]) -> dict[str, Column]:
+        """The row columns a record's schema describes (raises on a malformed schema). Records
+        with the same schema share one dict: a batch is converted per schema."""
         if schema == self._last_schema:  # every record repeats it: compare (C speed), not parse
-            return
-        self._last_schema = schema
-        for col in row_columns(schema):
-            if self.columns.get(col.name) != col:
-                self.columns[col.name] = col
-                self.types.pop(col.name, None)
+            return self._last_columns
+        cols = next((c for seen, c in self._schemas if seen == schema), None)
+        if cols is None:
+            cols = {**self.columns, **{c.name: c for c in row_columns(schema)}}
+            self._schemas = [*self._schemas[-7:], (schema, cols)]
+        self._last_schema, self._last_columns = schema, cols
+        return cols
+
+    def _adopt(self, columns: dict[str, Column]) -> None:
+        """The batch's main schema becomes the decoder's: a column whose definition changed
+        forgets the type learned for it."""
+        for name, col in columns.items():
+            if self.columns.get(name) != col:
+                self.types.pop(name, None)
+        self.columns = dict(columns)
 
     def _remember_prefix(self, value: bytes, schema: Any) -> None:
         """The bytes up to the payload of a record written as {"schema":...,"payload":...}
@@ -287,6 +300,8 @@ class TableDecoder:
         all_ts: list[int] = []  # rows and truncates
         deletes: list[bool] = []
         src_lsns: list[int | None] = []  # source.lsn: identifies a re-sent event
+        schemas: list[dict[str, Column]] = []  # the columns each image's record describes
+        current = self.columns  # for records without the schema wrapper
         out = DecodedTable(pa.table({}))
 
         def reject(i: int, why: str) -> None:
@@ -320,7 +335,14 @@ class TableDecoder:
                 continue
             if "payload" in obj and set(obj) <= {"schema", "payload"}:
                 if isinstance(obj.get("schema"), dict):
-                    self._learn_schema(obj["schema"])
+                    try:
+                        current = self._schema_columns(obj["schema"])
+                    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                        self._prefix = None  # its text must not stand for a schema
+                        reject(i, f"schema is not a Debezium row schema ({str(exc)[:80]})")
+                        continue
+                elif prefix is not None and "schema" not in obj:
+                    current = self._last_columns  # the schema text of the previous record
                 obj = obj["payload"]
                 if obj is None:
                     out.tombstones += 1
@@ -329,7 +351,7 @@ class TableDecoder:
                     reject(i, "payload is not an object")
                     continue
             op = obj.get("op")
-            if op not in OPS:
+            if not isinstance(op, str) or op not in OPS:
                 reject(i, f"unknown or missing op {str(op)[:40]!r}")
                 continue
             source = obj.get("source") or {}
@@ -349,10 +371,13 @@ class TableDecoder:
             if keys is not None:
                 self._learn_key(keys[i])
             src_lsn = source.get("lsn")
-            if src_lsn is not None and not isinstance(src_lsn, int):
-                reject(i, f"source.lsn {str(src_lsn)[:40]!r} is not an integer")
+            if src_lsn is not None and not _int_in(src_lsn, 0, INT64_MAX):
+                reject(i, f"source.lsn {str(src_lsn)[:40]!r} is not an LSN")
                 continue
             ts = source.get("ts_ms", obj.get("ts_ms"))
+            if ts is not None and not _int_in(ts, 0, MAX_TS_MS):
+                reject(i, f"ts_ms {str(ts)[:40]!r} is not a time in epoch milliseconds")
+                continue
             if ts is not None:
                 all_ts.append(ts)
             if op == "t":
@@ -368,20 +393,69 @@ class TableDecoder:
             ts_ms.append(ts)
             deletes.append(op == "d")
             src_lsns.append(src_lsn)
+            schemas.append(current)
 
         out.min_commit_ts = _ts_from_ms(min(all_ts)) if all_ts else None
         out.max_commit_ts = _ts_from_ms(max(all_ts)) if all_ts else None
         parts = [images, ops, lsns, seqs, ts_ms, deletes, src_lsns]
+        # each record is read by its own schema: one group per schema, the largest first (it
+        # is the table's; it sets the column types the others must fit)
+        groups: dict[int, list[int]] = {}
+        for j, cols in enumerate(schemas):
+            groups.setdefault(id(cols), []).append(j)
+        order = sorted(groups.values(), key=len, reverse=True)
+        self._adopt(schemas[order[0][0]] if order else current)
+        main = self.columns
+        tables = []
+        for members in order:
+            self.columns = schemas[members[0]]
+            sub = [[col[j] for j in members] for col in parts]
+            rows = self._group_rows(sub, [index[j] for j in members], out, quarantine)
+            if rows is None:
+                continue
+            if tables and rows.num_rows:
+                try:
+                    pa.concat_tables([tables[0], rows], promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    for j in members:
+                        reject(index[j], f"its schema conflicts with the table's ({exc})"[:200])
+                    continue
+            tables.append(rows)
+        self.columns = main
+        out.rejected.sort()
+        if not images:
+            out.rows = self._to_arrow(*parts)
+        elif not tables:  # every record was quarantined
+            out.rows = pa.schema(
+                meta_schema_fields() + [pa.field(SOURCE_LSN, pa.int64())]
+            ).empty_table()
+        elif len(tables) == 1:
+            out.rows = tables[0]
+        else:
+            rows = pa.concat_tables(tables, promote_options="permissive")
+            out.rows = rows.sort_by([(LSN, "ascending"), (SEQ, "ascending")])
+        return out
+
+    def _group_rows(
+        self, parts: list[list], index: list[int], out, quarantine: bool
+    ) -> pa.Table | None:
+        """The rows of records that share a schema; with `quarantine`, those holding a value
+        their column cannot take go to `out.rejected` instead (None: all of them)."""
         if quarantine:
             try:
-                out.rows = self._to_arrow(*parts)
-                return out
+                return self._to_arrow(*parts)
             except EnvelopeError:
                 # a value that does not fit its column: find the records that hold one
                 keep = self._readable(parts, index, out.rejected)
+                if not keep:
+                    return None
                 parts = [[col[j] for j in keep] for col in parts]
-        out.rows = self._to_arrow(*parts)
-        return out
+                try:
+                    return self._to_arrow(*parts)
+                except EnvelopeError as exc:  # each converts alone, not together
+                    out.rejected += [(index[j], str(exc).split(": ", 1)[-1]) for j in keep]
+                    return None
+        return self._to_arrow(*parts)
 
     def _readable(self, parts: list[list], index: list[int], rejected: list) -> list[int]:
         """Rows whose values convert on their own; the others go to `rejected`."""
@@ -395,7 +469,6 @@ class TableDecoder:
                 rejected.append((i, str(exc).split(": ", 1)[-1]))
             finally:
                 self.types = dict(learned)  # one record must not decide a column's type
-        rejected.sort()
         return keep
 
     def _key_only(self, image: Mapping[str, Any], nonkey: list[str]) -> bool:
@@ -485,7 +558,14 @@ class TableDecoder:
             arr, text = _natural(values, col, target)
             if target is not None and arr.type != target:
                 arr, text = _cast(arr, target, col, values)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError) as exc:
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowNotImplementedError,
+            ValueError,
+            TypeError,
+            ArithmeticError,  # decimal syntax, integers past int64
+            LookupError,  # a struct without its fields
+        ) as exc:
             raise EnvelopeError(
                 f"Debezium records of {self.topic}: column {name!r} cannot be read as "
                 f"{target or 'its JSON type'}: {str(exc)[:200]}"
@@ -538,6 +618,13 @@ def _natural(
             return pa.array(values, pa.float32()).cast(t), None
         return pa.array(values, t), None
     return _infer(values), None
+
+
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def _int_in(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
 def _zero_struct(v: Any) -> bool:
