@@ -60,12 +60,12 @@ def _kind(t: pa.DataType) -> str:
 def split_text(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array]:
     """PostgreSQL text (DateStyle ISO, TimeZone UTC) -> (typed array, `__raw` array) for a type
     with a companion. Raises pa.ArrowInvalid only for text PostgreSQL never prints."""
-    if pa.types.is_string_view(values.type):
-        values = values.cast(pa.string())
+    if pa.types.is_string_view(values.type) and not pa.types.is_decimal(target):
+        values = values.cast(pa.string())  # (decimals parse straight from the decoder's views)
     try:  # the usual batch: every value fits, one C++ cast
         return pc.cast(values, target), pa.nulls(len(values), pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
+        values = values.cast(pa.string())
     regular = pc.match_substring_regex(values, _REGULAR[_kind(target)])
     regular = pc.fill_null(regular, True)
     typed = pc.cast(pc.if_else(regular, values, pa.scalar(None, values.type)), target)
