@@ -196,7 +196,7 @@ def make_feed(settings: Settings | None = None) -> Feed:
     Debezium topics on Kafka with `CDC_FEED=kafka` (`CDC_TOPIC_PREFIX`, `KAFKA_*`)."""
     settings = settings or get_settings()
     if settings.cdc_feed == "kafka":
-        from analytics_assets.lib.debezium import column_types_from_settings
+        from analytics_assets.lib.debezium_types import column_types_from_settings
         from analytics_assets.lib.feeds.kafka import KafkaFeed
 
         return KafkaFeed(

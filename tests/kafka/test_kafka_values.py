@@ -11,7 +11,7 @@ import pytest
 
 from analytics_assets import settings
 from analytics_assets.lib.cdc import make_feed
-from analytics_assets.lib.debezium import column_types_from_settings
+from analytics_assets.lib.debezium_types import column_types_from_settings
 
 
 def test_decimals_wider_than_28_and_38_digits_arrive_exactly(kenv):
