@@ -48,6 +48,8 @@ class Settings:
     cdc_topic_prefix: str = "app"
     # librdkafka consumer properties from KAFKA_<NAME> variables (name lower-cased, _ -> .)
     kafka_config: tuple[tuple[str, str], ...] = ()
+    # (table, column, Postgres type) from CDC_COLUMN_TYPES: types of schemaless Kafka topics
+    cdc_column_types: tuple[tuple[str, str, str], ...] = ()
     # BigQuery (prod): the raw CDC tables go to dataset `raw_schema` of `gcp_project`
     gcp_project: str | None = None
     bigquery_location: str | None = None
@@ -151,6 +153,7 @@ def get_settings() -> Settings:
         cdc_feed=feed,
         cdc_topic_prefix=_env("CDC_TOPIC_PREFIX", "app"),
         kafka_config=kafka_config(),
+        cdc_column_types=column_types(),
         gcp_project=_env("GCP_PROJECT"),
         bigquery_location=_env("BIGQUERY_LOCATION", "US"),
         raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
@@ -172,6 +175,34 @@ def kafka_config() -> tuple[tuple[str, str], ...]:
             for name, value in os.environ.items()
             if name.startswith("KAFKA_") and len(name) > len("KAFKA_") and value != ""
         )
+    )
+
+
+def column_types() -> tuple[tuple[str, str, str], ...]:
+    """CDC_COLUMN_TYPES: a JSON object {table: {column: Postgres type}} (e.g.
+    `{"orders": {"total": "numeric(12,2)", "paid_at": "timestamptz"}}`), the column types of
+    Debezium topics written without the schema wrapper, which otherwise land as JSON infers
+    them (decimals and timestamps as text). lib/debezium.py maps the type names."""
+    text = _env("CDC_COLUMN_TYPES")
+    if text is None:
+        return ()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"CDC_COLUMN_TYPES is not JSON ({exc}).") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(cols, dict) and all(isinstance(t, str) for t in cols.values())
+        for cols in data.values()
+    )
+    if not ok:
+        raise ConfigError(
+            'CDC_COLUMN_TYPES must be {"<table>": {"<column>": "<Postgres type>"}}, e.g. '
+            '{"orders": {"total": "numeric(12,2)"}}.'
+        )
+    return tuple(
+        (validate_identifier(table, "CDC_COLUMN_TYPES table"), column, type_.strip().lower())
+        for table, cols in sorted(data.items())
+        for column, type_ in sorted(cols.items())
     )
 
 

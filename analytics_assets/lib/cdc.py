@@ -230,12 +230,14 @@ def make_feed(settings: Settings | None = None) -> Feed:
     Debezium topics on Kafka with `CDC_FEED=kafka` (`CDC_TOPIC_PREFIX`, `KAFKA_*`)."""
     settings = settings or get_settings()
     if settings.cdc_feed == "kafka":
+        from analytics_assets.lib.debezium_types import column_types_from_settings
         from analytics_assets.lib.feeds.kafka import KafkaFeed
 
         return KafkaFeed(
             dict(settings.kafka_config),
             topic_prefix=settings.cdc_topic_prefix,
             tables=settings.captured_tables,
+            column_types=column_types_from_settings(settings),
         )
     from analytics_assets.lib.feeds.slot import SlotFeed
     from analytics_assets.settings import require_source_url

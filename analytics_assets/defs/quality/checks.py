@@ -4,7 +4,7 @@
 |---|---|---|---|
 | `schema_drift` | each `raw/<table>` | WARN new source column, ERROR dropped/retyped | yes |
 | `slot_health` | each `raw/<table>` | WARN / ERROR by thresholds (config.py) | yes |
-| `dead_letters` | each `raw/<table>` | WARN while records are quarantined | no |
+| `dead_letters` | each `raw/<table>` | ERROR while records are quarantined | no |
 | `source_reconciliation` | `marts/daily_revenue`, per daily partition | ERROR | yes |
 | `volume_anomaly` | `marts/daily_revenue`, per daily partition | WARN | no |
 
@@ -187,15 +187,16 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
                 asset=raw_key(t),
                 blocking=False,
                 description=(
-                    f"Change records of {t} the feed could not decode (malformed, truncated, "
-                    "unknown op, another table's) are quarantined in raw._dead_letters and "
-                    "missing from the raw table; WARN with their count while any are there."
+                    f"Change records of {t} the feed could not take (Kafka: malformed, "
+                    "truncated, unknown op, another table's; both feeds: a value the platform "
+                    "cannot hold) are quarantined in raw._dead_letters and missing from the raw "
+                    "table; ERROR with their count while any are there."
                 ),
             )
             for t in tables
         ],
         can_subset=True,
-        description="Quarantined (undecodable) change records per raw table.",
+        description="Quarantined change records (not applied) per raw table.",
     )
     def dead_letters_check(context):
         selected = _selected_tables(context)
