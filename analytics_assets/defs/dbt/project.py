@@ -13,8 +13,8 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
-from analytics_assets.lib.retention import prune_dbt_run_folders
 from analytics_assets.lib.partitions import dbt_zone_vars
+from analytics_assets.lib.retention import prune_dbt_run_folders
 from analytics_assets.settings import DBT_PROJECT_DIR, get_settings
 
 
