@@ -24,18 +24,22 @@ $(KERNELS): analytics_assets/lib/_pgoutput_kernels.c | $(STAMP)
 
 install: $(STAMP) $(KERNELS)
 
-# Parse the dbt project once so definitions load from a ready manifest.
+# Parse the dbt project once so definitions load from a ready manifest. With the zone var the
+# Dagster assets pass (lib/partitions.py dbt_zone_vars), so their runs parse only what changed.
 prepare: install
 	$(BIN)/python -m compileall -q analytics_assets
-	cd dbt && ../$(BIN)/dbt parse --quiet --target dev --target-path target/dev
+	cd dbt && ../$(BIN)/dbt parse --quiet --target dev --target-path target/dev \
+	  --vars "{partition_timezone: $${PARTITION_TIMEZONE:-UTC}}"
 
 demo: prepare
 	$(BIN)/analytics-assets demo
 
+# Started in DAGSTER_HOME: `dagster dev` warns that a dagster.yaml in any other folder it starts
+# in "will not be used", this project's too, which DAGSTER_HOME's dagster.yaml links to.
 dev: prepare
 	$(BIN)/analytics-assets stack up
-	eval "$$($(BIN)/analytics-assets stack env)" && \
-	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
+	eval "$$($(BIN)/analytics-assets stack env)" && cd "$$DAGSTER_HOME" && \
+	  $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
 
 test: prepare
 	$(BIN)/pytest -q

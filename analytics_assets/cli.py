@@ -186,7 +186,7 @@ def cmd_cdc(args: argparse.Namespace) -> int:
 def cmd_materialize(args: argparse.Namespace) -> int:
     from analytics_assets.materialize import materialize
 
-    return materialize(args.select, args.partition, args.partition_range)
+    return materialize(args.select, args.partition, args.partition_range, verbose=args.verbose)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     window = p.add_mutually_exclusive_group()
     window.add_argument("--partition", default=None, help="one day, YYYY-MM-DD")
     window.add_argument("--partition-range", default=None, help="START...END, inclusive")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Dagster's event log and dbt's output here instead of a line per step",
+    )
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("demo", help="the main job: stack, history, whole graph for recent days")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from analytics_assets.lib.partitions import business_date
 from analytics_assets.settings import get_settings
 
 MODULE = "analytics_assets.definitions"
@@ -26,7 +27,7 @@ def _say(message: str) -> None:
 
 def partition_range(partitions: int, today: dt.date | None = None) -> tuple[str, str]:
     """The last `partitions` complete days, as the first and last partition keys."""
-    today = today or dt.datetime.now(dt.UTC).date()
+    today = today or business_date(dt.datetime.now(dt.UTC))
     first = today - dt.timedelta(days=partitions)
     last = today - dt.timedelta(days=1)
     return first.isoformat(), last.isoformat()
@@ -47,9 +48,21 @@ def materialize(select: str, *extra: str) -> None:
     _say(" ".join(["dagster", *cmd[1:]]))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
-        raise SystemExit(f"[demo] run failed ({select}):\n{tail}")
+        raise SystemExit(f"[demo] run failed ({select}):\n{_failure(proc)}")
     _say(f"  done in {time.monotonic() - started:.1f}s")
+
+
+def _failure(proc: subprocess.CompletedProcess) -> str:
+    """The failed run's summary (which step, which checks and why), else the output's tail."""
+    from dagster import DagsterInstance
+
+    from analytics_assets.run_report import summary_lines
+
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(limit=1)
+        if runs and runs[0].is_failure:
+            return "\n".join(f"  {line}" for line in summary_lines(instance, runs[0].run_id))
+    return "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
 
 
 def run_demo(days: int = 30, partitions: int = 7, seed: int = 42) -> int:
@@ -80,6 +93,7 @@ def run_demo(days: int = 30, partitions: int = 7, seed: int = 42) -> int:
     conn.close()
 
     first, last = partition_range(partitions)
+    _say(f"business days in PARTITION_TIMEZONE={get_settings().timezone}: {first}..{last}")
     instance = DagsterInstance.get()
     before = _materialized_daily(instance)
     models_built = _has_materialization(instance, ["marts", "fct_orders"])
@@ -152,7 +166,7 @@ def _touched_dates(instance) -> set[str]:
 
 def _summary(instance, first: str, last: str, t0: float) -> None:
     import duckdb
-    from dagster import DagsterEventType, RunsFilter
+    from dagster import RunsFilter
 
     settings = get_settings()
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
@@ -166,28 +180,20 @@ def _summary(instance, first: str, last: str, t0: float) -> None:
     print(f" {'date':<12}{'orders':>8}{'customers':>11}{'revenue':>13}{'avg':>9}")
     for d, n, c, rev, avg in rows:
         print(f" {d!s:<12}{n:>8}{c:>11}{rev:>13,.2f}{avg:>9.2f}")
-    from dagster import AssetCheckSeverity
+    from analytics_assets.run_report import run_report
 
-    passed = warned = failed = 0
-    for run in instance.get_runs(
+    runs = instance.get_runs(
         RunsFilter(
             created_after=dt.datetime.fromtimestamp(
                 time.time() - (time.monotonic() - t0), tz=dt.UTC
             )
         )
-    ):
-        for record in instance.get_records_for_run(
-            run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
-        ).records:
-            evaluation = record.event_log_entry.dagster_event.event_specific_data
-            if evaluation.passed:
-                passed += 1
-            elif evaluation.severity == AssetCheckSeverity.WARN:
-                warned += 1
-            else:
-                failed += 1
-    if passed + warned + failed:
-        print(f"\n checks: {passed} passed, {warned} warned, {failed} failed")
+    )
+    report = run_report(instance, [run.run_id for run in runs])
+    if report.checks:
+        print()
+        for line in report.check_lines():
+            print(f" {line}")
     else:
         print("\n checks: none ran (nothing was rebuilt)")
     print(f" warehouse: {settings.warehouse_path}")

@@ -2,26 +2,36 @@
 
 Dagster's own command answers a mistyped date, an empty selection or a range over unpartitioned
 assets with a Python traceback. This command checks what a user can get wrong before any run
-starts, says in one line what is wrong and what to do, then hands the same arguments to Dagster's
-command in this process (the definitions load once):
+starts, says in one line what is wrong and what to do (the definitions load once):
 
 - the Dagster instance: DAGSTER_HOME set, or the embedded stack running (its env is taken over);
 - `--partition` / `--partition-range`: ISO dates, start <= end, inside the daily partitions
   (from PARTITION_START_DATE up to the last day that has ended);
 - `--select`: matches at least one asset; daily marts need a partition (and ranges need every
   selected asset to be a daily mart, as Dagster's single-run backfills do).
+
+Then it runs the selection as one run on the instance (Dagster's `execute_job`, what its command
+calls), with the output a person reads: a line per step and a summary; Dagster's event log and
+dbt's output go to a log file under <data dir>/logs (`--verbose` prints them instead).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import sys
 import warnings
-from collections.abc import Sequence
 
 from analytics_assets.settings import ConfigError, get_settings
 
-MODULE = "analytics_assets.definitions"
+DEFINITIONS_MODULE = "analytics_assets.definitions"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+INVOCATION_TAG = "analytics/cli_invocation"
+# full logs of the last runs started from this command stay under <data dir>/logs
+LOGS_KEPT = 20
 
 
 def parse_day(text: str, what: str) -> dt.date:
@@ -76,9 +86,9 @@ def partition_window(
 
 def _last_closed_day(timezone: str, today: dt.date | None) -> dt.date:
     if today is None:
-        from zoneinfo import ZoneInfo
+        from analytics_assets.lib.partitions import last_ended_day
 
-        today = dt.datetime.now(ZoneInfo(timezone)).date()
+        return last_ended_day(timezone=timezone)
     return today - dt.timedelta(days=1)
 
 
@@ -142,7 +152,11 @@ def check_selection(
 
 
 def materialize(
-    select: str, partition: str | None = None, partition_range: str | None = None
+    select: str,
+    partition: str | None = None,
+    partition_range: str | None = None,
+    *,
+    verbose: bool = False,
 ) -> int:
     window = partition_window(partition, partition_range)
     ensure_instance_env()
@@ -151,22 +165,86 @@ def materialize(
         f"[materialize] {len(keys)} asset(s)"
         + (f", days {window[0]}..{window[1]}" if window else "")
     )
-    args: list[str] = ["asset", "materialize", "-m", MODULE, "--select", select]
+    tags = {}
     if partition is not None:
-        args += ["--partition", partition]
+        tags[PARTITION_TAG] = partition
     if partition_range is not None:
-        args += ["--partition-range", partition_range]
-    return run_dagster(args)
+        tags[RANGE_START_TAG], tags[RANGE_END_TAG] = partition_range.split("...")
+    return run_selection(keys, tags, verbose=verbose)
 
 
-def run_dagster(args: Sequence[str]) -> int:
-    """Dagster's CLI in this process; its click errors become one line."""
-    import click
-    from dagster._cli import cli
+def run_selection(keys: list[str], tags: dict[str, str], *, verbose: bool = False) -> int:
+    """Run the assets `keys` (user strings) as one run on the instance, as `dagster asset materialize` does. Quiet by
+    default: Dagster's event log and dbt's output go to a log file, the terminal gets a line
+    per step and a summary. `verbose`: everything on the terminal, as Dagster prints it."""
+    import uuid
 
-    try:
-        cli.main(args=list(args), prog_name="dagster", standalone_mode=False)
-    except click.ClickException as exc:
-        print(f"error: {exc.format_message()} (the run's events above say which step)")
-        return 1
-    return 0
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from analytics_assets.definitions import defs
+    from analytics_assets.run_report import StepProgress, summary_lines, utc_stamp
+
+    keys = [dg.AssetKey.from_user_string(k) for k in keys]
+    job = defs.get_repository_def().get_implicit_job_def_for_assets(keys)
+    invocation = uuid.uuid4().hex
+    # the code location by module, as Dagster's command points at it: a step in another process
+    # (the multiprocess executor in prod) loads the same job by name
+    recon = ReconstructableRepository.for_module(
+        DEFINITIONS_MODULE, "defs", os.getcwd()
+    ).get_reconstructable_job(job.name)
+    tags = {**tags, INVOCATION_TAG: invocation}
+
+    def say(line: str) -> None:
+        print(f"[materialize] {line}", flush=True)
+
+    with dg.DagsterInstance.get() as instance:
+        if verbose:
+            result = dg.execute_job(recon, instance, tags=tags, asset_selection=keys)
+            log_path = None
+        else:
+            log_path = _log_path(utc_stamp())
+            say(f"running; full log: {log_path} (--verbose prints it here)")
+            with _output_to(log_path) as terminal:
+
+                def tell(line: str) -> None:  # from the progress thread only
+                    terminal.write(f"[materialize] {line}\n")
+                    terminal.flush()
+
+                with StepProgress(instance, (INVOCATION_TAG, invocation), tell):
+                    result = dg.execute_job(recon, instance, tags=tags, asset_selection=keys)
+        for line in summary_lines(instance, result.run_id, log_path=log_path):
+            say(line)
+    return 0 if result.success else 1
+
+
+def _log_path(stamp: str):
+    from analytics_assets.lib.retention import keep_newest
+
+    logs = get_settings().data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    keep_newest(logs.glob("materialize-*.log"), LOGS_KEPT - 1)
+    return logs / f"materialize-{stamp}.log"
+
+
+@contextlib.contextmanager
+def _output_to(path):
+    """File descriptors 1 and 2 (this process, dbt's subprocesses, Dagster's loggers and the
+    warnings they print) go to `path`; yields the terminal, for the lines meant for a person."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    with open(path, "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            terminal.close()

@@ -48,6 +48,8 @@ class Settings:
     cdc_topic_prefix: str = "app"
     # librdkafka consumer properties from KAFKA_<NAME> variables (name lower-cased, _ -> .)
     kafka_config: tuple[tuple[str, str], ...] = ()
+    # (table, column, Postgres type) from CDC_COLUMN_TYPES: types of schemaless Kafka topics
+    cdc_column_types: tuple[tuple[str, str, str], ...] = ()
     # BigQuery (prod): the raw CDC tables go to dataset `raw_schema` of `gcp_project`
     gcp_project: str | None = None
     bigquery_location: str | None = None
@@ -59,6 +61,10 @@ class Settings:
     warehouse_lock_timeout: float = 30.0
     # slot feed: WAL bytes behind that count as lag, and the most WAL a lag reading decodes
     lag_max_bytes: int = 1 << 20
+    # kill tests only: `<stage>:<hit>:<dir>`, see lib/cdc.py `pause_at`
+    cdc_pause_at: str | None = None
+    # per-invocation dbt target folders kept under DBT_TARGET_PATH (each 3-5 MB); older ones go
+    dbt_artifact_runs_kept: int = 10
 
     @property
     def is_prod(self) -> bool:
@@ -137,7 +143,7 @@ def get_settings() -> Settings:
         cdc_url=cdc_url,
         captured_tables=tables,
         partition_start=start,
-        timezone=_env("PARTITION_TIMEZONE", "UTC"),
+        timezone=_time_zone("PARTITION_TIMEZONE", "UTC"),
         publication=validate_identifier(_env("CDC_PUBLICATION", "analytics_pub"), "publication"),
         slot=validate_identifier(_env("CDC_SLOT", "analytics_slot"), "slot"),
         cdc_batch_size=batch,
@@ -150,10 +156,13 @@ def get_settings() -> Settings:
         cdc_feed=feed,
         cdc_topic_prefix=_env("CDC_TOPIC_PREFIX", "app"),
         kafka_config=kafka_config(),
+        cdc_column_types=column_types(),
         gcp_project=_env("GCP_PROJECT"),
         bigquery_location=_env("BIGQUERY_LOCATION", "US"),
         raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
         warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
+        cdc_pause_at=_env("CDC_PAUSE_AT"),
+        dbt_artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT", "10"),
     )
 
 
@@ -172,11 +181,60 @@ def kafka_config() -> tuple[tuple[str, str], ...]:
     )
 
 
+def column_types() -> tuple[tuple[str, str, str], ...]:
+    """CDC_COLUMN_TYPES: a JSON object {table: {column: Postgres type}} (e.g.
+    `{"orders": {"total": "numeric(12,2)", "paid_at": "timestamptz"}}`), the column types of
+    Debezium topics written without the schema wrapper, which otherwise land as JSON infers
+    them (decimals and timestamps as text). lib/debezium.py maps the type names."""
+    text = _env("CDC_COLUMN_TYPES")
+    if text is None:
+        return ()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"CDC_COLUMN_TYPES is not JSON ({exc}).") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(cols, dict) and all(isinstance(t, str) for t in cols.values())
+        for cols in data.values()
+    )
+    if not ok:
+        raise ConfigError(
+            'CDC_COLUMN_TYPES must be {"<table>": {"<column>": "<Postgres type>"}}, e.g. '
+            '{"orders": {"total": "numeric(12,2)"}}.'
+        )
+    return tuple(
+        (validate_identifier(table, "CDC_COLUMN_TYPES table"), column, type_.strip().lower())
+        for table, cols in sorted(data.items())
+        for column, type_ in sorted(cols.items())
+    )
+
+
 def _positive_int(name: str, default: str) -> int:
     value = _env(name, default)
     if not value.isdigit() or int(value) <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer.")
     return int(value)
+
+
+# An IANA name (Area/Location, Etc/GMT+9, UTC): it also goes into dbt's SQL as a literal.
+_ZONE_NAME = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+
+
+def _time_zone(name: str, default: str) -> str:
+    """The business day's time zone: a name both Python's zoneinfo and the warehouses know."""
+    import zoneinfo
+
+    value = _env(name, default)
+    try:
+        if not _ZONE_NAME.match(value):
+            raise ValueError(value)
+        zoneinfo.ZoneInfo(value)
+    except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):  # OSError: a folder, e.g. America
+        raise ConfigError(
+            f"{name}={value!r} is not a time zone: use an IANA name such as UTC, Asia/Seoul "
+            "or America/New_York."
+        ) from None
+    return value
 
 
 def _stack_cdc_url(source_url: str) -> str | None:

@@ -72,7 +72,7 @@ ORDERS = [
     (5, 1, "25.00", "completed", at("03-02 11:00"), at("03-02 11:10"), None, False),
     # unpaid: NULL paid_at
     (6, 5, "12.00", "pending", at("03-02 15:00"), None, None, False),
-    # user 3 is soft-deleted but the order is live: counts, and the relationship test warns
+    # user 3 is soft-deleted but the order is live: counts, and its relationship test passes
     (12, 3, "10.00", "completed", at("03-02 16:00"), at("03-02 16:01"), None, False),
     # the only completed order of 2024-03-03
     (8, 2, "18.00", "completed", at("03-03 08:00"), at("03-03 08:02"), None, False),
@@ -89,7 +89,7 @@ ORDER_ITEMS = [
     (1000, 1, 100, 3, "10.00"),
     (1001, 2, 100, 2, "10.00"),
     (1002, 3, 101, 1, "15.00"),
-    (1003, 4, 101, 2, "25.00"),  # line of the soft-deleted order: dropped, relationship warns
+    (1003, 4, 101, 2, "25.00"),  # line of the soft-deleted order: dropped downstream
     (1004, 5, 101, 1, "25.00"),
     (1005, 6, 100, 1, "12.00"),
     (1006, 7, 100, 4, "10.00"),

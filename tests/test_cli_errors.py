@@ -7,6 +7,9 @@ run by tests/test_readme.py, which executes the README's `analytics-assets mater
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +99,39 @@ def test_unknown_table_for_ingest_is_one_line_before_any_work(capsys):
         "error: --tables: nosuch not captured; captured: users, products, orders, order_items "
         "(CAPTURED_TABLES)"
     )
+
+
+def _zone_error(zone: str) -> str:
+    return (
+        f"error: PARTITION_TIMEZONE={zone!r} is not a time zone: use an IANA name such as UTC, "
+        "Asia/Seoul or America/New_York."
+    )
+
+
+def test_an_unknown_partition_timezone_is_one_line_and_exit_2():
+    env = dict(os.environ, PARTITION_TIMEZONE="Mars/Olympus")
+    proc = subprocess.run(
+        [sys.executable, "-m", "analytics_assets.cli", "stack", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [_zone_error("Mars/Olympus")]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("zone", ["America", "utc", "Asia/Seoul'; drop table x; --", "../etc"])
+def test_a_folder_a_wrong_case_or_sql_is_not_a_time_zone(zone, monkeypatch, capsys):
+    monkeypatch.setenv("PARTITION_TIMEZONE", zone)
+    settings.get_settings.cache_clear()
+    try:
+        code = cli.main(["stack", "status"])
+    finally:
+        monkeypatch.undo()
+        settings.get_settings.cache_clear()
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_USER_ERROR
+    assert err.strip().splitlines() == [_zone_error(zone)]
+    assert "Traceback" not in out + err

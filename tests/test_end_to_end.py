@@ -8,15 +8,32 @@ import os
 import subprocess
 import sys
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import duckdb
 import psycopg2
+import pytest
+from graph_runs import platform_environment, run_graph, scratch_source_database
 
+from analytics_assets import settings
 from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.lib.partitions import daily_partitions
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
-DAY = "2026-03-07"
+
+# Per business time zone, the partitions the oracle test builds, one run each: New York's
+# 2026-03-08 has 23 hours and its 2026-11-01 has 25.
+ZONE_PARTITIONS = {
+    "UTC": ["2026-03-07"],
+    "Asia/Seoul": ["2026-03-07"],
+    "America/New_York": ["2026-03-08", "2026-11-01"],
+}
+# Local times placed on every zone's days: the hours in which the zones' dates differ, and on
+# New York's DST days the hour after the skipped one and both 01:30s of the repeated one.
+EDGE_TIMES = [(-1, 23, 30, 0), (0, 0, 30, 0), (0, 1, 30, 0), (0, 1, 30, 1), (0, 3, 30, 0)]
+EDGE_TIMES += [(0, 23, 30, 0), (1, 0, 30, 0)]
+DBT_MODELS = "group:staging or group:intermediate or group:marts"
 
 
 def _load_history(url: str) -> None:
@@ -25,7 +42,30 @@ def _load_history(url: str) -> None:
     conn.close()
 
 
-def _source_daily_revenue(url: str, day: str):
+def _edge_orders(url: str) -> None:
+    """Completed orders at the EDGE_TIMES of each zone's partition days."""
+    moments = set()
+    for zone, days in ZONE_PARTITIONS.items():
+        for day in map(dt.date.fromisoformat, days):
+            for offset, hour, minute, fold in EDGE_TIMES:
+                local = dt.datetime.combine(day + dt.timedelta(days=offset), dt.time(hour, minute))
+                moments.add(local.replace(tzinfo=ZoneInfo(zone), fold=fold).astimezone(dt.UTC))
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute("select id from users where deleted_at is null order by id limit %s", (9,))
+        users = [r[0] for r in cur.fetchall()]
+        for i, moment in enumerate(sorted(moments)):
+            cur.execute(
+                "insert into orders (user_id, total, status, created_at, paid_at, updated_at) "
+                "values (%s, %s, 'completed', %s, %s, %s)",
+                (users[i % len(users)], Decimal(11 + i), moment, moment, moment),
+            )
+    conn.close()
+
+
+def _source_daily_revenue(url: str, zone: str, day: str) -> tuple:
+    """The oracle: daily_revenue's figures for a date, straight from the source with AT TIME
+    ZONE."""
     conn = psycopg2.connect(url)
     with conn.cursor() as cur:
         cur.execute(
@@ -33,40 +73,72 @@ def _source_daily_revenue(url: str, day: str):
             select count(*), count(distinct o.user_id), coalesce(sum(o.total), 0)
             from orders o join users u on u.id = o.user_id
             where o.status = 'completed' and o.deleted_at is null
-              and (o.created_at at time zone 'UTC')::date = %s::date
+              and (o.created_at at time zone %(zone)s)::date = %(day)s::date
             """,
-            (day,),
+            {"zone": zone, "day": day},
         )
         row = cur.fetchone()
     conn.close()
     return row
 
 
-def test_one_partition_end_to_end_equals_the_source_aggregate(platform_env):
+@pytest.fixture(scope="module")
+def ingested(pg_stack, tmp_path_factory):
+    """One source with history and edge orders, ingested once into one warehouse (a zone only
+    changes how dbt dates the raw rows, not the rows)."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    with scratch_source_database(pg_stack.url("postgres")) as url:
+        _load_history(url)
+        _edge_orders(url)
+        with platform_environment(url, workdir) as env:
+            from analytics_assets.definitions import build_definitions
+
+            with dg.instance_for_test() as instance:
+                assert run_graph(build_definitions(), instance, "group:raw").success
+            yield env
+
+
+@pytest.mark.parametrize("zone", list(ZONE_PARTITIONS))
+def test_daily_revenue_of_a_partition_equals_the_source_aggregate_in_its_zone(
+    ingested, zone, monkeypatch
+):
+    """daily_revenue for a partition == the source's completed orders of that date in the zone,
+    however many hours the day has; and the reconciliation check agrees."""
     from analytics_assets.definitions import build_definitions
 
-    _load_history(platform_env.source_url)
-    defs = build_definitions()
-    instance = dg.DagsterInstance.ephemeral()
-    job = defs.get_implicit_global_asset_job_def()
-    unpartitioned = dg.AssetSelection.from_string("not tag:daily")
-    result = job.get_subset(asset_selection=set(unpartitioned.resolve(defs.resolve_asset_graph())))
-    assert result.execute_in_process(instance=instance).success
-    daily = dg.AssetSelection.from_string("tag:daily").resolve(defs.resolve_asset_graph())
-    run = job.get_subset(asset_selection=set(daily)).execute_in_process(
-        instance=instance, partition_key=DAY
-    )
-    assert run.success
+    days = ZONE_PARTITIONS[zone]
+    monkeypatch.setenv("PARTITION_TIMEZONE", zone)
+    settings.get_settings.cache_clear()
+    daily_partitions.cache_clear()
+    with duckdb.connect(str(ingested.warehouse_path)) as con:  # only this test's partitions
+        for mart in ("daily_revenue", "daily_product_sales", "daily_customer_mix"):
+            con.execute(f"drop table if exists marts.{mart}")  # noqa: S608 - fixed names
+    checks = []
+    try:
+        defs = build_definitions()
+        with dg.instance_for_test() as instance:
+            for i, day in enumerate(days):
+                # the first run rebuilds every model in the zone, the next only a partition
+                run = run_graph(defs, instance, "tag:daily" if i else DBT_MODELS, partition=day)
+                assert run.success, run.step_failures()
+                checks += run.evaluations("source_reconciliation", "marts/daily_revenue")
+    finally:
+        settings.get_settings.cache_clear()
+        daily_partitions.cache_clear()
 
-    con = duckdb.connect(str(platform_env.warehouse_path), read_only=True)
-    rows = con.execute(
-        "select revenue_date, order_count, unique_customers, total_revenue from marts.daily_revenue"
-    ).fetchall()
-    con.close()
-    assert [r[0].isoformat() for r in rows] == [DAY], "only the requested partition is built"
-    count, customers, total = _source_daily_revenue(platform_env.source_url, DAY)
-    assert count > 0
-    assert (rows[0][1], rows[0][2], Decimal(rows[0][3])) == (count, customers, total)
+    with duckdb.connect(str(ingested.warehouse_path), read_only=True) as con:
+        rows = con.execute(
+            "select revenue_date, order_count, unique_customers, total_revenue "
+            "from marts.daily_revenue"
+        ).fetchall()
+    mart = {r[0].isoformat(): (r[1], r[2], Decimal(r[3])) for r in rows}
+    expected = {day: _source_daily_revenue(ingested.source_url, zone, day) for day in days}
+    assert all(count > 0 for count, _, _ in expected.values())
+    assert mart == expected, "only the partitions built, each equal to the source's date"
+    if zone != "UTC":  # the zone decides: the same dates in UTC hold other orders
+        for day in days:
+            assert _source_daily_revenue(ingested.source_url, "UTC", day) != expected[day]
+    assert len(checks) == len(days) and all(c.passed for c in checks), checks
 
 
 def test_partition_range_runs_dbt_once_for_five_days(platform_env, tmp_path):

@@ -10,7 +10,8 @@ one of the project's two CLIs. Adjusted, and said so in the log:
 - `traffic live` runs for 2 seconds instead of the README's minute;
 - `traffic history` without `--end` gets one that ends the day after the README's latest partition
   date (and more `--days` if its dates span more), so every partition the README materializes
-  holds data whatever today's date is.
+  holds data whatever today's date is. With an `--end`, every README date must fall in the days
+  it loads (a reader who copies the commands gets data, not empty days).
 The log goes to $ANALYTICS_TEST_ARTIFACTS/readme/commands.log (default .data/test-artifacts/).
 """
 
@@ -115,6 +116,19 @@ def partition_dates(commands: list[Command]) -> set[dt.date]:
     return days
 
 
+def history_windows(commands: list[Command]) -> list[tuple[dt.date, dt.date]]:
+    """First and last day of each README `traffic history` that names its `--end`."""
+    out = []
+    for command in commands:
+        argv = command.argv
+        if argv[1:3] != ["traffic", "history"] or "--end" not in argv:
+            continue
+        end = dt.date.fromisoformat(argv[argv.index("--end") + 1])
+        days = int(argv[argv.index("--days") + 1]) if "--days" in argv else 30
+        out.append((end - dt.timedelta(days=days), end - dt.timedelta(days=1)))
+    return out
+
+
 def adjust(command: Command, dates: set[dt.date]) -> tuple[list[str], str]:
     """The argv to run and a note on what differs from the README."""
     argv = list(command.argv)
@@ -182,6 +196,11 @@ def test_readme_commands_run_on_a_fresh_stack(own_server_dir):
     for day in sorted(dates):
         assert dt.date.fromisoformat(DEFAULT_START_DATE) <= day < today, (
             f"README partition {day} is outside {DEFAULT_START_DATE}..yesterday"
+        )
+    for first, last in history_windows(planned):
+        outside = sorted(d.isoformat() for d in dates if not first <= d <= last)
+        assert not outside, (
+            f"README partitions {outside} hold no data: its `traffic history` loads {first}..{last}"
         )
 
     env = {k: v for k, v in os.environ.items() if not PROJECT_ENV.match(k)}

@@ -16,6 +16,7 @@ holds WAL; the lag sensor and slot health checks watch for that.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -119,7 +120,9 @@ def ingest(
     unknown = sorted(set(tables) - set(feed.captured_tables))
     if unknown:
         raise ConfigError(f"tables {unknown} are not captured; captured: {feed.captured_tables}")
-    batch_size = batch_size or get_settings().cdc_batch_size
+    settings = get_settings()
+    batch_size = batch_size or settings.cdc_batch_size
+    fault = fault or (pause_at(settings.cdc_pause_at) if settings.cdc_pause_at else None)
     fault = fault or (lambda stage: None)
     results = {t: TableIngestResult(t) for t in tables}
     batches = 0
@@ -191,17 +194,50 @@ def ingest(
     return IngestResult(results, batches, time.perf_counter() - t0, list(snap), caught_up)
 
 
+def pause_at(spec: str) -> Callable[[str], None]:
+    """The fault hook of the kill tests (CDC_PAUSE_AT=`<stage>:<hit>:<dir>`): the `hit`-th time
+    this process reaches `stage` it writes its PID to `<dir>/paused` and waits there, so the
+    test's SIGKILL lands at exactly that point of the ingest. One pause per `<dir>`: a later
+    process (the run after the kill) finds it taken and goes on."""
+    stage, hit, directory = (spec.split(":", 2) + ["", ""])[:3]
+    if stage not in STAGES or not hit.isdigit() or not directory:
+        raise ConfigError(f"CDC_PAUSE_AT={spec!r}: expected <stage>:<hit>:<dir>, stage in {STAGES}")
+    seen = 0
+
+    def fault(reached: str) -> None:
+        nonlocal seen
+        if reached != stage:
+            return
+        seen += 1
+        if seen != int(hit):
+            return
+        try:
+            os.close(os.open(os.path.join(directory, "taken"), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        tmp = os.path.join(directory, "paused.tmp")
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(tmp, os.path.join(directory, "paused"))  # the test sees the whole PID
+        while True:
+            time.sleep(60)
+
+    return fault
+
+
 def make_feed(settings: Settings | None = None) -> Feed:
     """The change feed for this environment: the logical replication slot (default), or
     Debezium topics on Kafka with `CDC_FEED=kafka` (`CDC_TOPIC_PREFIX`, `KAFKA_*`)."""
     settings = settings or get_settings()
     if settings.cdc_feed == "kafka":
+        from analytics_assets.lib.debezium_types import column_types_from_settings
         from analytics_assets.lib.feeds.kafka import KafkaFeed
 
         return KafkaFeed(
             dict(settings.kafka_config),
             topic_prefix=settings.cdc_topic_prefix,
             tables=settings.captured_tables,
+            column_types=column_types_from_settings(settings),
         )
     from analytics_assets.lib.feeds.slot import SlotFeed
     from analytics_assets.settings import require_source_url

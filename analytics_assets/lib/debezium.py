@@ -22,9 +22,16 @@ Accepted input
 - Time: `io.debezium.time.ZonedTimestamp` (ISO-8601 string -> timestamp UTC),
   `MicroTimestamp` / `Timestamp` / `NanoTimestamp` (epoch micros / millis / nanos -> timestamp
   without zone), `Date` (epoch days -> date).
+- Values a typed column cannot hold (±infinity, BC, years past 9999, numeric NaN/±Infinity in
+  `string` mode) follow `analytics_assets.lib.values`: typed NULL + PostgreSQL's text in
+  `<column>__raw`; decimals wider than 38 digits are their exact text; `MicroTime`/`Time`/
+  `NanoTime` become PostgreSQL's time text; `float32` keeps its float4 value.
 - Unchanged TOAST values (Debezium's `__debezium_unavailable_value` placeholder) and delete
   images that carry only the key (REPLICA IDENTITY DEFAULT) are listed in `_unchanged_cols`, so
   the warehouse keeps the previous values.
+
+Each value's decoding (semantic types, the `__raw` rule, declared types) is
+`analytics_assets.lib.debezium_types`.
 
 Bad records: a record that is not JSON, is truncated, has an unknown op, lacks the image its op
 needs, belongs to another table (`source.table`) or holds a value its column cannot take raises
@@ -41,95 +48,33 @@ import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from analytics_assets.lib.feeds.base import SOURCE_LSN, Position, meta_schema_fields
+from analytics_assets.lib.debezium_types import (
+    SPECIAL_FLOATS,
+    Column,
+    cast_values,
+    column_types_from_settings,
+    decode_values,
+    encode_decimal,
+    row_columns,
+)
+from analytics_assets.lib.feeds.base import LSN, SEQ, SOURCE_LSN, Position, meta_schema_fields
+from analytics_assets.lib.values import INT64_MAX, has_raw, raw_column
 
 PLACEHOLDER = "__debezium_unavailable_value"
 PLACEHOLDER_B64 = base64.b64encode(PLACEHOLDER.encode()).decode()
-DECIMAL = "org.apache.kafka.connect.data.Decimal"
-VARIABLE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
-ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
-MICRO_TIMESTAMP = "io.debezium.time.MicroTimestamp"
-TIMESTAMP = "io.debezium.time.Timestamp"
-NANO_TIMESTAMP = "io.debezium.time.NanoTimestamp"
-DATE = "io.debezium.time.Date"
-CONNECT_TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"
-CONNECT_DATE = "org.apache.kafka.connect.data.Date"
+# What Debezium puts in a key-only delete image for NOT NULL columns (their types' defaults):
+# "", 0, 0.0, epoch 0 in any unit, 1970-01-01T00:00:00Z, a zero `precise` decimal ("AA==")
+PLACEHOLDER_DEFAULTS = frozenset({"", 0, "AA==", "1970-01-01T00:00:00Z"})
 OPS = frozenset("cudrt")
-
-_CONNECT_TYPES = {
-    "int8": pa.int16(),
-    "int16": pa.int16(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float32": pa.float64(),
-    "float64": pa.float64(),
-    "double": pa.float64(),
-    "float": pa.float64(),
-    "boolean": pa.bool_(),
-    "string": pa.string(),
-    "bytes": pa.binary(),
-}
 
 
 class EnvelopeError(ValueError):
     """A record the decoder cannot read; the message names topic, partition and offset."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """One field of a Debezium row schema."""
-
-    name: str
-    type: str  # Kafka Connect type: int16, int64, string, bytes, struct, ...
-    semantic: str | None = None  # the schema `name`, e.g. io.debezium.time.ZonedTimestamp
-    parameters: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def from_schema(cls, f: Mapping[str, Any]) -> Column:
-        params = f.get("parameters") or {}
-        return cls(
-            f["field"], f.get("type", "string"), f.get("name"), tuple(sorted(params.items()))
-        )
-
-    def param(self, name: str) -> str | None:
-        return dict(self.parameters).get(name)
-
-    def arrow_type(self) -> pa.DataType:
-        s = self.semantic
-        if s == DECIMAL:
-            scale = int(self.param("scale") or 0)
-            precision = int(self.param("connect.decimal.precision") or 38)
-            return pa.decimal128(max(precision, scale, 1), scale)
-        if s == ZONED_TIMESTAMP:
-            return pa.timestamp("us", tz="UTC")
-        if s in (MICRO_TIMESTAMP, TIMESTAMP, NANO_TIMESTAMP, CONNECT_TIMESTAMP):
-            return pa.timestamp("us")
-        if s in (DATE, CONNECT_DATE):
-            return pa.date32()
-        if s == VARIABLE_DECIMAL or self.type in ("struct", "array", "map"):
-            return pa.string()
-        if self.type == "string" and self.param("connect.decimal.precision"):
-            # decimal.handling.mode=string keeps the column's precision/scale as parameters
-            # (when the connector propagates them): exact decimals
-            scale = int(self.param("connect.decimal.scale") or self.param("scale") or 0)
-            return pa.decimal128(int(self.param("connect.decimal.precision")), scale)
-        return _CONNECT_TYPES.get(self.type, pa.string())
-
-
-def row_columns(schema: Mapping[str, Any]) -> list[Column]:
-    """The row columns from an envelope schema (the `after`, else `before`, struct)."""
-    fields = {f.get("field"): f for f in schema.get("fields", [])}
-    for image in ("after", "before"):
-        f = fields.get(image)
-        if f and f.get("fields"):
-            return [Column.from_schema(c) for c in f["fields"]]
-    return []
 
 
 @dataclass
@@ -168,18 +113,31 @@ class TableDecoder:
         self.columns: dict[str, Column] = {}
         self.types: dict[str, pa.DataType] = {}
         self._last_schema: Mapping[str, Any] | None = None
+        self._last_columns: dict[str, Column] = {}
+        self._schemas: list[tuple[Mapping[str, Any], dict[str, Column]]] = []
         self._prefix: bytes | None = None
 
     # -- per record -------------------------------------------------------------------------
 
-    def _learn_schema(self, schema: Mapping[str, Any]) -> None:
+    def _schema_columns(self, schema: Mapping[str, Any]) -> dict[str, Column]:
+        """The row columns a record's schema describes (raises on a malformed schema). Records
+        with the same schema share one dict: a batch is converted per schema."""
         if schema == self._last_schema:  # every record repeats it: compare (C speed), not parse
-            return
-        self._last_schema = schema
-        for col in row_columns(schema):
-            if self.columns.get(col.name) != col:
-                self.columns[col.name] = col
-                self.types.pop(col.name, None)
+            return self._last_columns
+        cols = next((c for seen, c in self._schemas if seen == schema), None)
+        if cols is None:
+            cols = {**self.columns, **{c.name: c for c in row_columns(schema)}}
+            self._schemas = [*self._schemas[-7:], (schema, cols)]
+        self._last_schema, self._last_columns = schema, cols
+        return cols
+
+    def _adopt(self, columns: dict[str, Column]) -> None:
+        """The batch's main schema becomes the decoder's: a column whose definition changed
+        forgets the type learned for it."""
+        for name, col in columns.items():
+            if self.columns.get(name) != col:
+                self.types.pop(name, None)
+        self.columns = dict(columns)
 
     def _remember_prefix(self, value: bytes, schema: Any) -> None:
         """The bytes up to the payload of a record written as {"schema":...,"payload":...}
@@ -233,6 +191,8 @@ class TableDecoder:
         all_ts: list[int] = []  # rows and truncates
         deletes: list[bool] = []
         src_lsns: list[int | None] = []  # source.lsn: identifies a re-sent event
+        schemas: list[dict[str, Column]] = []  # the columns each image's record describes
+        current = self.columns  # for records without the schema wrapper
         out = DecodedTable(pa.table({}))
 
         def reject(i: int, why: str) -> None:
@@ -266,7 +226,14 @@ class TableDecoder:
                 continue
             if "payload" in obj and set(obj) <= {"schema", "payload"}:
                 if isinstance(obj.get("schema"), dict):
-                    self._learn_schema(obj["schema"])
+                    try:
+                        current = self._schema_columns(obj["schema"])
+                    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                        self._prefix = None  # its text must not stand for a schema
+                        reject(i, f"schema is not a Debezium row schema ({str(exc)[:80]})")
+                        continue
+                elif prefix is not None and "schema" not in obj:
+                    current = self._last_columns  # the schema text of the previous record
                 obj = obj["payload"]
                 if obj is None:
                     out.tombstones += 1
@@ -275,7 +242,7 @@ class TableDecoder:
                     reject(i, "payload is not an object")
                     continue
             op = obj.get("op")
-            if op not in OPS:
+            if not isinstance(op, str) or op not in OPS:
                 reject(i, f"unknown or missing op {str(op)[:40]!r}")
                 continue
             source = obj.get("source") or {}
@@ -295,10 +262,13 @@ class TableDecoder:
             if keys is not None:
                 self._learn_key(keys[i])
             src_lsn = source.get("lsn")
-            if src_lsn is not None and not isinstance(src_lsn, int):
-                reject(i, f"source.lsn {str(src_lsn)[:40]!r} is not an integer")
+            if src_lsn is not None and not _int_in(src_lsn, 0, INT64_MAX):
+                reject(i, f"source.lsn {str(src_lsn)[:40]!r} is not an LSN")
                 continue
             ts = source.get("ts_ms", obj.get("ts_ms"))
+            if ts is not None and not _int_in(ts, 0, MAX_TS_MS):
+                reject(i, f"ts_ms {str(ts)[:40]!r} is not a time in epoch milliseconds")
+                continue
             if ts is not None:
                 all_ts.append(ts)
             if op == "t":
@@ -314,20 +284,69 @@ class TableDecoder:
             ts_ms.append(ts)
             deletes.append(op == "d")
             src_lsns.append(src_lsn)
+            schemas.append(current)
 
         out.min_commit_ts = _ts_from_ms(min(all_ts)) if all_ts else None
         out.max_commit_ts = _ts_from_ms(max(all_ts)) if all_ts else None
         parts = [images, ops, lsns, seqs, ts_ms, deletes, src_lsns]
+        # each record is read by its own schema: one group per schema, the largest first (it
+        # is the table's; it sets the column types the others must fit)
+        groups: dict[int, list[int]] = {}
+        for j, cols in enumerate(schemas):
+            groups.setdefault(id(cols), []).append(j)
+        order = sorted(groups.values(), key=len, reverse=True)
+        self._adopt(schemas[order[0][0]] if order else current)
+        main = self.columns
+        tables = []
+        for members in order:
+            self.columns = schemas[members[0]]
+            sub = [[col[j] for j in members] for col in parts]
+            rows = self._group_rows(sub, [index[j] for j in members], out, quarantine)
+            if rows is None:
+                continue
+            if tables and rows.num_rows:
+                try:
+                    pa.concat_tables([tables[0], rows], promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    for j in members:
+                        reject(index[j], f"its schema conflicts with the table's ({exc})"[:200])
+                    continue
+            tables.append(rows)
+        self.columns = main
+        out.rejected.sort()
+        if not images:
+            out.rows = self._to_arrow(*parts)
+        elif not tables:  # every record was quarantined
+            out.rows = pa.schema(
+                meta_schema_fields() + [pa.field(SOURCE_LSN, pa.int64())]
+            ).empty_table()
+        elif len(tables) == 1:
+            out.rows = tables[0]
+        else:
+            rows = pa.concat_tables(tables, promote_options="permissive")
+            out.rows = rows.sort_by([(LSN, "ascending"), (SEQ, "ascending")])
+        return out
+
+    def _group_rows(
+        self, parts: list[list], index: list[int], out, quarantine: bool
+    ) -> pa.Table | None:
+        """The rows of records that share a schema; with `quarantine`, those holding a value
+        their column cannot take go to `out.rejected` instead (None: all of them)."""
         if quarantine:
             try:
-                out.rows = self._to_arrow(*parts)
-                return out
+                return self._to_arrow(*parts)
             except EnvelopeError:
                 # a value that does not fit its column: find the records that hold one
                 keep = self._readable(parts, index, out.rejected)
+                if not keep:
+                    return None
                 parts = [[col[j] for j in keep] for col in parts]
-        out.rows = self._to_arrow(*parts)
-        return out
+                try:
+                    return self._to_arrow(*parts)
+                except EnvelopeError as exc:  # each converts alone, not together
+                    out.rejected += [(index[j], str(exc).split(": ", 1)[-1]) for j in keep]
+                    return None
+        return self._to_arrow(*parts)
 
     def _readable(self, parts: list[list], index: list[int], rejected: list) -> list[int]:
         """Rows whose values convert on their own; the others go to `rejected`."""
@@ -341,8 +360,27 @@ class TableDecoder:
                 rejected.append((i, str(exc).split(": ", 1)[-1]))
             finally:
                 self.types = dict(learned)  # one record must not decide a column's type
-        rejected.sort()
         return keep
+
+    def _key_only(self, image: Mapping[str, Any], nonkey: list[str]) -> bool:
+        """A delete's before image that carries the key only (REPLICA IDENTITY DEFAULT). Debezium
+        fills it with null, or for a NOT NULL column with its type's placeholder ("", 0, false,
+        1970-01-01, a zero decimal): an image of only those carries no values. (A full image
+        that happens to hold only those values is the row as raw has it already.)"""
+        for c in nonkey:
+            v = image.get(c)
+            col = self.columns.get(c)
+            if v is None or (col is not None and col.type == "struct" and _zero_struct(v)):
+                continue
+            if isinstance(v, bool):
+                if v:
+                    return False
+                continue
+            if isinstance(v, (dict, list)) or v not in PLACEHOLDER_DEFAULTS:
+                return False
+            if col is not None and col.semantic is None and col.type == "bytes" and v:
+                return False  # a bytea value
+        return True
 
     # -- columns ----------------------------------------------------------------------------
 
@@ -367,7 +405,7 @@ class TableDecoder:
         # delete images with only the key (REPLICA IDENTITY DEFAULT): keep the previous values
         nonkey = [c for c in names if c not in self.key]
         for i in range(n):
-            if deletes[i] and nonkey and all(images[i].get(c) is None for c in nonkey):
+            if deletes[i] and nonkey and self._key_only(images[i], nonkey):
                 unchanged[i] = list(nonkey)
         arrays, fields = [], []
         for name in names:
@@ -379,9 +417,15 @@ class TableDecoder:
                         unchanged[i] = []
                     if name not in unchanged[i]:
                         unchanged[i].append(name)
-            arr = self._convert(name, raw)
+            arr, text = self._convert(name, raw)
             arrays.append(arr)
             fields.append(pa.field(name, arr.type))
+            if has_raw(arr.type):  # the lossless rule of analytics_assets.lib.values
+                arrays.append(pa.array(text, pa.string()) if text else pa.nulls(n, pa.string()))
+                fields.append(pa.field(raw_column(name), pa.string()))
+                for cols in unchanged:
+                    if cols is not None and name in cols:
+                        cols.append(raw_column(name))
         ts = pa.array([t * 1000 if t is not None else None for t in ts_ms], pa.int64())
         meta = [
             pa.array(np.asarray(lsns, np.int64)),
@@ -395,122 +439,52 @@ class TableDecoder:
         schema = pa.schema(fields + meta_schema_fields() + [pa.field(SOURCE_LSN, pa.int64())])
         return pa.Table.from_arrays(arrays + meta, schema=schema)
 
-    def _convert(self, name: str, values: list) -> pa.Array:
+    def _convert(self, name: str, values: list) -> tuple[pa.Array, list | None]:
+        """The column's typed array and, for values it cannot hold, their PostgreSQL text (the
+        `__raw` companion; None when every value fits)."""
         col = self.columns.get(name)
         hint = self.hints.get(name)
         target = hint or self.types.get(name) or (col.arrow_type() if col else None)
         try:
-            arr = _natural(values, col, target)
+            arr, text = decode_values(values, col, target)
             if target is not None and arr.type != target:
-                arr = _cast(arr, target, col)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError) as exc:
+                arr, text = cast_values(arr, target, col, values)
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowNotImplementedError,
+            ValueError,
+            TypeError,
+            ArithmeticError,  # decimal syntax, integers past int64
+            LookupError,  # a struct without its fields
+        ) as exc:
             raise EnvelopeError(
                 f"Debezium records of {self.topic}: column {name!r} cannot be read as "
-                f"{target or 'its JSON type'}: {exc}"
+                f"{target or 'its JSON type'}: {str(exc)[:200]}"
             ) from None
         if arr.null_count < len(arr) or target is not None:
             self.types.setdefault(name, arr.type)
-        return arr
+        return arr, text
 
 
-def _natural(values: list, col: Column | None, target: pa.DataType | None) -> pa.Array:
-    """Values as Debezium encodes them -> an Arrow array of the column's type."""
-    s = col.semantic if col else None
-    if s == DECIMAL:
-        scale = int(col.param("scale") or 0)
-        return pa.array([_unscaled(v, scale) for v in values], col.arrow_type())
-    if s == VARIABLE_DECIMAL:
-        return pa.array([_variable_decimal(v) for v in values], pa.string())
-    if s in (MICRO_TIMESTAMP, CONNECT_TIMESTAMP, TIMESTAMP, NANO_TIMESTAMP):
-        ints = pa.array(values, pa.int64())
-        if s == NANO_TIMESTAMP:
-            return pa.array([None if v is None else v // 1000 for v in values], pa.int64()).cast(
-                pa.timestamp("us")
-            )
-        unit = "us" if s == MICRO_TIMESTAMP else "ms"
-        return ints.cast(pa.timestamp(unit)).cast(pa.timestamp("us"))
-    if s in (DATE, CONNECT_DATE):
-        return pa.array(values, pa.int32()).cast(pa.date32())
-    if s == ZONED_TIMESTAMP:
-        return pa.array(values, pa.string()).cast(pa.timestamp("us", tz="UTC"))
-    if col is not None and col.type == "bytes":
-        return pa.array([None if v is None else base64.b64decode(v) for v in values], pa.binary())
-    if col is not None and col.type in ("struct", "array", "map"):
-        return pa.array(
-            [None if v is None else json.dumps(v, separators=(",", ":")) for v in values],
-            pa.string(),
-        )
-    if col is not None:
-        return pa.array(values, _CONNECT_TYPES.get(col.type, pa.string()))
-    return _infer(values)
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
-def _infer(values: list) -> pa.Array:
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        return pa.nulls(len(values), pa.string())
-    if kinds <= {bool}:
-        return pa.array(values, pa.bool_())
-    if kinds <= {int}:
-        return pa.array(values, pa.int64())
-    if kinds <= {int, float}:
-        return pa.array(values, pa.float64())
-    if kinds <= {str}:
-        return pa.array(values, pa.string())
-    return pa.array(
-        [
-            None if v is None else v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-            for v in values
-        ],
-        pa.string(),
-    )
+def _int_in(v: Any, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
-def _cast(arr: pa.Array, target: pa.DataType, col: Column | None) -> pa.Array:
-    if pa.types.is_timestamp(target) and pa.types.is_integer(arr.type):
-        # a schemaless epoch number: in the unit the hint names
-        return arr.cast(pa.int64()).cast(pa.timestamp(target.unit, tz=target.tz))
-    if pa.types.is_date(target) and pa.types.is_integer(arr.type):
-        return arr.cast(pa.int32()).cast(pa.date32())
-    if pa.types.is_timestamp(target) and pa.types.is_timestamp(arr.type):
-        if target.tz is not None and arr.type.tz is None:
-            return arr.cast(pa.timestamp(arr.type.unit)).cast(
-                pa.timestamp(target.unit, tz=target.tz)
-            )
-    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
-        return pa.nulls(len(arr), target)
-    return arr.cast(target)
-
-
-def _unscaled(v: str | None, scale: int) -> Decimal | None:
-    if v is None:
-        return None
-    unscaled = int.from_bytes(base64.b64decode(v), "big", signed=True)
-    return Decimal(unscaled).scaleb(-scale)
-
-
-def _variable_decimal(v: Mapping[str, Any] | None) -> str | None:
-    if v is None:
-        return None
-    d = _unscaled(v["value"], int(v["scale"]))
-    return format(d, "f")
-
-
-# -- encoding (what a Debezium connector emits): used by tests and the bench ------------------
-
-
-def encode_decimal(d: Decimal, scale: int) -> str:
-    """`decimal.handling.mode=precise`: base64 of the big-endian two's-complement unscaled value."""
-    unscaled = int(d.scaleb(scale).to_integral_value())
-    n = max(1, (unscaled.bit_length() + 8) // 8)
-    return base64.b64encode(unscaled.to_bytes(n, "big", signed=True)).decode()
+def _zero_struct(v: Any) -> bool:
+    """A VariableScaleDecimal placeholder: zero at scale 0."""
+    return isinstance(v, Mapping) and v.get("value") in ("AA==", "") and not v.get("scale")
 
 
 __all__ = [
+    "SPECIAL_FLOATS",
     "Column",
     "DecodedTable",
     "EnvelopeError",
     "TableDecoder",
+    "column_types_from_settings",
     "encode_decimal",
     "row_columns",
 ]

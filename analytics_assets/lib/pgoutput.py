@@ -25,6 +25,8 @@ update with the new key, at consecutive `_seq` values, so the old key row ends u
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +38,7 @@ from analytics_assets.lib.feeds.base import (
     Position,
     meta_schema_fields,
 )
+from analytics_assets.lib.values import has_raw, raw_column, split_text
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 
@@ -105,9 +108,11 @@ class DecodedChunk:
 def arrow_type(type_oid: int, typmod: int) -> pa.DataType:
     """The Arrow type a Postgres column is decoded to.
 
-    Numerics keep full precision: `numeric(p, s)` with p <= 38 becomes decimal128(p, s);
-    unconstrained `numeric` and wider ones stay exact as strings (a decimal128(38, 10) would round
-    values with more than 10 fractional digits and cannot hold NaN/Infinity).
+    Numerics keep full precision: `numeric(p, s)` that a decimal128 holds becomes one (a negative
+    scale, PostgreSQL 15's numeric(p, -s), as decimal128(p + s, 0)); unconstrained `numeric` and
+    wider ones stay exact as strings (a decimal128(38, 10) would round values with more than 10
+    fractional digits). Dates, timestamps and decimals get a `__raw` companion for the values
+    they cannot hold (`analytics_assets.lib.values`).
     """
     if type_oid in (INT8, OID):
         return pa.int64()
@@ -121,8 +126,10 @@ def arrow_type(type_oid: int, typmod: int) -> pa.DataType:
         return pa.float64()
     if type_oid == NUMERIC:
         precision, scale = numeric_precision_scale(typmod)
-        if precision is not None and precision <= MAX_DECIMAL_PRECISION:
-            return pa.decimal128(precision, scale)
+        if precision is not None:
+            digits, scale = (precision - scale, 0) if scale < 0 else (max(precision, scale), scale)
+            if digits <= MAX_DECIMAL_PRECISION:
+                return pa.decimal128(digits, scale)
         return pa.string()
     if type_oid == TIMESTAMPTZ:
         return pa.timestamp("us", tz="UTC")
@@ -136,33 +143,171 @@ def arrow_type(type_oid: int, typmod: int) -> pa.DataType:
 
 
 def numeric_precision_scale(typmod: int) -> tuple[int | None, int]:
+    """(precision, scale) of a numeric typmod; the scale is an 11-bit signed field since
+    PostgreSQL 15 (numeric(5, -2), numeric(2, 5))."""
     if typmod < 4:
         return None, 0
     value = typmod - 4
-    return (value >> 16) & 0xFFFF, value & 0xFFFF
+    return (value >> 16) & 0xFFFF, ((value & 0x7FF) ^ 0x400) - 0x400
+
+
+def source_fields(columns: Sequence[Column]) -> list[pa.Field]:
+    """The Arrow fields of a relation's columns: each column, then its `__raw` companion."""
+    fields = []
+    for c in columns:
+        t = arrow_type(c.type_oid, c.typmod)
+        fields.append(pa.field(c.name, t))
+        if has_raw(t):
+            fields.append(pa.field(raw_column(c.name), pa.string()))
+    return fields
 
 
 def text_to_arrow(values: pa.Array, type_oid: int, typmod: int) -> pa.Array:
-    """Convert Postgres text output (DateStyle ISO, UTC) to the column's Arrow type, vectorized."""
+    """Convert Postgres text output (DateStyle ISO, UTC) to the column's Arrow type, vectorized
+    (a value the type cannot hold becomes NULL: see `text_to_columns` for its companion)."""
+    return text_to_columns(values, type_oid, typmod)[0]
+
+
+def text_to_columns(
+    values: pa.Array, type_oid: int, typmod: int
+) -> tuple[pa.Array, pa.Array | None]:
+    """Postgres text output -> (typed array, `__raw` companion or None for types without one).
+    Raises DecodeError for text the type cannot parse (see `columns_from_text`)."""
     target = arrow_type(type_oid, typmod)
-    if pa.types.is_string_view(values.type) and not (
-        pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_decimal(target)
-    ):
-        values = values.cast(pa.string())
-    if target == pa.string():
-        return values
-    if type_oid == BOOL:
-        return pc.equal(values, "t")
-    if type_oid == BYTEA:
-        return pa.array(
-            [None if v is None else bytes.fromhex(v[2:]) for v in values.to_pylist()], pa.binary()
-        )
     try:
-        return pc.cast(values, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        if has_raw(target):
+            return split_text(values, target)
+        if pa.types.is_string_view(values.type) and not (
+            pa.types.is_integer(target) or pa.types.is_floating(target)
+        ):
+            values = values.cast(pa.string())
+        if target == pa.string():
+            return values, None
+        if type_oid == BOOL:
+            return pc.equal(values, "t"), None
+        if type_oid == BYTEA:
+            return pa.array(
+                [None if v is None else bytes.fromhex(v[2:]) for v in values.to_pylist()],
+                pa.binary(),
+            ), None
+        if type_oid == FLOAT4:  # the float4 value itself (its shortest text is not exact)
+            return pc.cast(pc.cast(values, pa.float32()), target), None
+        return pc.cast(values, target), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
         raise DecodeError(
             f"cannot convert Postgres type oid {type_oid} (typmod {typmod}) to {target}: {exc}"
         ) from None
+
+
+# Extra columns of a decoded table whose rows hold a value the platform cannot take: the slot
+# feed turns those rows into dead letters (`SlotFeed._to_batch`) instead of applying them.
+REJECT_REASON = "_reject_reason"
+REJECT_VALUE = "_reject_value"
+
+
+@dataclass
+class Converted:
+    """A relation's text columns as typed Arrow columns (companions included)."""
+
+    names: list[str]
+    arrays: list[pa.Array]
+    source: np.ndarray  # per output column: index of the relation column it comes from
+    reasons: pa.Array | None = None  # per row: why it cannot be taken (None: every row can)
+    values: pa.Array | None = None  # per rejected row: its text values as JSON
+
+
+def columns_from_text(
+    values: Sequence[pa.Array], columns: Sequence[Column], *, check_utf8: bool = False
+) -> Converted:
+    """Typed columns (and companions) from the text of each column. A value that cannot be
+    converted (text PostgreSQL does not print; invalid UTF-8 with `check_utf8`, e.g. from a
+    SQL_ASCII database) becomes NULL and its row is marked in `reasons`; the rest convert."""
+    names: list[str] = []
+    arrays: list[pa.Array] = []
+    source: list[int] = []
+    reasons: list[str | None] | None = None
+    for j, (val, c) in enumerate(zip(values, columns, strict=True)):
+        found: list[tuple[list[bool], str]] = []
+        bad = _bad_utf8(val) if check_utf8 else None
+        if bad is not None:
+            val = _nullify(val, bad)
+            found.append((bad, "text that is not valid UTF-8"))
+        try:
+            typed, raw = text_to_columns(val, c.type_oid, c.typmod)
+        except DecodeError as exc:
+            typed, raw, bad = _per_value(val, c)
+            found.append((bad, str(exc)))
+        for bad, what in found:
+            reasons = reasons or [None] * len(val)
+            for i in (i for i, b in enumerate(bad) if b and reasons[i] is None):
+                reasons[i] = f"column {c.name!r}: {what}"
+        names.append(c.name)
+        arrays.append(typed)
+        source.append(j)
+        if raw is not None:
+            names.append(raw_column(c.name))
+            arrays.append(raw)
+            source.append(j)
+    out = Converted(names, arrays, np.asarray(source, np.int64))
+    if reasons is not None:
+        out.reasons = pa.array(reasons, pa.string())
+        out.values = pa.array(
+            [None if r is None else _row_json(values, columns, i) for i, r in enumerate(reasons)],
+            pa.binary(),
+        )
+    return out
+
+
+def _bad_utf8(values: pa.Array) -> list[bool] | None:
+    """Per value: not valid UTF-8 (None when all are). Text columns only."""
+    if not (pa.types.is_string(values.type) or pa.types.is_string_view(values.type)):
+        return None
+    # the decoder's views leave bytes after short values as they are: validate copies
+    values = values.cast(pa.string()) if pa.types.is_string_view(values.type) else values
+    try:
+        values.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    out = []
+    for i in range(len(values)):
+        try:
+            values.slice(i, 1).validate(full=True)
+            out.append(False)
+        except pa.ArrowInvalid:
+            out.append(True)
+    return out
+
+
+def _per_value(values: pa.Array, c: Column) -> tuple[pa.Array, pa.Array | None, list[bool]]:
+    """`text_to_columns` value by value: the ones that convert, and which did not."""
+    bad = []
+    for i in range(len(values)):
+        try:
+            text_to_columns(values.slice(i, 1), c.type_oid, c.typmod)
+            bad.append(False)
+        except DecodeError:
+            bad.append(True)
+    kept = _nullify(values, bad)
+    typed, raw = text_to_columns(kept, c.type_oid, c.typmod)
+    return typed, raw, bad
+
+
+def _nullify(values: pa.Array, mask: list[bool]) -> pa.Array:
+    if pa.types.is_string_view(values.type):
+        values = values.cast(pa.string())
+    return pc.if_else(pa.array(mask), pa.scalar(None, values.type), values)
+
+
+def _row_json(values: Sequence[pa.Array], columns: Sequence[Column], i: int) -> bytes:
+    """One row's text values as JSON (bytes that are not UTF-8 escaped), for its dead letter."""
+    row = {}
+    for val, c in zip(values, columns, strict=True):
+        one = val.slice(i, 1)
+        one = one.cast(pa.string()) if pa.types.is_string_view(one.type) else one
+        scalar = one.cast(pa.binary())[0].as_py()
+        row[c.name] = None if scalar is None else scalar.decode("utf-8", "backslashreplace")
+    return json.dumps(row, ensure_ascii=False).encode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,6 +570,7 @@ class PgOutputDecoder:
         self.type_names: dict[int, str] = {}
         self.txn = _Txn()
         self.checkpoint_lsn: int | None = None
+        self.check_utf8 = False  # a database whose text need not be UTF-8 (SQL_ASCII)
 
     # -- rare messages, one at a time ---------------------------------------------------------
 
@@ -727,7 +873,6 @@ class PgOutputDecoder:
             if key_cols:
                 pk_moved = upd_new[_keys_differ(a, old, oi, new, upd_new, key_cols)]
 
-        names = [c.name for c in rel.columns]
         nonkey = np.array([not c.is_key for c in rel.columns])[:, None]
         del_rows = np.flatnonzero(kinds_v == _D)
         groups = [
@@ -764,25 +909,15 @@ class PgOutputDecoder:
                 if len(gmsg) == 0:
                     continue
             values = _gather_strings(a, start, length, kind == _TEXT)
-            arrays = [_convert(val, c) for val, c in zip(values, rel.columns, strict=True)]
+            cols = columns_from_text(values, rel.columns, check_utf8=self.check_utf8)
             schema = pa.schema(
-                [pa.field(c, arr.type) for c, arr in zip(names, arrays, strict=True)]
+                [pa.field(c, arr.type) for c, arr in zip(cols.names, cols.arrays, strict=True)]
                 + meta_schema_fields()
             )
-            meta = _meta_arrays(lsn, seq, op, msg_ts[gmsg], unchanged, names)
-            out.append(pa.Table.from_arrays(arrays + meta, schema=schema))
+            # a companion is carried exactly when its column is
+            meta = _meta_arrays(lsn, seq, op, msg_ts[gmsg], unchanged[cols.source], cols.names)
+            out.append(_with_rejects(pa.Table.from_arrays(cols.arrays + meta, schema=schema), cols))
         return out
-
-
-def _convert(values: pa.Array, column: Column) -> pa.Array:
-    """`text_to_arrow`, with any failure on corrupt text (bad hex, a value Arrow cannot parse)
-    reported as the DecodeError it is."""
-    try:
-        return text_to_arrow(values, column.type_oid, column.typmod)
-    except DecodeError:
-        raise
-    except (ValueError, ArithmeticError, pa.ArrowException) as exc:
-        raise DecodeError(f"column {column.name!r}: {exc}") from None
 
 
 def _ts(pg_us: int) -> dt.datetime:
@@ -825,17 +960,28 @@ def _unchanged_lists(unchanged: np.ndarray, names: list[str]) -> pa.Array:
 
 
 def _empty_rows(rel: Relation) -> pa.Table:
-    fields = [pa.field(c.name, arrow_type(c.type_oid, c.typmod)) for c in rel.columns]
-    return pa.schema(fields + meta_schema_fields()).empty_table()
+    return pa.schema(source_fields(rel.columns) + meta_schema_fields()).empty_table()
+
+
+def _with_rejects(table: pa.Table, cols: Converted) -> pa.Table:
+    if cols.reasons is None:
+        return table
+    return table.append_column(REJECT_REASON, cols.reasons).append_column(REJECT_VALUE, cols.values)
 
 
 __all__ = [
+    "REJECT_REASON",
+    "REJECT_VALUE",
     "Column",
+    "Converted",
     "DecodeError",
     "DecodedChunk",
     "DecodedTable",
     "PgOutputDecoder",
     "Relation",
     "arrow_type",
+    "columns_from_text",
+    "source_fields",
     "text_to_arrow",
+    "text_to_columns",
 ]

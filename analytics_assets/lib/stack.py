@@ -48,6 +48,23 @@ SERVER_SETTINGS = {
 }
 
 
+# pg_hba.conf, written by every `stack up`. Physical replication connections (base backups, the
+# whole cluster's WAL) for the superuser only: the CDC role needs none. Its logical replication
+# connections name a database and so match the database lines like any connection (the
+# `replication` keyword matches physical ones only); its REPLICATION attribute is what lets them
+# start a walsender. It may not connect to Dagster's storage or the maintenance database at all.
+PG_HBA = f"""\
+# Written by `analytics-assets stack up` (analytics_assets/lib/stack.py): edits are replaced.
+# TYPE  DATABASE          USER            ADDRESS         METHOD
+local   replication       {SUPERUSER}                        trust
+host    replication       {SUPERUSER}        127.0.0.1/32    trust
+local   {DAGSTER_DB},postgres  {CDC_ROLE}                   reject
+host    {DAGSTER_DB},postgres  {CDC_ROLE}   127.0.0.1/32    reject
+local   all               all                             trust
+host    all               all             127.0.0.1/32    trust
+"""
+
+
 class StackError(RuntimeError):
     """The stack could not do what was asked; the message says what to do."""
 
@@ -233,6 +250,8 @@ def up(quiet: bool = False) -> StackInfo:
     pgdata = _pgdata()
     running = status()
     if running is not None and _psql_ok(running):
+        if _write_hba(pgdata):
+            _reload(running)  # a stack started by an older version takes the rules now
         _ensure_databases(running)
         running.write_state()
         return running
@@ -253,6 +272,7 @@ def up(quiet: bool = False) -> StackInfo:
         _prepare_permissions(pgdata)
         _clear_stale(pgdata)
 
+    _write_hba(pgdata)
     port = _choose_port()
     opts = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
     opts += f" -p {port} -k {pgdata}"
@@ -271,6 +291,29 @@ def up(quiet: bool = False) -> StackInfo:
         time.sleep(0.2)
     _ensure_databases(info)
     return info
+
+
+def _write_hba(pgdata: Path) -> bool:
+    """Write PG_HBA as the cluster's pg_hba.conf; True if it changed."""
+    path = pgdata / "pg_hba.conf"
+    if path.exists() and path.read_text() == PG_HBA:
+        return False
+    path.write_text(PG_HBA)
+    owner = _run_as_owner()
+    if owner:
+        os.chown(path, owner["user"], owner["group"])
+    return True
+
+
+def _reload(info: StackInfo) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(info.url("postgres"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select pg_reload_conf()")
+    finally:
+        conn.close()
 
 
 def _ensure_databases(info: StackInfo) -> None:

@@ -1,7 +1,8 @@
 {#
     Daily-partitioned incremental marts (tag `daily`; Dagster partitions them by day).
 
-    Vars, both or neither, as 'YYYY-MM-DD':
+    Vars, both or neither, as 'YYYY-MM-DD' business dates (dates in var partition_timezone,
+    macros/business_date.sql):
       min_date  first business date to rebuild (inclusive)
       max_date  first business date NOT to rebuild (exclusive)
 

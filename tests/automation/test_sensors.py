@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import psycopg2
@@ -22,10 +24,14 @@ from analytics_assets.lib.partitions import daily_partitions
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 RAW = ["users", "products", "orders", "order_items"]
+DAILY = ["daily_revenue", "daily_product_sales", "daily_customer_mix"]
 
 
 @pytest.fixture
-def platform(platform_env, monkeypatch):
+def platform(platform_env, monkeypatch, request):
+    """The platform on history up to END; PARTITION_TIMEZONE is UTC unless the test passes a
+    zone (`@pytest.mark.parametrize("platform", [zone], indirect=True)`)."""
+    monkeypatch.setenv("PARTITION_TIMEZONE", getattr(request, "param", "UTC"))
     monkeypatch.setenv("CDC_LAG_MAX_PENDING", "20")
     monkeypatch.setenv("CDC_LAG_MAX_SECONDS", "3600")
     monkeypatch.setenv("CDC_MAX_IDLE_MINUTES", "600")
@@ -52,12 +58,27 @@ def _tick(sensor, defs, instance, cursor=None):
     return sensor.evaluate_tick(context)
 
 
+def _built(instance, marts, days) -> None:
+    """Record the marts' partitions of `days` as built."""
+    for name in marts:
+        for day in days:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=["marts", name], partition=day)
+            )
+
+
 def _sql(url, statement, params=None):
     conn = psycopg2.connect(url)
     with conn.cursor() as cur:
         cur.execute(statement, params)
     conn.commit()
     conn.close()
+
+
+def _observed(result, group: str) -> dict[str, dict]:
+    return {
+        e.asset_key.path[1]: e.metadata for e in result.asset_events if e.asset_key.path[0] == group
+    }
 
 
 def _requested_raw_tables(result) -> set[str]:
@@ -73,9 +94,72 @@ def test_no_lag_means_no_run_and_lag_is_recorded_on_each_raw_table(platform):
     result = _tick(cdc_lag_sensor, defs, instance)
     assert result.run_requests == []
     assert "no table lags" in result.skip_message
-    observed = {e.asset_key.path[1]: e.metadata for e in result.asset_events}
+    observed = _observed(result, "raw")
     assert set(observed) == set(RAW)
     assert observed["orders"]["lag_pending_changes"].value == 0
+
+
+def _source_now(url, table) -> tuple[int, dt.datetime]:
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute(f"select count(*), max(updated_at) from {table}")  # noqa: S608 - fixed names
+        row = cur.fetchone()
+    conn.close()
+    return row
+
+
+def _writers_gone(url) -> None:
+    """A backend hands its table statistics over as it exits, before it leaves
+    pg_stat_activity: once no other client backend is listed, the row estimates are complete."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for _ in range(600):
+                cur.execute(
+                    "select count(*) from pg_stat_activity where datname = current_database() "
+                    "and pid <> pg_backend_pid() and backend_type = 'client backend'"
+                )
+                if cur.fetchone()[0] == 0:
+                    return
+                time.sleep(0.05)
+    finally:
+        conn.close()
+    raise AssertionError("another client stayed connected to the source")
+
+
+def test_every_tick_observes_each_source_table_rows_newest_change_and_lag(platform):
+    defs, instance, env = platform
+    _ingest(defs, instance)
+    _sql(env.source_url, "update orders set status = 'paid', updated_at = now() where id = 1")
+    _writers_gone(env.source_url)
+    result = _tick(cdc_lag_sensor, defs, instance)
+    observed = _observed(result, "app_db")
+    assert set(observed) == set(RAW)
+    for table in RAW:
+        rows, newest = _source_now(env.source_url, table)
+        meta = observed[table]
+        assert meta["row_count_estimate"].value == rows, table
+        assert meta["newest_change"].value == newest.timestamp(), table
+        assert meta["newest_change_age_seconds"].value >= 0
+    assert observed["orders"]["lag_pending_changes"].value == 1
+    assert observed["users"]["lag_pending_changes"].value == 0
+    # stored on the instance as the UI reads them: one observation per table per tick
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    latest = instance.fetch_observations(dg.AssetKey(["app_db", "orders"]), limit=1).records
+    assert latest and latest[0].asset_observation.metadata["lag_pending_changes"].value == 1
+
+
+def test_an_ingest_observes_the_source_tables_it_applied(platform):
+    defs, instance, env = platform
+    _writers_gone(env.source_url)
+    _ingest(defs, instance)
+    records = instance.fetch_observations(dg.AssetKey(["app_db", "orders"]), limit=5).records
+    assert len(records) == 1
+    meta = records[0].asset_observation.metadata
+    assert meta["lag_pending_changes"].value == 0
+    assert meta["row_count_estimate"].value == _source_now(env.source_url, "orders")[0]
 
 
 def _slot_confirmed_lsn(env) -> str:
@@ -109,7 +193,7 @@ def test_lag_above_threshold_ingests_every_captured_table(platform):
     assert request.tags["analytics/ingest"] == "true"
     assert request.tags["analytics/lagging"] == "users"
     assert dg.AssetKey(["marts", "fct_orders"]) in request.asset_selection
-    observed = {e.asset_key.path[1]: e.metadata for e in result.asset_events}
+    observed = _observed(result, "raw")
     assert observed["users"]["lag_pending_changes"].value == 20
     assert observed["products"]["lag_pending_changes"].value == 1
 
@@ -137,7 +221,7 @@ def test_a_sensor_requested_ingest_advances_the_slot_for_every_table(platform):
 
     assert _lsn(_slot_confirmed_lsn(env)) > _lsn(before), "the slot's confirmed position moved"
     after = _tick(cdc_lag_sensor, defs, instance)
-    observed = {e.asset_key.path[1]: e.metadata for e in after.asset_events}
+    observed = _observed(after, "raw")
     assert {t: observed[t]["lag_pending_changes"].value for t in RAW} == dict.fromkeys(RAW, 0)
     assert after.run_requests == []
     products = instance.get_latest_materialization_event(dg.AssetKey(["raw", "products"]))
@@ -164,12 +248,7 @@ def test_an_ingest_run_in_flight_holds_back_the_next_request(platform):
 def test_late_change_requests_exactly_the_touched_built_partitions(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
-    daily = ["daily_revenue", "daily_product_sales", "daily_customer_mix"]
-    for name in daily:
-        for day in ("2026-03-05", "2026-03-06", "2026-03-07", "2026-03-08"):
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(asset_key=["marts", name], partition=day)
-            )
+    _built(instance, DAILY, ("2026-03-05", "2026-03-06", "2026-03-07", "2026-03-08"))
     tick = _tick(late_data_sensor, defs, instance)
     assert tick.run_requests == []
     # An order created on 03-05 and one on 03-07 are completed late; one on 03-04 (never built).
@@ -191,9 +270,40 @@ def test_late_change_requests_exactly_the_touched_built_partitions(platform):
     )
     assert ranges == [("2026-03-05", "2026-03-05"), ("2026-03-07", "2026-03-07")]
     for request in result.run_requests:
-        assert {k.path[1] for k in request.asset_selection} == set(daily)
+        assert {k.path[1] for k in request.asset_selection} == set(DAILY)
     quiet = _tick(late_data_sensor, defs, instance, cursor=result.cursor)
     assert quiet.run_requests == []
+
+
+@pytest.mark.parametrize("platform", ["America/New_York"], indirect=True)
+def test_late_change_near_midnight_reruns_the_partition_of_its_local_date(platform):
+    defs, instance, env = platform
+    # 23:30 on 03-07 in New York is 04:30 UTC on 03-08: the order is New York's 03-07
+    placed = dt.datetime(2026, 3, 7, 23, 30, tzinfo=ZoneInfo("America/New_York"))
+    _sql(
+        env.source_url,
+        "insert into orders (user_id, total, status, created_at, updated_at) "
+        "select min(id), 10, 'completed', %s, %s from users",
+        (placed, placed),
+    )
+    _ingest(defs, instance)
+    _built(instance, DAILY, ("2026-03-06", "2026-03-07", "2026-03-08", "2026-03-09"))
+    tick = _tick(late_data_sensor, defs, instance)
+    _sql(
+        env.source_url,
+        "update orders set status = 'refunded', updated_at = now() where created_at = %s",
+        (placed,),
+    )
+    _ingest(defs, instance)
+    raw = instance.get_latest_materialization_event(dg.AssetKey(["raw", "orders"]))
+    assert raw.asset_materialization.metadata["business_dates"].value == ["2026-03-07"]
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=["marts", "fct_orders"]))
+    result = _tick(late_data_sensor, defs, instance, cursor=tick.cursor)
+    ranges = [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in result.run_requests
+    ]
+    assert ranges == [("2026-03-07", "2026-03-07")]
 
 
 def test_late_changes_already_in_fct_orders_do_not_wait_for_newer_ones(platform):
@@ -228,31 +338,39 @@ def test_late_changes_already_in_fct_orders_do_not_wait_for_newer_ones(platform)
     ]
 
 
+def _backstop(defs, instance, at: dt.datetime):
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=at, repository_def=defs.get_repository_def()
+    )
+    return daily_marts_backstop().evaluate_tick(context)
+
+
 def test_backstop_skips_a_partition_that_is_not_closed_and_says_why(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
     _sql(env.source_url, "update orders set updated_at = now() where id = 1")
-    # Yesterday relative to a tick one minute after midnight: the pending change committed
-    # now (in 2026-11), so the watermark is in the past of... the real clock; use a tick time
-    # far in the future so the pending change is what holds the watermark back.
-    tick_time = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    context = dg.build_schedule_context(
-        instance=instance,
-        scheduled_execution_time=tick_time,
-        repository_def=defs.get_repository_def(),
-    )
-    result = daily_marts_backstop.evaluate_tick(context)
+    # The pending change committed now holds the watermark back; a tick two days after it asks
+    # for a day that ends after that commit, whatever the time of day.
+    result = _backstop(defs, instance, dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
     assert result.run_requests in (None, [])
     assert "not closed" in result.skip_message and "watermark" in result.skip_message
 
-    _ingest(defs, instance)  # caught up: watermark = now, yesterday (real) has closed
-    now = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=now, repository_def=defs.get_repository_def()
-    )
-    result = daily_marts_backstop.evaluate_tick(context)
-    (request,) = result.run_requests
-    assert request.partition_key == (now.date() - dt.timedelta(days=1)).isoformat()
+
+@pytest.mark.parametrize("platform", ["Asia/Seoul"], indirect=True)
+def test_backstop_runs_at_one_in_the_partition_timezone_and_builds_its_yesterday(platform):
+    defs, instance, env = platform
+    _ingest(defs, instance)  # caught up: the watermark is the tick time
+    schedule = daily_marts_backstop()
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 1 * * *", "Asia/Seoul")
+    seoul = ZoneInfo("Asia/Seoul")
+    # 01:00 on 03-11 in Seoul is 16:00 UTC on 03-10: Seoul's yesterday is 03-10, UTC's 03-09
+    (request,) = _backstop(defs, instance, dt.datetime(2026, 3, 11, 1, tzinfo=seoul)).run_requests
+    assert request.partition_key == "2026-03-10"
+    # 00:20 in Seoul: the day has ended, the 30 minutes' grace have not
+    early = _backstop(defs, instance, dt.datetime(2026, 3, 11, 0, 20, tzinfo=seoul))
+    assert early.run_requests in (None, [])
+    assert "partition 2026-03-10 not closed" in early.skip_message
+    assert "2026-03-11 00:30 KST" in early.skip_message
 
 
 def test_partition_closes_only_after_end_plus_grace():

@@ -187,15 +187,22 @@ def test_build_runs_models_data_tests_and_unit_tests_without_errors(full_build):
     not_ok = {uid: s for uid, s in statuses.items() if s not in {"success", "pass", "warn"}}
     assert not_ok == {}
     assert {uid.split(".")[0] for uid in statuses} >= {"model", "test", "unit_test"}
-    assert sum(uid.startswith("unit_test.") for uid in statuses) == 5
+    assert sum(uid.startswith("unit_test.") for uid in statuses) == 7
     assert statuses["test.analytics.assert_daily_revenue_matches_completed_orders"] == "pass"
 
 
-def test_orders_of_a_soft_deleted_user_only_warn(full_build):
-    warned = {uid for uid, s in full_build.statuses.items() if s == "warn"}
-    assert any(
-        uid.startswith("test.analytics.relationships_stg_app__orders_user_id") for uid in warned
-    )
+def test_children_of_soft_deleted_parents_pass_the_relationship_tests(full_build):
+    # user 3 is soft-deleted with a live order (12), order 4 is soft-deleted with a line (1003):
+    # both stay by design, so every relationship test passes on them
+    relationships = {
+        uid: status
+        for uid, status in full_build.statuses.items()
+        if uid.startswith("test.analytics.relationships_")
+    }
+    assert any("stg_app__orders_user_id" in uid for uid in relationships)
+    assert any("stg_app__order_items_order_id" in uid for uid in relationships)
+    assert any("fct_orders_customer_id" in uid for uid in relationships)
+    assert set(relationships.values()) == {"pass"}, relationships
 
 
 def test_models_land_in_the_schema_of_their_layer(full_build):
@@ -333,7 +340,8 @@ def _fake_service_account_key(path: Path) -> None:
 def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monkeypatch):
     """BigQuery cannot be reached here: compile in-process, answering the one metadata call
     (`get_relation`, behind is_incremental()) with "the table exists", so the incremental
-    branch with its min_date/max_date window is the one compiled; then parse with sqlglot."""
+    branch with its min_date/max_date window is the one compiled (with a business time zone);
+    then parse with sqlglot."""
     sqlglot = pytest.importorskip("sqlglot")
     from dbt.adapters.bigquery import BigQueryAdapter, BigQueryRelation
     from dbt.cli.main import dbtRunner
@@ -359,7 +367,7 @@ def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monke
             "--select",
             "resource_type:model resource_type:test",
             "--vars",
-            WINDOW_VARS,
+            WINDOW_VARS[:-1] + ", partition_timezone: America/New_York}",
             "--project-dir",
             str(PROJECT_DIR),
             "--profiles-dir",
@@ -381,6 +389,9 @@ def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monke
     daily_revenue = next(p for p in compiled if p.name == "daily_revenue.sql").read_text()
     assert "order_date >= cast('2024-03-03' as date)" in daily_revenue
     assert "`offline-project`.`analytics_marts`.`fct_orders`" in daily_revenue
+    # the business date in the zone Dagster passes, BigQuery's DATE(timestamp, zone)
+    orders = next(p for p in compiled if p.name == "stg_app__orders.sql").read_text()
+    assert "date(created_at, 'America/New_York') as order_date" in orders
 
 
 def test_dbt_version_comes_from_the_environment_without_a_subprocess(monkeypatch):

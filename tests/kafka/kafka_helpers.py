@@ -15,8 +15,9 @@ request is exact. test_kafka_feed.py::test_tansu_quirk_one_record_per_batch pins
 
 from __future__ import annotations
 
-import datetime as dt
+import base64
 import json
+import re
 import sys
 import time
 import uuid
@@ -32,9 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdc"))
 from cdc_helpers import CdcEnv  # noqa: E402
 
 from analytics_assets.lib import dev_broker  # noqa: E402
-from analytics_assets.lib.debezium import PLACEHOLDER, encode_decimal  # noqa: E402
+from analytics_assets.lib.debezium import (  # noqa: E402
+    PLACEHOLDER,
+    SPECIAL_FLOATS,
+    encode_decimal,
+)
 from analytics_assets.lib.dev_broker import free_port  # noqa: E402, F401 - re-exported for the tests
 from analytics_assets.lib.feeds.kafka import KafkaFeed  # noqa: E402
+from analytics_assets.lib.values import days_from_civil  # noqa: E402
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
 
 
@@ -59,8 +65,14 @@ def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
 
 
 def _field(name: str, pg_type: str, mode: str, optional: bool) -> dict:
+    """The Kafka Connect schema field Debezium's Postgres connector writes for a column
+    (decimal.handling.mode `mode`, time.precision.mode=adaptive_time_microseconds,
+    binary.handling.mode=bytes, interval.handling.mode=string)."""
     f = {"field": name, "optional": optional}
-    if pg_type == "bigint":
+    numeric = re.fullmatch(r"numeric(?:\((\d+),(-?\d+)\))?", pg_type.replace(" ", ""))
+    if pg_type.endswith("[]"):
+        f.update(type="array", items=_field("item", pg_type[:-2], mode, True))
+    elif pg_type in ("bigint", "oid"):
         f["type"] = "int64"
     elif pg_type == "integer":
         f["type"] = "int32"
@@ -68,49 +80,148 @@ def _field(name: str, pg_type: str, mode: str, optional: bool) -> dict:
         f["type"] = "int16"
     elif pg_type == "boolean":
         f["type"] = "boolean"
-    elif pg_type in ("double precision", "real"):
+    elif pg_type == "double precision":
         f["type"] = "double"
-    elif pg_type.startswith("numeric"):
-        precision, scale = pg_type[len("numeric(") : -1].split(",")
-        params = {"scale": scale.strip(), "connect.decimal.precision": precision.strip()}
+    elif pg_type == "real":
+        f["type"] = "float"
+    elif numeric and mode == "double":
+        f["type"] = "double"
+    elif numeric and numeric.group(1) is None:  # unconstrained: variable scale
         if mode == "precise":
             f.update(
-                type="bytes",
-                name="org.apache.kafka.connect.data.Decimal",
+                type="struct",
+                name="io.debezium.data.VariableScaleDecimal",
                 version=1,
-                parameters=params,
+                fields=[
+                    {"type": "int32", "optional": False, "field": "scale"},
+                    {"type": "bytes", "optional": False, "field": "value"},
+                ],
             )
-        elif mode == "string":
-            f["type"] = "string"
         else:
-            f["type"] = "double"
+            f["type"] = "string"
+    elif numeric and mode == "precise":
+        precision, scale = numeric.groups()
+        params = {"scale": scale, "connect.decimal.precision": precision}
+        f.update(
+            type="bytes", name="org.apache.kafka.connect.data.Decimal", version=1, parameters=params
+        )
+    elif numeric:
+        f["type"] = "string"
     elif pg_type == "timestamp with time zone":
         f.update(type="string", name="io.debezium.time.ZonedTimestamp", version=1)
-    elif pg_type == "timestamp without time zone":
+    elif pg_type.startswith("timestamp"):
         f.update(type="int64", name="io.debezium.time.MicroTimestamp", version=1)
     elif pg_type == "date":
         f.update(type="int32", name="io.debezium.time.Date", version=1)
+    elif pg_type.startswith("time") and "with time zone" not in pg_type:
+        f.update(type="int64", name="io.debezium.time.MicroTime", version=1)
+    elif pg_type == "bytea":
+        f["type"] = "bytes"
+    elif pg_type in ("json", "jsonb"):
+        f.update(type="string", name="io.debezium.data.Json", version=1)
+    elif pg_type == "uuid":
+        f.update(type="string", name="io.debezium.data.Uuid", version=1)
+    elif pg_type == "interval":
+        f.update(type="string", name="io.debezium.time.Interval", version=1)
     else:
         f["type"] = "string"
     return f
 
 
-def _encode(value, field: dict):
-    if value is None:
+SPECIAL_NUMERIC = {"NaN": "NAN", "Infinity": "POSITIVE_INFINITY", "-Infinity": "NEGATIVE_INFINITY"}
+_PG_TS = re.compile(r"(\d{4,})-(\d\d)-(\d\d)(?: (\d\d):(\d\d):(\d\d)(\.\d+)?)?(\+00)?( BC)?")
+
+
+def _pg_instant(text: str) -> tuple[int, int, int, int, int]:
+    """PostgreSQL's text of a date/timestamp (DateStyle ISO, UTC) -> (astronomical year, month,
+    day, epoch days, microseconds into the day)."""
+    m = _PG_TS.fullmatch(text)
+    year, month, day, hh, mi, ss, frac, _, bc = m.groups()
+    y = 1 - int(year) if bc else int(year)
+    tod = (int(hh or 0) * 3600 + int(mi or 0) * 60 + int(ss or 0)) * 10**6
+    tod += int((frac or ".0")[1:].ljust(6, "0"))
+    return y, int(month), int(day), days_from_civil(y, int(month), int(day)), tod
+
+
+def _java_iso(text: str) -> str:
+    """ZonedTimestamp: the instant as Java's ISO_OFFSET_DATE_TIME writes it in UTC
+    (`-0043-03-15T12:00:00.25Z`, `+10000-01-01T00:00:00Z`), or infinity / -infinity."""
+    if text in ("infinity", "-infinity"):
+        return text
+    y, month, day, _, tod = _pg_instant(text)
+    year = f"{y:04d}" if 0 <= y <= 9999 else (f"+{y}" if y > 0 else f"-{-y:04d}")
+    secs, micro = divmod(tod, 10**6)
+    frac = f".{micro:06d}".rstrip("0") if micro else ""
+    clock = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}{frac}"
+    return f"{year}-{month:02d}-{day:02d}T{clock}Z"
+
+
+def _encode(text, field: dict, pg_type: str = ""):
+    """A column value, given as PostgreSQL's text (arrays: as JSON), as Debezium encodes it."""
+    if text is None:
         return None
-    name = field.get("name")
-    if isinstance(value, Decimal):
-        if name == "org.apache.kafka.connect.data.Decimal":
-            return encode_decimal(value, int(field["parameters"]["scale"]))
-        return str(value) if field["type"] == "string" else float(value)
-    if isinstance(value, dt.datetime):
-        if name == "io.debezium.time.ZonedTimestamp":
-            return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-        epoch = dt.datetime(1970, 1, 1)
-        return (value - epoch) // dt.timedelta(microseconds=1)
-    if isinstance(value, dt.date):
-        return (value - dt.date(1970, 1, 1)).days
-    return value
+    name, type_ = field.get("name"), field["type"]
+    if type_ == "array":
+        item = pg_type[:-2]
+        return [_encode(_element_text(v), field["items"], item) for v in json.loads(text)]
+    if type_ in ("int16", "int32", "int64"):
+        if name == "io.debezium.time.MicroTimestamp":
+            if text in ("infinity", "-infinity"):
+                return 2**63 - 1 if text == "infinity" else -(2**63)
+            _, _, _, days, tod = _pg_instant(text)
+            return days * 86_400_000_000 + tod
+        if name == "io.debezium.time.Date":
+            if text in ("infinity", "-infinity"):
+                return 2**31 - 1 if text == "infinity" else -(2**31)
+            return _pg_instant(text)[3]
+        if name == "io.debezium.time.MicroTime":
+            hh, mi, ss = text.split(":")
+            return (int(hh) * 3600 + int(mi) * 60) * 10**6 + int(Decimal(ss) * 10**6)
+        return int(text)
+    if type_ == "boolean":
+        return text == "t"
+    if type_ in ("double", "float"):
+        return text if text in SPECIAL_FLOATS else float(text)  # Jackson quotes NaN/Infinity
+    if name == "org.apache.kafka.connect.data.Decimal":
+        if text in SPECIAL_NUMERIC:
+            return None  # precise mode cannot encode NaN/Infinity: Debezium sends null
+        return encode_decimal(Decimal(text), int(field["parameters"]["scale"]))
+    if name == "io.debezium.data.VariableScaleDecimal":
+        if text in SPECIAL_NUMERIC:
+            return None
+        scale = max(0, -Decimal(text).as_tuple().exponent)
+        return {"scale": scale, "value": encode_decimal(Decimal(text), scale)}
+    if name == "io.debezium.time.ZonedTimestamp":
+        return _java_iso(text)
+    if type_ == "bytes":
+        return base64.b64encode(bytes.fromhex(text[2:])).decode()
+    if pg_type.startswith("numeric"):  # decimal.handling.mode=string
+        return SPECIAL_NUMERIC.get(text, text)
+    return text
+
+
+def _placeholder(field: dict):
+    """What Debezium puts for a column a key-only delete image lacks: null when the column is
+    optional, else its type's default (0, "", false, epoch 0, a zero decimal)."""
+    if field.get("optional", True):
+        return None
+    name, type_ = field.get("name"), field["type"]
+    if name == "org.apache.kafka.connect.data.Decimal":
+        return "AA=="
+    if name == "io.debezium.time.ZonedTimestamp":
+        return "1970-01-01T00:00:00Z"
+    if type_ in ("int16", "int32", "int64", "double", "float"):
+        return 0
+    return False if type_ == "boolean" else ""
+
+
+def _element_text(v):
+    """An array element from to_json, as PostgreSQL's text of that element."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    return json.dumps(v)
 
 
 class Connector:
@@ -128,6 +239,7 @@ class Connector:
         partitions: dict[str, int] | None = None,
         toast_placeholder: bool = False,
         key_only_deletes: bool = False,
+        placeholder_deletes: bool = False,
     ):
         self.url = url
         self.prefix = prefix
@@ -136,7 +248,13 @@ class Connector:
         self.schemas = schemas
         self.toast_placeholder = toast_placeholder
         self.key_only_deletes = key_only_deletes
+        self.placeholder_deletes = placeholder_deletes
         self.conn = psycopg2.connect(url)
+        with self.conn.cursor() as cur:  # row images as text, in the form Debezium reads them
+            cur.execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'")
+            cur.execute("set extra_float_digits = 3; set bytea_output = 'hex'")
+        self.conn.commit()
+        self.pg_types: dict[str, list[str]] = {}
         self.fields = {t: self._fields(t) for t in self.tables}
         create_topics(bootstrap, {self.topic(t): (partitions or {}).get(t, 1) for t in self.tables})
         self.producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_QUIRK})
@@ -157,7 +275,16 @@ class Connector:
             )
             rows = cur.fetchall()
         self.conn.rollback()
+        self.pg_types[table] = [t for _, t, _ in rows]
         return [_field(n, t, self.mode, opt) for n, t, opt in rows]
+
+    def _as_text(self, table: str) -> str:
+        """The select list of a row image as text (arrays as JSON, to rebuild their elements)."""
+        cols = []
+        for f, pg_type in zip(self.fields[table], self.pg_types[table], strict=True):
+            ident = '"' + f["field"].replace('"', '""') + '"'
+            cols.append(f"to_json({ident})::text" if pg_type.endswith("[]") else f"{ident}::text")
+        return ", ".join(cols)
 
     # -- source statements (in the connector's open transaction) -----------------------------
 
@@ -165,14 +292,15 @@ class Connector:
         row = cur.fetchone()
         if row is None:
             return None
-        return {d.name: v for d, v in zip(cur.description, row, strict=True)}
+        names = [f["field"] for f in self.fields[table]]
+        return dict(zip(names, row, strict=True))
 
     def insert(self, table: str, **values) -> dict | None:
         cols = list(values)
         with self.conn.cursor() as cur:
             cur.execute(
                 f"insert into {table} ({', '.join(cols)}) values ({', '.join(['%s'] * len(cols))}) "  # noqa: S608
-                "returning *",
+                f"returning {self._as_text(table)}",
                 list(values.values()),
             )
             after = self._row(cur, table)
@@ -182,13 +310,16 @@ class Connector:
 
     def update(self, table: str, row_id: int, **values) -> None:
         with self.conn.cursor() as cur:
-            cur.execute(f"select * from {table} where id = %s for update", (row_id,))  # noqa: S608
+            cur.execute(
+                f"select {self._as_text(table)} from {table} where id = %s for update",  # noqa: S608
+                (row_id,),
+            )
             before = self._row(cur, table)
             if before is None:
                 return
             sets = ", ".join(f"{c} = %s" for c in values)
             cur.execute(
-                f"update {table} set {sets} where id = %s returning *",  # noqa: S608
+                f"update {table} set {sets} where id = %s returning {self._as_text(table)}",  # noqa: S608
                 [*values.values(), row_id],
             )
             after = self._row(cur, table)
@@ -201,7 +332,10 @@ class Connector:
 
     def delete(self, table: str, row_id: int) -> None:
         with self.conn.cursor() as cur:
-            cur.execute(f"delete from {table} where id = %s returning *", (row_id,))  # noqa: S608
+            cur.execute(
+                f"delete from {table} where id = %s returning {self._as_text(table)}",  # noqa: S608
+                (row_id,),
+            )
             before = self._row(cur, table)
             lsn = self._lsn(cur)
         if before is not None:
@@ -253,9 +387,9 @@ class Connector:
             lsn = self._lsn(cur)  # every snapshot event carries the snapshot's position
         for table in self.tables:
             with self.conn.cursor() as cur:
-                cur.execute(f"select * from {table} order by id")  # noqa: S608
-                names = [d.name for d in cur.description]
+                cur.execute(f"select {self._as_text(table)} from {table} order by id")  # noqa: S608
                 rows = cur.fetchall()
+            names = [f["field"] for f in self.fields[table]]
             for row in rows:
                 self._emit(table, "r", None, dict(zip(names, row, strict=True)), ts, 0, lsn)
         self.conn.rollback()
@@ -267,10 +401,15 @@ class Connector:
         if row is None:
             return None
         image = {}
-        for f in self.fields[table]:
-            image[f["field"]] = _encode(row[f["field"]], f)
+        for f, pg_type in zip(self.fields[table], self.pg_types[table], strict=True):
+            image[f["field"]] = _encode(row[f["field"]], f, pg_type)
         if before and self.key_only_deletes:
             image = {k: (v if k == "id" else None) for k, v in image.items()}
+        if before and self.placeholder_deletes:  # REPLICA IDENTITY DEFAULT, as Debezium fills it
+            image = {
+                f["field"]: image[f["field"]] if f["field"] == "id" else _placeholder(f)
+                for f in self.fields[table]
+            }
         return image
 
     def _emit(self, table, op, before, after, ts, txid, lsn) -> None:
@@ -303,7 +442,7 @@ class Connector:
         }
         value = {"schema": self._schema(table), "payload": payload} if self.schemas else payload
         row = after if op in ("c", "u", "r") else before
-        key = None if op == "t" else self._key(table, row["id"])
+        key = None if op == "t" else self._key(table, int(row["id"]))
         # compact, like Kafka Connect's JsonConverter
         self._send(self.topic(table), key, json.dumps(value, separators=(",", ":")).encode())
         if op == "d":  # the tombstone that lets compaction drop the key

@@ -191,7 +191,7 @@ def test_the_dead_letters_check_reports_the_count(env, monkeypatch):
         assert first.success
         users, orders = (first.evaluation(DEAD_LETTERS, f"raw/{t}") for t in ("users", "orders"))
         for evaluation, n in ((users, 3), (orders, 4)):
-            assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+            assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
             assert evaluation.metadata["quarantined"].value == n
             assert evaluation.metadata["quarantined_new"].value == n
             assert f"{n} change record(s)" in evaluation.description

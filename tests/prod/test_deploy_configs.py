@@ -110,6 +110,21 @@ def test_ingest_runs_one_at_a_time_and_its_pool_one_step_at_a_time(path, monkeyp
     assert config.pool_config.default_pool_limit == 1  # cdc_ingest has no limit of its own
 
 
+@pytest.mark.parametrize("path", INSTANCE_FILES, ids=lambda p: p.name)
+def test_a_dead_run_worker_fails_its_run_and_gives_back_its_pool_slot(path, monkeypatch, tmp_path):
+    """Run monitoring on, with a launcher that can check its run workers, not resuming (the run
+    fails and is started again), and freeing the pool slots a dead worker never gives back:
+    without that, one killed ingest run kept `cdc_ingest` blocked for good."""
+    ref = load_instance_config(path, monkeypatch, tmp_path)
+    monitoring = ref.settings["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert monitoring["max_resume_run_attempts"] == 0
+    assert monitoring["free_slots_after_run_end_seconds"] > 0
+    launcher = ref.run_launcher_data
+    klass = getattr(importlib.import_module(launcher.module_name), launcher.class_name)
+    assert klass.supports_check_run_worker_health.fget(None)  # a property, on the class
+
+
 def test_prod_instance_uses_postgres_k8s_and_gcs(monkeypatch, tmp_path):
     ref = load_instance_config(INSTANCE_FILES[1], monkeypatch, tmp_path)
     assert ref.storage_data.class_name == "DagsterPostgresStorage"
@@ -244,7 +259,15 @@ def test_helm_values_agree_with_the_prod_instance_file(helm, prod_instance):
         "maxRetries": retries["max_retries"],
         "retryOnAssetOrOpFailure": retries["retry_on_asset_or_op_failure"],
     }
-    assert daemon["runMonitoring"]["enabled"] == prod_instance["run_monitoring"]["enabled"]
+    monitoring = prod_instance["run_monitoring"]
+    assert daemon["runMonitoring"] == {
+        "enabled": monitoring["enabled"],
+        "startTimeoutSeconds": monitoring["start_timeout_seconds"],
+        "cancelTimeoutSeconds": monitoring["cancel_timeout_seconds"],
+        "pollIntervalSeconds": monitoring["poll_interval_seconds"],
+        "maxResumeRunAttempts": monitoring["max_resume_run_attempts"],
+        "freeSlotsAfterRunEndSeconds": monitoring["free_slots_after_run_end_seconds"],
+    }
     assert daemon["sensors"] == {
         "useThreads": prod_instance["sensors"]["use_threads"],
         "numWorkers": prod_instance["sensors"]["num_workers"],

@@ -189,6 +189,22 @@ def test_volume_counts_only_built_days_and_needs_enough_history():
     assert zeros.severity.value == "WARN" and "n/a above" in zeros.description
 
 
+def test_volume_judges_a_day_only_once_it_has_settled():
+    # DAY ends at 2026-03-09 00:00 UTC; 30 min grace + 2 settle days: judged from 03-11 00:30
+    rule = dict(grace_minutes=30, settle_days=2, timezone="UTC")
+    young = dt.datetime(2026, 3, 11, 0, 29, tzinfo=dt.UTC)
+    ready, why = volume.settled(DAY, young, **rule)
+    assert not ready and "not settled, no verdict" in why and "QUALITY_VOLUME_SETTLE_DAYS=2" in why
+    history = {i: 100 for i in range(1, 8)}
+    # a day with a fifth of its orders completed so far is not a drop while it settles
+    partial = volume.verdict(
+        DAY, _window({**history, 0: 20}), set(_window(history)), band=0.5, min_days=3, unsettled=why
+    )
+    assert partial.passed and partial.description == why
+    assert volume.settled(DAY, young + dt.timedelta(minutes=1), **rule)[0]
+    assert not volume.settled(DAY, None, **rule)[0]  # lag unknown: not judged either
+
+
 # -- reconciliation --------------------------------------------------------------------------------
 
 WATERMARK = Watermark(NOW, 100, (), {})

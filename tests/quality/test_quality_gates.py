@@ -18,14 +18,16 @@ from quality_platform import DAY
 EVERYTHING = "not kind:postgres"  # all materializable assets (app_db/* are observed, not built)
 BAD_TOTAL = Decimal("-5.00")
 MISSING_USER = 987_654
+MISSING_ORDER = 987_655
 BAD_EMAIL = "dora.at.example.com"
 FIXED_TOTALS = (Decimal("12.50"), Decimal("7.25"))
 
 STG_ORDERS = "staging/stg_app__orders"
 STG_USERS = "staging/stg_app__users"
+STG_ITEMS = "staging/stg_app__order_items"
 TOTAL_RANGE = "accepted_range_stg_app__orders_total__0"
 USER_EXISTS = "relationships_stg_app__orders_user_id__id__source_app_users_"
-USER_LIVE = "relationships_stg_app__orders_user_id__user_id__ref_stg_app__users_"
+ITEM_ORDER_EXISTS = "relationships_stg_app__order_items_order_id__id__source_app_orders_"
 ORDER_UNIQUE = "unique_stg_app__orders_order_id"
 EMAIL_PATTERN = "matches_pattern_stg_app__users_email___s_s_s_"
 
@@ -45,7 +47,8 @@ def baseline(platform):
 @pytest.fixture(scope="module")
 def bad_run(platform, baseline):
     """A negative total and an order of a user who does not exist (both completed, on DAY), a
-    user with a malformed email, and a copy of an existing raw order (duplicate key)."""
+    user with a malformed email, a copy of an existing raw order (duplicate key) and an order
+    line of an order that never existed (a real orphan: WARN)."""
     ids = platform.source(
         "insert into orders (user_id, total, status, created_at, paid_at) values "
         "((select min(id) from users), %s, 'completed', %s, %s), "
@@ -65,6 +68,11 @@ def bad_run(platform, baseline):
         "returning id",
         (BAD_EMAIL,),
     )[0][0]
+    platform.source(
+        "insert into order_items (order_id, product_id, quantity, unit_price) "
+        "values (%s, (select min(id) from products), 1, 1.00)",
+        (MISSING_ORDER,),
+    )
     duplicate = platform.warehouse("select min(id) from raw.orders")[0][0]
     platform.warehouse("insert into raw.orders select * from raw.orders where id = ?", [duplicate])
     run = run_graph(platform.defs, platform.instance, EVERYTHING, partition=DAY)
@@ -169,9 +177,10 @@ def test_malformed_email_evidence_is_masked(bad_run):
 
 def test_warn_severity_test_failure_carries_evidence_too(bad_run):
     run, _ = bad_run
-    evaluation = run.evaluation(USER_LIVE, STG_ORDERS)
+    evaluation = run.evaluation(ITEM_ORDER_EXISTS, STG_ITEMS)
     assert not evaluation.passed and evaluation.severity.value == "WARN"
-    assert _meta(evaluation, "failing_rows") >= 1
+    assert _meta(evaluation, "failing_rows") == 1
+    assert str(MISSING_ORDER) in str(_meta(evaluation, "failing_rows_sample"))
 
 
 # -- after the fix ---------------------------------------------------------------------------------
@@ -185,9 +194,7 @@ def test_good_data_flows_again_after_the_fix(platform, baseline, fixed_run):
     after = platform.daily_revenue()
     assert after[0] == before[0] + 2
     assert after[2] == before[2] + sum(FIXED_TOTALS)
-    assert not {c for c in run.failed_checks() if c.startswith(STG_ORDERS + ":")} - {
-        f"{STG_ORDERS}:{USER_LIVE}"
-    }
+    assert not {c for c in run.failed_checks() if c.startswith(STG_ORDERS + ":")}
     assert run.evaluation("source_reconciliation", "marts/daily_revenue").passed
 
 

@@ -4,18 +4,22 @@ helpers of tests/cdc."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdc"))
 
 from cdc_helpers import CdcEnv  # noqa: E402
+from graph_runs import drop_database, new_database  # noqa: E402
 
 from analytics_assets import settings  # noqa: E402
 from analytics_assets.defs.sources.schema import migrate  # noqa: E402
 from analytics_assets.lib import stack  # noqa: E402
+from analytics_assets.settings import PROJECT_ROOT  # noqa: E402
 
 
 @pytest.fixture
@@ -63,3 +67,24 @@ def cli_env(cdc):
         CAPTURED_TABLES=",".join(cdc.tables),
     )
     return env
+
+
+@pytest.fixture
+def dagster_instance(platform_env, pg_stack, tmp_path, monkeypatch):
+    """The project's dev dagster.yaml (DAGSTER_HOME) on a fresh storage database, the platform
+    pointed at a fresh source, its warehouse file where the CDC helpers look for it
+    (`<tmp>/<db>.duckdb`); any lagging change makes the lag sensor start an ingest."""
+    storage, _ = new_database(pg_stack.url("postgres"), prefix="dagster_")
+    db = platform_env.source_url.rsplit("/", 1)[1]
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_PG_DB", storage)
+    monkeypatch.setenv("WAREHOUSE_PATH", str(tmp_path / f"{db}.duckdb"))
+    monkeypatch.setenv("CDC_LAG_MAX_PENDING", "1")
+    monkeypatch.setenv("CDC_BATCH_SIZE", "1000")
+    settings.get_settings.cache_clear()
+    with dg.DagsterInstance.get() as inst:
+        yield inst
+    drop_database(pg_stack.url("postgres"), storage)

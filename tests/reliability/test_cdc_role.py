@@ -12,6 +12,8 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 import psycopg2
+import psycopg2.extras
+import pytest
 from cdc_helpers import CdcEnv
 
 from analytics_assets import settings
@@ -113,3 +115,76 @@ def test_cdc_url_password_never_shown(platform_env):
     assert secret not in proc.stderr + proc.stdout
     assert "***" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     settings.get_settings.cache_clear()
+
+
+def _connect(pg_stack, role: str, database: str, kind=None):
+    url = f"postgresql://{role}@127.0.0.1:{pg_stack.port}/{database}"
+    return psycopg2.connect(url, **({"connection_factory": kind} if kind else {}))
+
+
+def _walsender_answers(conn) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("IDENTIFY_SYSTEM")
+        answered = bool(cur.fetchone()[0])  # the cluster's system identifier
+    conn.close()
+    return answered
+
+
+def test_pg_hba_keeps_physical_replication_to_the_superuser_and_the_cdc_role_to_the_source(
+    pg_stack,
+):
+    """pg_hba.conf (lib/stack.py `PG_HBA`): a physical replication connection (a base backup,
+    every database's WAL) is refused to the CDC role and to any other role with REPLICATION;
+    the CDC role's logical replication connection to the source database is accepted, and it
+    cannot connect to Dagster's storage database at all."""
+    physical = psycopg2.extras.PhysicalReplicationConnection
+    logical = psycopg2.extras.LogicalReplicationConnection
+    other = f"app_repl_{uuid.uuid4().hex[:6]}"
+    admin = _connect(pg_stack, stack.SUPERUSER, "postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'create role "{other}" login replication')
+    try:
+        for role in (stack.CDC_ROLE, other):
+            with pytest.raises(psycopg2.OperationalError, match="no pg_hba.conf entry for repl"):
+                _connect(pg_stack, role, stack.SOURCE_DB, physical)
+        assert _walsender_answers(_connect(pg_stack, stack.SUPERUSER, "postgres", physical))
+        assert _walsender_answers(_connect(pg_stack, stack.CDC_ROLE, stack.SOURCE_DB, logical))
+        with pytest.raises(psycopg2.OperationalError, match="pg_hba.conf rejects connection"):
+            _connect(pg_stack, stack.CDC_ROLE, stack.DAGSTER_DB, logical)
+        with pytest.raises(psycopg2.OperationalError, match="pg_hba.conf rejects connection"):
+            _connect(pg_stack, stack.CDC_ROLE, stack.DAGSTER_DB)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'drop role "{other}"')
+        admin.close()
+
+
+def test_replication_reads_changes_of_a_table_the_cdc_role_may_not_select(source_db):
+    """What REPLICATION really grants (docs/production.md, CDC role): the CDC role has no
+    privilege on `payroll`, yet a slot of its own with a plugin that ignores publications
+    decodes every change to it. Only who holds REPLICATION limits that, not the publication."""
+    owner = psycopg2.connect(source_db)
+    owner.autocommit = True
+    cdc_url = source_db.replace("postgresql://postgres@", f"postgresql://{stack.CDC_ROLE}@")
+    role = psycopg2.connect(cdc_url)
+    role.autocommit = True
+    slot = f"peek_{uuid.uuid4().hex[:8]}"
+    try:
+        with owner.cursor() as cur:
+            cur.execute("create table payroll (id int primary key, salary numeric)")
+        with role.cursor() as cur:
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("select * from payroll")
+            cur.execute(
+                "select pg_create_logical_replication_slot(%s, 'test_decoding', true)", (slot,)
+            )
+        with owner.cursor() as cur:
+            cur.execute("insert into payroll values (1, 987654.32)")
+        with role.cursor() as cur:
+            cur.execute("select data from pg_logical_slot_get_changes(%s, null, null)", (slot,))
+            changes = [r[0] for r in cur.fetchall()]
+        assert any("payroll" in c and "987654.32" in c for c in changes), changes
+    finally:
+        role.close()  # drops the temporary slot
+        owner.close()

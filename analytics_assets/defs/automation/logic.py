@@ -9,6 +9,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 
 from analytics_assets.lib.feeds.base import TableLag
+from analytics_assets.lib.partitions import day_bounds
 
 
 def lagging_tables(
@@ -53,9 +54,9 @@ def cdc_watermark(lag: Mapping[str, TableLag], now: dt.datetime) -> dt.datetime 
 
 
 def partition_end(key: str, timezone: str) -> dt.datetime:
-    day = dt.date.fromisoformat(key)
-    tz = zoneinfo.ZoneInfo(timezone)
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    """When a daily partition's business day ends: the next midnight in the zone, in zone time."""
+    end = day_bounds(dt.date.fromisoformat(key), timezone)[1]
+    return end.astimezone(zoneinfo.ZoneInfo(timezone))
 
 
 def partition_closed(

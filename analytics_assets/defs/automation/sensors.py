@@ -17,7 +17,7 @@ from analytics_assets.defs.automation.logic import (
 )
 from analytics_assets.defs.cdc.assets import raw_keys
 from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL
-from analytics_assets.lib.partitions import daily_partitions
+from analytics_assets.lib.partitions import daily_partitions, last_ended_day
 from analytics_assets.settings import get_settings
 
 INGEST_TAG = "analytics/ingest"
@@ -48,6 +48,14 @@ def _ingest_in_flight(instance: dg.DagsterInstance) -> str | None:
         dg.RunsFilter(tags={INGEST_TAG: "true"}, statuses=IN_FLIGHT), limit=1
     )
     return records[0].dagster_run.run_id if records else None
+
+
+def _last_ingest_failed(instance: dg.DagsterInstance) -> str | None:
+    """The newest ingest run's id if it failed or was canceled, else None."""
+    records = instance.get_run_records(dg.RunsFilter(tags={INGEST_TAG: "true"}), limit=1)
+    run = records[0].dagster_run if records else None
+    failed = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    return run.run_id if run is not None and run.status in failed else None
 
 
 def _keys(selection: dg.AssetSelection, context) -> list[dg.AssetKey]:
@@ -108,20 +116,24 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     else:
         # Same pending state -> same key: a repeated tick requests nothing new. A table lagging
         # by bytes can show the same (sampled, or zero) count after an ingest moved it, so then
-        # the key also changes every minute
+        # the key also changes every minute. And if the last ingest run failed (its worker
+        # killed, say), it left that same state behind: the key with its run id asks again.
         by_bytes = any(
             lag[t].pending_sampled or (lag[t].position_lag_bytes or 0) >= settings.lag_max_bytes
             for t in tables
             if t in lag
         )
         fingerprint = json.dumps(
-            {
-                t: [item.pending_changes, str(item.oldest_commit_ts)]
-                + ([now.strftime("%Y-%m-%dT%H:%M")] if by_bytes else [])
-                for t, item in lag.items()
-            }
-            if why != "idle heartbeat"
-            else now.strftime("%Y-%m-%dT%H:%M"),
+            [
+                {
+                    t: [item.pending_changes, str(item.oldest_commit_ts)]
+                    + ([now.strftime("%Y-%m-%dT%H:%M")] if by_bytes else [])
+                    for t, item in lag.items()
+                }
+                if why != "idle heartbeat"
+                else now.strftime("%Y-%m-%dT%H:%M"),
+                _last_ingest_failed(context.instance),
+            ],
             sort_keys=True,
         )
         run_key = "ingest-" + hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
@@ -146,9 +158,21 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     return dg.SensorResult(
         run_requests=run_requests,
         skip_reason=skip,
-        asset_events=lag_observations(lag),
+        asset_events=[*lag_observations(lag), *_source_observations(context, lag)],
         cursor=json.dumps(cursor),
     )
+
+
+def _source_observations(context, lag) -> list[dg.AssetObservation]:
+    """app_db/<table> on every tick, with the lag just read; a failure costs the tick only these
+    (the lag and the ingest decision stand), and says why."""
+    from analytics_assets.defs.sources.observe import observation_failure, source_observations
+
+    try:
+        return source_observations(get_settings().captured_tables, lag)
+    except Exception as exc:  # noqa: BLE001 - any source error must not stop the lag sensor
+        context.log.warning(observation_failure(exc))
+        return []
 
 
 def _minutes_since_last_ingest(instance, tables, now) -> float | None:
@@ -245,17 +269,10 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def _yesterday(now: dt.datetime) -> str:
-    settings = get_settings()
-    import zoneinfo
-
-    local = now.astimezone(zoneinfo.ZoneInfo(settings.timezone)).date()
-    return (local - dt.timedelta(days=1)).isoformat()
-
-
 def close_decision(now: dt.datetime, lag) -> tuple[str, bool, str]:
+    """Yesterday's partition (in PARTITION_TIMEZONE) at `now`, and whether it is closed."""
     settings = get_settings()
-    key = _yesterday(now)
+    key = last_ended_day(now, settings.timezone).isoformat()
     closed, why = partition_closed(
         key,
         cdc_watermark(lag, now),
@@ -283,22 +300,30 @@ def partition_close_sensor(context: dg.SensorEvaluationContext):
     return dg.RunRequest(run_key=f"close-{key}", partition_key=key, tags={"analytics/reason": why})
 
 
-@dg.schedule(
-    name="daily_marts_backstop",
-    cron_schedule="0 1 * * *",
-    target=DAILY,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Backstop at 01:00: builds yesterday's daily partitions if they are closed, "
-    "and skips saying why if the CDC watermark has not passed the day yet.",
-)
-def daily_marts_backstop(context: dg.ScheduleEvaluationContext):
-    now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-    key, closed, why = close_decision(now, read_lag())
-    if not closed:
-        return dg.SkipReason(why)
-    return dg.RunRequest(
-        run_key=f"backstop-{key}", partition_key=key, tags={"analytics/reason": why}
+def daily_marts_backstop() -> dg.ScheduleDefinition:
+    """The 01:00 backstop, at 01:00 in PARTITION_TIMEZONE (built with the definitions, so the
+    zone is the setting's when they load)."""
+
+    @dg.schedule(
+        name="daily_marts_backstop",
+        cron_schedule="0 1 * * *",
+        execution_timezone=get_settings().timezone,
+        target=DAILY,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Backstop at 01:00 in PARTITION_TIMEZONE: builds yesterday's daily "
+        "partitions if they are closed, and skips saying why if the CDC watermark has not passed "
+        "the day yet.",
     )
+    def backstop(context: dg.ScheduleEvaluationContext):
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        key, closed, why = close_decision(now, read_lag())
+        if not closed:
+            return dg.SkipReason(why)
+        return dg.RunRequest(
+            run_key=f"backstop-{key}", partition_key=key, tags={"analytics/reason": why}
+        )
+
+    return backstop
 
 
 def build_automation_defs() -> dg.Definitions:
@@ -316,5 +341,5 @@ def build_automation_defs() -> dg.Definitions:
                 minimum_interval_seconds=30,
             ),
         ],
-        schedules=[daily_marts_backstop],
+        schedules=[daily_marts_backstop()],
     )

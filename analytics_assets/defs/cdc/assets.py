@@ -70,6 +70,7 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
             f"{result.changes} changes applied in {result.batches} batches "
             f"({result.seconds:.1f}s); snapshot: {result.snapshot_tables or 'none'}"
         )
+        _observe_sources(context, tables, {t: result.tables[t].lag_after for t in tables})
         for table in tables:
             metadata = as_metadata(result.tables[table].metadata())
             current, changes = raw_keys(table)
@@ -82,3 +83,16 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
                 )
 
     return [cdc_ingest]
+
+
+def _observe_sources(context, tables, lag) -> None:
+    """app_db/<table> after every ingest, with the lag the ingest measured after applying."""
+    from analytics_assets.defs.sources.observe import observation_failure, source_observations
+
+    try:
+        events = source_observations(tables, lag)
+    except Exception as exc:  # noqa: BLE001 - the changes are applied; an observation is extra
+        context.log.warning(observation_failure(exc))
+        return
+    for event in events:
+        context.log_event(event)

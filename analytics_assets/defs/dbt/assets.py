@@ -2,8 +2,14 @@
 
 Each materialization carries dbt's adapter response (rows, bytes billed, slot ms on BigQuery):
 see `adapter_response.py`. Each failing dbt test carries its failing rows, masked: see
-`defs/quality/dbt_evidence.py`.
+`defs/quality/dbt_evidence.py`. Tests that compare with a daily mart the run does not build are
+left out, and a model whose blocking test failed is not reported materialized: see `selection.py`.
 """
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -14,11 +20,44 @@ from analytics_assets.defs.dbt.adapter_response import (
     stream_with_adapter_response,
 )
 from analytics_assets.defs.dbt.project import get_dbt_project
+from analytics_assets.defs.dbt.selection import (
+    DAILY_TAG,
+    exclude_args,
+    left_out_tests,
+    materialize_what_passed,
+)
 from analytics_assets.defs.quality.dbt_evidence import with_failure_evidence
 from analytics_assets.lib.dbt_translator import AnalyticsDbtTranslator
 from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
 
-DAILY_SELECTOR = "tag:daily"
+DAILY_SELECTOR = f"tag:{DAILY_TAG}"
+
+
+@functools.cache
+def _manifest() -> Mapping[str, Any]:
+    return json.loads(get_dbt_project().manifest_path.read_text())
+
+
+def _build(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str]):
+    """`dbt build` of the selected models, minus the tests that compare with a daily mart this
+    run does not build; materializations only for the models that passed their gates."""
+    manifest = _manifest()
+    translator = AnalyticsDbtTranslator()
+    built = {
+        uid
+        for uid, props in manifest["nodes"].items()
+        if props["resource_type"] == "model"
+        and translator.get_asset_key(props) in context.selected_asset_keys
+    }
+    left_out = left_out_tests(manifest, built)
+    for test in left_out:
+        context.log.info(
+            f"dbt test {test.name} not run: it compares with {', '.join(test.unbuilt)}, "
+            "which this run does not build"
+        )
+    invocation = dbt.cli([*args, *exclude_args(left_out), *DEBUG_LOG_ARGS], context=context)
+    events = materialize_what_passed(stream_with_adapter_response(invocation), invocation)
+    yield from with_failure_evidence(events, invocation)
 
 
 def build_dbt_assets() -> list[dg.AssetsDefinition]:
@@ -37,9 +76,7 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
     def dbt_daily_marts(context: AssetExecutionContext, dbt: DbtCliResource):
         window = context.partition_time_window
         context.log.info(f"dbt build for {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d}")
-        args = [*dbt_build_args(window.start, window.end), *DEBUG_LOG_ARGS]
-        invocation = dbt.cli(args, context=context)
-        yield from with_failure_evidence(stream_with_adapter_response(invocation), invocation)
+        yield from _build(context, dbt, dbt_build_args(window.start, window.end))
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -49,8 +86,6 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
         dagster_dbt_translator=translator,
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
-        args = [*dbt_build_args(), *DEBUG_LOG_ARGS]
-        invocation = dbt.cli(args, context=context)
-        yield from with_failure_evidence(stream_with_adapter_response(invocation), invocation)
+        yield from _build(context, dbt, dbt_build_args())
 
     return [dbt_daily_marts, dbt_models]

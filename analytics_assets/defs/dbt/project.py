@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import os
 import shutil
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
+from analytics_assets.lib.partitions import dbt_zone_vars
+from analytics_assets.lib.retention import prune_dbt_run_folders
 from analytics_assets.settings import DBT_PROJECT_DIR, get_settings
 
 
@@ -40,7 +43,8 @@ def get_dbt_project() -> DbtProject:
     )
     if not project.manifest_path.exists():
         # Parse once; later loads read the manifest (`make prepare` does this ahead of time).
-        dbt_cli_resource().cli(["parse", "--quiet"], target_path=project.target_path).wait()
+        args = ["parse", "--quiet", "--vars", json.dumps(dbt_zone_vars())]
+        dbt_cli_resource().cli(args, target_path=project.target_path).wait()
     return project
 
 
@@ -48,6 +52,17 @@ class AnalyticsDbtCliResource(DbtCliResource):
     """dagster-dbt's resource, minus one `dbt --version` subprocess per dbt invocation (3-7 s
     here: it loads all of dbt-core): when the executable is the dbt of this very environment, its
     version is the installed dbt-core package's."""
+
+    def cli(self, args, **kwargs):
+        """Each invocation writes its own target folder (3-5 MB): the oldest go first, so the
+        folders left are this one and the DBT_ARTIFACT_RUNS_KEPT - 1 newest before it. Pruned
+        before the new one starts, so this invocation's own folder is never among them."""
+        base = artifacts_base()
+        prune_dbt_run_folders(
+            base if base.is_absolute() else Path(self.project_dir) / base,
+            get_settings().dbt_artifact_runs_kept - 1,
+        )
+        return super().cli(args, **kwargs)
 
     @functools.cached_property
     def _cli_version(self) -> version.Version:

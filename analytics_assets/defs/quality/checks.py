@@ -4,7 +4,7 @@
 |---|---|---|---|
 | `schema_drift` | each `raw/<table>` | WARN new source column, ERROR dropped/retyped | yes |
 | `slot_health` | each `raw/<table>` | WARN / ERROR by thresholds (config.py) | yes |
-| `dead_letters` | each `raw/<table>` | WARN while records are quarantined | no |
+| `dead_letters` | each `raw/<table>` | ERROR while records are quarantined | no |
 | `source_reconciliation` | `marts/daily_revenue`, per daily partition | ERROR | yes |
 | `volume_anomaly` | `marts/daily_revenue`, per daily partition | WARN | no |
 
@@ -187,15 +187,16 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
                 asset=raw_key(t),
                 blocking=False,
                 description=(
-                    f"Change records of {t} the feed could not decode (malformed, truncated, "
-                    "unknown op, another table's) are quarantined in raw._dead_letters and "
-                    "missing from the raw table; WARN with their count while any are there."
+                    f"Change records of {t} the feed could not take (Kafka: malformed, "
+                    "truncated, unknown op, another table's; both feeds: a value the platform "
+                    "cannot hold) are quarantined in raw._dead_letters and missing from the raw "
+                    "table; ERROR with their count while any are there."
                 ),
             )
             for t in tables
         ],
         can_subset=True,
-        description="Quarantined (undecodable) change records per raw table.",
+        description="Quarantined change records (not applied) per raw table.",
     )
     def dead_letters_check(context):
         selected = _selected_tables(context)
@@ -237,7 +238,8 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
             partitions_def=daily,
             description=(
                 "The date's completed-order count and revenue stay within the configured "
-                "band (QUALITY_VOLUME_BAND) of the trailing 7-day median; WARN only."
+                "band (QUALITY_VOLUME_BAND) of the trailing 7-day median, once the date has "
+                "settled (QUALITY_VOLUME_SETTLE_DAYS after it closes); WARN only."
             ),
         )
 
@@ -285,22 +287,32 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         description="Day-over-week volume anomaly of the daily revenue mart.",
     )
     def volume_anomaly_check(context):
+        settings = get_settings()
         q = quality_settings()
         key = dg.AssetCheckKey(DAILY_REVENUE, VOLUME)
         built = {
             dt.date.fromisoformat(p)
             for p in context.instance.get_materialized_partitions(DAILY_REVENUE)
         }
-        with connect(get_settings()) as con:
+        with connect(settings) as con:
             built_mart = relation_exists(con, "marts", "daily_revenue")
+            watermark = cdc_watermark(con, settings.captured_tables)
             for pk in _partition_keys(context):
                 day = dt.date.fromisoformat(pk)
+                ready, why = volume.settled(
+                    day,
+                    watermark.commit_ts if watermark.known else None,
+                    grace_minutes=settings.partition_grace_minutes,
+                    settle_days=q.volume_settle_days,
+                    timezone=settings.timezone,
+                )
                 v = volume.verdict(
                     day,
                     volume.read_window(con, day) if built_mart else {},
                     built if built_mart else set(),
                     band=q.volume_band,
                     min_days=q.volume_min_days,
+                    unsettled=None if ready else why,
                 )
                 yield _emit(context, key, v, blocking=False, partition=pk)
 

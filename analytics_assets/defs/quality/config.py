@@ -4,6 +4,7 @@
 |---|---|---|
 | QUALITY_VOLUME_BAND | 0.5 | volume anomaly WARNs when a day's order count or revenue is more than this fraction away from the trailing 7-day median |
 | QUALITY_VOLUME_MIN_DAYS | 3 | fewer known days in the trailing window: no verdict (passes, says so) |
+| QUALITY_VOLUME_SETTLE_DAYS | 2 | a day is judged only once the CDC watermark has passed its end plus PARTITION_GRACE_MINUTES plus this many days: its orders keep completing for days after it ends, so a younger day is not yet comparable (passes, says so) |
 | QUALITY_RECONCILE_MARGIN_SECONDS | 300 | source rows changed up to this long before the CDC watermark count as in flux too (a transaction's `updated_at` is its start, its commit comes later) |
 | QUALITY_SLOT_WAL_WARN_FRACTION | 0.5 | WARN when the slot retains this fraction of `max_slot_wal_keep_size` |
 | QUALITY_SLOT_WAL_ERROR_FRACTION | 0.8 | ERROR (blocks the marts) from this fraction on |
@@ -35,6 +36,7 @@ def _number(name: str, default: float, *, low: float, high: float | None = None)
 class QualitySettings:
     volume_band: float
     volume_min_days: int
+    volume_settle_days: float
     reconcile_margin_seconds: float
     slot_wal_warn_fraction: float
     slot_wal_error_fraction: float
@@ -46,6 +48,7 @@ def quality_settings() -> QualitySettings:
     s = QualitySettings(
         volume_band=_number("QUALITY_VOLUME_BAND", 0.5, low=0.0),
         volume_min_days=int(_number("QUALITY_VOLUME_MIN_DAYS", 3, low=1, high=7)),
+        volume_settle_days=_number("QUALITY_VOLUME_SETTLE_DAYS", 2, low=0.0, high=30.0),
         reconcile_margin_seconds=_number("QUALITY_RECONCILE_MARGIN_SECONDS", 300, low=0.0),
         slot_wal_warn_fraction=_number("QUALITY_SLOT_WAL_WARN_FRACTION", 0.5, low=0.0, high=1.0),
         slot_wal_error_fraction=_number("QUALITY_SLOT_WAL_ERROR_FRACTION", 0.8, low=0.0, high=1.0),

@@ -7,11 +7,13 @@ evidence. Passing results go straight through.
 
 When `dbt build` fails only because tests with severity `error` failed, the step fails with one
 line per failed test (asset, test, failing rows, a sample) instead of dbt's generic "exit code 1";
-any other dbt error (a model that does not compile, a unit test) is raised as dbt reported it.
+any other dbt error (a model that does not compile, a unit test) is raised as dbt reported it,
+minus the terminal colour codes dbt puts in its messages (the run page shows them raw).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,16 @@ from analytics_assets.lib.warehouse.reader import quoted
 from analytics_assets.settings import get_settings
 
 SAMPLE_ROWS = 5
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def without_colours(error: DagsterDbtCliRuntimeError) -> DagsterDbtCliRuntimeError:
+    """dbt's error, its text without ANSI escape codes (raised outside any `except`, so the run
+    page shows no coloured original as its cause)."""
+    return DagsterDbtCliRuntimeError(
+        description=ANSI_ESCAPE.sub("", error.description or str(error)),
+        metadata=error.metadata,
+    )
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,8 @@ class Evidence:
         return f"{rows} in {self.audit_table}, e.g. {first}"
 
 
-def _unique_id(event: dg.AssetCheckResult | dg.AssetCheckEvaluation) -> str | None:
+def unique_id_of(event: Any) -> str | None:
+    """The dbt node behind a Dagster event dagster-dbt made (its `unique_id` metadata)."""
     value = (event.metadata or {}).get("unique_id")
     return getattr(value, "value", value)
 
@@ -148,11 +161,11 @@ def with_failure_evidence(events: Iterable[Any], invocation) -> Iterator[Any]:
         error = exc
     log = getattr(invocation.context, "log", None) if invocation.context is not None else None
     evidence = read_evidence(
-        invocation.manifest, [uid for e in held if (uid := _unique_id(e))], log=log
+        invocation.manifest, [uid for e in held if (uid := unique_id_of(e))], log=log
     )
     failed = []
     for event in held:
-        enriched = _with_evidence(event, evidence.get(_unique_id(event) or ""))
+        enriched = _with_evidence(event, evidence.get(unique_id_of(event) or ""))
         if enriched.severity == dg.AssetCheckSeverity.ERROR:
             count = (enriched.metadata or {}).get("dagster_dbt/failed_row_count")
             count = getattr(count, "value", count)
@@ -166,8 +179,8 @@ def with_failure_evidence(events: Iterable[Any], invocation) -> Iterator[Any]:
     try:
         run_results = invocation.get_artifact("run_results.json")
     except OSError:
-        raise error from None
-    explained = {_unique_id(e) for e in held if e.severity == dg.AssetCheckSeverity.ERROR}
+        raise without_colours(error) from None
+    explained = {unique_id_of(e) for e in held if e.severity == dg.AssetCheckSeverity.ERROR}
     if not failed or _unexplained_failures(run_results, explained):
-        raise error
+        raise without_colours(error)
     raise_for_blocking(failed, what="dbt test")

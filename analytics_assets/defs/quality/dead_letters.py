@@ -1,7 +1,8 @@
-"""Quarantined records: change events the feed could not decode (Kafka: not JSON, truncated,
-unknown op, missing image, another table's record) sit in `raw._dead_letters` instead of
-stopping the ingest. Each one is a change missing from `raw.<table>`, so the check WARNs while
-any are there: the count, how many are new since the check last ran, the most common reasons
+"""Quarantined records: change events the feed could not take (Kafka: not JSON, truncated,
+unknown op, missing image, another table's record; both feeds: a value the platform cannot hold,
+such as text that is not UTF-8 from a SQL_ASCII database) sit in `raw._dead_letters` instead of
+stopping the ingest. Each one is a change missing from `raw.<table>`, so the check is an ERROR
+while any are there (not blocking: the rest of the table is right and downstream runs on): the count, how many are new since the check last ran, the most common reasons
 and where the newest one is (topic, partition, offset) to find it.
 
 Clearing: once a record is dealt with (re-emitted fixed by the source, or accepted as lost),
@@ -81,8 +82,8 @@ def verdict(table: str, found: Quarantine, *, first_check: bool) -> Verdict:
     if found.count:
         new = "" if first_check else f", {found.new} new since the last check"
         reasons = "; ".join(f"{n} x {r}" for r, n in found.reasons)
-        v.warn(
-            f"{found.count} change record(s) of {table} could not be decoded and are quarantined "
+        v.error(
+            f"{found.count} change record(s) of {table} could not be applied and are quarantined "
             f"in {RAW_SCHEMA}.{DEAD_LETTERS}{new} (newest at {found.newest_at_position}): "
             f"{reasons}. raw.{table} lacks these changes: fix them at the source, then delete "
             "their rows"

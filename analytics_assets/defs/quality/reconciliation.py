@@ -13,6 +13,9 @@ what the in-flux orders contributed to it (their raw rows, which the mart was bu
 traffic therefore never raises a false alarm, while an order CDC lost or a mart that disagrees
 with raw still does.
 
+A date's orders are those created within its business day in PARTITION_TIMEZONE (`day_bounds`,
+the same instants the marts' `order_date` and the daily partitions hold).
+
 Assumptions: the app keeps `orders.updated_at` current on every change (it does; a trigger would
 make it certain); an order's `created_at` does not move between dates. If raw changed the date's
 orders after the partition was built, a mismatch is a WARN ("rebuild the partition"), not an
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from analytics_assets.defs.quality.verdict import Verdict
 from analytics_assets.defs.quality.warehouse import RAW_SCHEMA, Watermark, relation
+from analytics_assets.lib.partitions import day_bounds
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -133,12 +137,6 @@ class Figures:
     @property
     def actual_revenue(self) -> Decimal:
         return self.mart_revenue - self.in_flux_revenue
-
-
-def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """The business date is the UTC date of created_at (as in stg_app__orders)."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    return start, start + dt.timedelta(days=1)
 
 
 def orders_table(rows) -> pa.Table:

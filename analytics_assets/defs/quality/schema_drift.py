@@ -1,7 +1,7 @@
 """Schema drift: the columns of each captured source table against its raw table.
 
 A new source column is a WARN that names it (CDC adds it to raw with the next change that carries
-it). A column dropped at the source, or whose type no longer maps to the raw column's type, is an
+it). A raw column `<column>__raw` is the text companion of `<column>` (lib/values.py), not drift. A column dropped at the source, or whose type no longer maps to the raw column's type, is an
 ERROR: staging would read NULLs or fail to cast, silently.
 """
 
@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from analytics_assets.defs.quality.verdict import Verdict
+from analytics_assets.lib.warehouse.names import RAW_SUFFIX
 
 SOURCE_COLUMNS_SQL = """
 select c.relname::text, a.attname::text, a.atttypid::int8, a.atttypmod,
@@ -69,8 +70,17 @@ def compare(source: Mapping[str, SourceColumn], raw: Mapping[str, str]) -> Drift
             drift.added.append(col)
         elif raw[name] != col.warehouse_type:
             drift.retyped.append((col, raw[name]))
-    drift.dropped = [(name, type_) for name, type_ in raw.items() if name not in source]
+    drift.dropped = [
+        (name, type_)
+        for name, type_ in raw.items()
+        if name not in source and not _companion_of(name, source)
+    ]
     return drift
+
+
+def _companion_of(name: str, source: Mapping[str, SourceColumn]) -> bool:
+    """`<column>__raw`, the text beside a typed column (lib/values.py), comes with its column."""
+    return name.endswith(RAW_SUFFIX) and name[: -len(RAW_SUFFIX)] in source
 
 
 def verdict(

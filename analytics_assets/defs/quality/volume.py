@@ -4,6 +4,11 @@ a sale or an outage moves volume for real, and a person should look before anyth
 
 A day of the window counts only if its partition was built: a built date without a row had no
 completed order (zero), an unbuilt one is unknown and left out.
+
+A day is judged only once it has settled: orders complete hours to days after they are placed, so
+a day that ended yesterday holds a fraction of the completed orders it will hold, and comparing it
+with full days would warn every morning. "Settled" is the partition-close rule (the CDC watermark
+past the day's end plus PARTITION_GRACE_MINUTES) with QUALITY_VOLUME_SETTLE_DAYS more grace.
 """
 
 from __future__ import annotations
@@ -37,6 +42,32 @@ def _deviation(value: float, median: float) -> float | None:
     return (value - median) / median
 
 
+def settled(
+    day: dt.date,
+    watermark: dt.datetime | None,
+    *,
+    grace_minutes: int,
+    settle_days: float,
+    timezone: str,
+) -> tuple[bool, str]:
+    """Whether `day` is old enough to judge, and why: the partition-close rule with the settle
+    period added to its grace."""
+    from analytics_assets.defs.automation.logic import partition_closed
+
+    closed, why = partition_closed(
+        day.isoformat(),
+        watermark,
+        grace_minutes=grace_minutes + round(settle_days * 24 * 60),
+        timezone=timezone,
+    )
+    if closed:
+        return True, why
+    return False, (
+        f"{day}: not settled, no verdict (orders keep completing for "
+        f"QUALITY_VOLUME_SETTLE_DAYS={settle_days:g} days after a day closes; {why})"
+    )
+
+
 def verdict(
     day: dt.date,
     rows: Mapping[dt.date, tuple[int, Decimal]],
@@ -44,7 +75,9 @@ def verdict(
     *,
     band: float,
     min_days: int,
+    unsettled: str | None = None,
 ) -> Verdict:
+    """`unsettled`: why the day is too young to judge (see `settled`); no verdict then."""
     v = Verdict()
     history = [
         day - dt.timedelta(days=i)
@@ -58,6 +91,9 @@ def verdict(
         "history_days": len(history),
         "band": band,
     }
+    if unsettled is not None:
+        v.ok_message = unsettled
+        return v
     if len(history) < min_days:
         v.ok_message = (
             f"{day}: only {len(history)} of the {WINDOW_DAYS} days before are built "

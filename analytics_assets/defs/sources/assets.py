@@ -1,13 +1,12 @@
-"""`app_db/<table>`: the application's tables, observed (row count, newest change) not copied."""
+"""`app_db/<table>`: the application's tables, observed (row count, newest change, CDC lag) not
+copied. The observations come from the lag sensor's every tick and from every ingest
+(`observe.py`), so the assets are plain external asset specs: nothing to launch."""
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
-from psycopg2 import sql
 
-from analytics_assets.lib.pg import connect
+from analytics_assets.defs.sources.observe import source_key
 from analytics_assets.settings import get_settings
 
 DESCRIPTIONS = {
@@ -16,39 +15,20 @@ DESCRIPTIONS = {
     "orders": "Orders placed in the app, one row per order, moving pending → paid → completed.",
     "order_items": "Lines of each order: product, quantity and unit price.",
 }
+OBSERVED = (
+    " Observed every lag-sensor tick and after every ingest: row count (Postgres statistics "
+    "estimate), newest updated_at, CDC lag."
+)
 
 
-def _observe(table: str):
-    def observe(context) -> dg.ObserveResult:
-        with connect() as conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("select count(*), max(updated_at) from {}").format(sql.Identifier(table))
-            )
-            count, newest = cur.fetchone()
-        conn.close()
-        return dg.ObserveResult(
-            metadata={
-                "row_count": dg.MetadataValue.int(count),
-                "newest_updated_at": dg.MetadataValue.text(newest.isoformat() if newest else ""),
-            },
-            data_version=dg.DataVersion(f"{count}:{newest.isoformat() if newest else ''}"),
+def build_source_assets() -> list[dg.AssetSpec]:
+    return [
+        dg.AssetSpec(
+            source_key(table),
+            group_name="app_db",
+            description=DESCRIPTIONS.get(table, f"Source table {table} in the app database.")
+            + OBSERVED,
+            kinds={"postgres"},
         )
-
-    return observe
-
-
-def build_source_assets() -> list[dg.AssetsDefinition]:
-    assets = []
-    for table in get_settings().captured_tables:
-        fn = _observe(table)
-        fn.__name__ = f"app_db_{table}"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dg.BetaWarning)
-            decorator = dg.observable_source_asset(
-                key=["app_db", table],
-                group_name="app_db",
-                description=DESCRIPTIONS.get(table, f"Source table {table} in the app database."),
-                kinds={"postgres"},
-            )
-        assets.append(decorator(fn))
-    return assets
+        for table in get_settings().captured_tables
+    ]

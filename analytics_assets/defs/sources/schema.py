@@ -55,6 +55,16 @@ MIGRATIONS: list[tuple[int, str]] = [
         alter table order_items replica identity full;
         """,
     ),
+    (
+        2,
+        # The app_db observations read each table's newest updated_at every lag-sensor tick: an
+        # index makes that one probe instead of a scan (orders has had one since 1).
+        """
+        create index if not exists users_updated_at_idx on users (updated_at);
+        create index if not exists products_updated_at_idx on products (updated_at);
+        create index if not exists order_items_updated_at_idx on order_items (updated_at);
+        """,
+    ),
 ]
 
 APP_TABLES = ("users", "products", "orders", "order_items")

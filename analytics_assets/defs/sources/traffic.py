@@ -7,6 +7,7 @@ small transactions mixing inserts, updates and deletes, the way an application w
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import io
 import random
@@ -136,12 +137,13 @@ def generate_history(
         orders, items = [], []
         item_id = ids["order_items"]
         order_id = ids["orders"]
+        by_signup = sorted(users, key=lambda u: u[4])
+        signups = [u[4] for u in by_signup]
         for day in range(days):
             for _ in range(orders_per_day):
                 order_id += 1
                 created = start + dt.timedelta(days=day, seconds=rng.uniform(0, 86400))
-                eligible = [u for u in users[: max(1, int(len(users) * (day + 1) / days))]]
-                user = rng.choice(eligible)
+                user = _customer(rng, by_signup[: bisect.bisect_right(signups, created)], created)
                 n_items = rng.choice([1, 1, 1, 2, 2, 3, 4])
                 total = Decimal("0.00")
                 for _ in range(n_items):
@@ -192,6 +194,20 @@ def generate_history(
         _fix_sequences(cur)
     conn.commit()
     return HistoryResult(len(users), len(products), len(orders), len(items), start, end)
+
+
+def _customer(rng: random.Random, signed_up: list[tuple], at: dt.datetime) -> tuple:
+    """A user who can place an order at `at`: signed up before it and not deleted by then (an
+    order of a user who did not exist yet, or no longer, would be an orphan the app never makes).
+    A user deleted later keeps the order: that is by design."""
+    for _ in range(20 if signed_up else 0):  # nearly always the first pick: ~1% are deleted
+        user = rng.choice(signed_up)
+        if user[6] is None or user[6] > at:
+            return user
+    active = [u for u in signed_up if u[6] is None or u[6] > at]
+    if not active:
+        raise ValueError(f"no user can place an order at {at:%Y-%m-%d %H:%M}")
+    return rng.choice(active)
 
 
 def _lifecycle(rng: random.Random, created: dt.datetime, now: dt.datetime):

@@ -19,10 +19,12 @@ per-table `checkpoint` (slot: the end LSN of the last transaction wholly read; K
 offsets as JSON), stored with the position in the same warehouse transaction and given back to
 `Feed.ack` after that transaction commits.
 
-Dead letters: a record the feed cannot decode (Kafka: not JSON, truncated, unknown op, missing
-image, another table's record) is not applied; it travels in `ChangeBatch.dead_letters` and the
-warehouse writes it to `raw._dead_letters` in the batch's transaction, once per record, while
-the table's position moves past it. The slot feed never has any.
+Dead letters: a record the feed cannot take (Kafka: not JSON, truncated, unknown op, missing
+image, another table's record; both feeds: a value the platform cannot hold, such as text that is
+not UTF-8 from a SQL_ASCII database) is not applied; it travels in `ChangeBatch.dead_letters` and
+the warehouse writes it to `raw._dead_letters` in the batch's transaction, once per record, while
+the table's position moves past it. Values a typed column cannot hold but the platform can
+(±infinity, BC, NaN...) are no dead letters: they follow `analytics_assets.lib.values`.
 """
 
 from __future__ import annotations

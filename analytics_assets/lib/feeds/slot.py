@@ -47,12 +47,16 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
 from analytics_assets.lib.cdc import IngestBusy
 from analytics_assets.lib.feeds.base import (
+    LSN,
+    SEQ,
     ChangeBatch,
+    DeadLetter,
     FeedError,
     Position,
     TableChanges,
@@ -63,7 +67,13 @@ from analytics_assets.lib.feeds.base import (
     parse_lsn,
 )
 from analytics_assets.lib.feeds.slot_lag import LAG_WINDOW_BYTES, read_lag
-from analytics_assets.lib.pgoutput import PgOutputDecoder, text_to_arrow
+from analytics_assets.lib.pgoutput import (
+    REJECT_REASON,
+    REJECT_VALUE,
+    Column,
+    PgOutputDecoder,
+    columns_from_text,
+)
 from analytics_assets.settings import redact_url, validate_identifier
 
 log = logging.getLogger(__name__)
@@ -869,10 +879,11 @@ class SlotFeed:
         def emit(parts: list[pa.RecordBatch], ordinal: int) -> tuple[ChangeBatch, int]:
             raw = pa.Table.from_batches(parts)
             n = raw.num_rows
-            arrays = [
-                text_to_arrow(raw.column(i).combine_chunks(), oid, typmod)
-                for i, (_, oid, typmod) in enumerate(cols)
-            ]
+            converted = columns_from_text(
+                [raw.column(i).combine_chunks() for i in range(len(cols))],
+                [Column(name, oid, typmod, name in key) for name, oid, typmod in cols],
+                check_utf8=self._check_utf8,
+            )
             seq = np.arange(ordinal + 1, ordinal + n + 1, dtype=np.int64)
             ts_us = int(snap_ts.timestamp() * 1_000_000)
             meta = [
@@ -883,15 +894,27 @@ class SlotFeed:
                 pa.array(np.full(n, ts_us, np.int64)).cast(pa.timestamp("us", tz="UTC")),
                 pa.nulls(n, pa.list_(pa.string())),
             ]
-            schema = pa.schema(
-                [pa.field(nm, arr.type) for nm, arr in zip(names, arrays, strict=True)]
-                + meta_schema_fields()
+            fields = [
+                pa.field(nm, arr.type)
+                for nm, arr in zip(converted.names, converted.arrays, strict=True)
+            ]
+            rows = pa.Table.from_arrays(
+                converted.arrays + meta, schema=pa.schema(fields + meta_schema_fields())
             )
-            rows = pa.Table.from_arrays(arrays + meta, schema=schema)
+            if converted.reasons is not None:
+                rows = rows.append_column(REJECT_REASON, converted.reasons)
+                rows = rows.append_column(REJECT_VALUE, converted.values)
+            rows, dead = self._rejected(table, rows)
             pos = Position(cp - 1, ordinal + n)
             tc = TableChanges(table, rows, key, pos, checkpoint)
             return ChangeBatch(
-                {table: tc}, Position(cp - 1, ordinal + 1), pos, snap_ts, snap_ts, snapshot=True
+                {table: tc},
+                Position(cp - 1, ordinal + 1),
+                pos,
+                snap_ts,
+                snap_ts,
+                snapshot=True,
+                dead_letters=dead,
             ), ordinal + n
 
         reader = (
@@ -901,6 +924,7 @@ class SlotFeed:
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types={n: pa.string() for n in names},
+                    check_utf8=False,  # columns_from_text checks it where it can fail
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
                     null_values=[""],
@@ -967,6 +991,7 @@ class SlotFeed:
         if len(ranges) == 1 or self._free_slots() < 2:
             ranges = [(None, upto)]  # one peek of the project's slot itself
         self._decoder = PgOutputDecoder(set(self._tables), self._keys)
+        self._decoder.check_utf8 = self._check_utf8
         self._reader = _PeekReader(self.url, self, ranges, max_changes, self._decode)
         self._reader.start()
 
@@ -1029,6 +1054,7 @@ class SlotFeed:
         self._delivered = end
         checkpoint = format_lsn(checkpoint_lsn) if checkpoint_lsn is not None else None
         tables = {}
+        dead: list[DeadLetter] = []
         for t in self._tables:
             dt_ = decoded.tables.get(t)
             prev = self._state.get(t)
@@ -1037,8 +1063,10 @@ class SlotFeed:
                 rows = pa.schema(meta_schema_fields()).empty_table()
                 tables[t] = TableChanges(t, rows, self._keys.get(t, ()), end, cp)
             else:
+                rows, rejected = self._rejected(t, dt_.rows)
+                dead += rejected
                 tables[t] = TableChanges(
-                    t, dt_.rows, dt_.key or self._keys.get(t, ()), end, cp, dt_.truncates
+                    t, rows, dt_.key or self._keys.get(t, ()), end, cp, dt_.truncates
                 )
         return ChangeBatch(
             tables,
@@ -1046,7 +1074,44 @@ class SlotFeed:
             end,
             decoded.min_commit_ts,
             decoded.max_commit_ts,
+            dead_letters=dead,
         )
+
+    def _rejected(self, table: str, rows: pa.Table) -> tuple[pa.Table, list[DeadLetter]]:
+        """Rows holding a value the platform cannot take (`columns_from_text`) leave the batch
+        as dead letters: topic `pgoutput:<slot>`, partition = the change's `_seq`, offset = its
+        `_lsn` (commit LSN) - the change's position. The rest of the batch is applied."""
+        if REJECT_REASON not in rows.column_names:
+            return rows, []
+        reasons = rows.column(REJECT_REASON)
+        bad = pc.is_valid(reasons)
+        dead = []
+        for r in rows.filter(bad).select([LSN, SEQ, REJECT_REASON, REJECT_VALUE]).to_pylist():
+            where = Position(r[LSN], r[SEQ])
+            dead.append(
+                DeadLetter.of(
+                    f"pgoutput:{self.slot}",
+                    r[SEQ],
+                    r[LSN],
+                    table,
+                    f"change at {where} of {table}: {r[REJECT_REASON]}",
+                    r[REJECT_VALUE],
+                )
+            )
+        log.warning(
+            "%d change(s) of %s hold a value that cannot be taken, quarantined in "
+            "_dead_letters: %s",
+            len(dead),
+            table,
+            "; ".join(d.reason for d in dead[:5]),
+        )
+        keep = rows.filter(pc.invert(bad)).drop_columns([REJECT_REASON, REJECT_VALUE])
+        return keep, dead
+
+    @functools.cached_property
+    def _check_utf8(self) -> bool:
+        """Text values need checking only when the database does not guarantee UTF-8."""
+        return self._query("show server_encoding")[0][0].upper() not in ("UTF8", "UTF-8")
 
     # -- acknowledging ------------------------------------------------------------------------
 

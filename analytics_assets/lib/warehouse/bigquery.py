@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -52,6 +52,7 @@ from analytics_assets.lib.feeds.base import (
     TableChanges,
     TableState,
 )
+from analytics_assets.lib.partitions import BUCKET_US, business_dates
 from analytics_assets.lib.warehouse.base import (
     DEAD_LETTER_ID,
     DEAD_LETTER_SCHEMA,
@@ -762,16 +763,9 @@ def _schema_field(f: pa.Field):
     return bigquery.SchemaField(f.name, column_type(t), mode="NULLABLE")
 
 
-_BUCKET_US = 15 * 60 * 1_000_000  # every time zone offset is a multiple of 15 minutes
-
-
 def after_dates(col: pa.ChunkedArray, tz: str) -> set[dt.date]:
     if pa.types.is_date(col.type):
         return {d for d in pc.unique(col).to_pylist() if d is not None}
     us = pc.cast(pc.cast(pc.drop_null(col), pa.timestamp("us", col.type.tz)), pa.int64())
-    buckets = set(pc.unique(pc.divide(us, _BUCKET_US)).to_pylist()) if len(us) else set()
-    zone = ZoneInfo(tz)
-    return {
-        dt.datetime.fromtimestamp(b * _BUCKET_US / 1e6, dt.UTC).astimezone(zone).date()
-        for b in buckets
-    }
+    buckets = np.unique(us.to_numpy() // BUCKET_US) if len(us) else np.zeros(0, np.int64)
+    return business_dates(buckets * BUCKET_US, tz)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 import numpy as np
@@ -33,6 +32,7 @@ from analytics_assets.lib.feeds.base import (
     TableChanges,
     TableState,
 )
+from analytics_assets.lib.partitions import BUCKET_US, business_dates
 from analytics_assets.lib.warehouse.base import (
     DEAD_LETTER_ID,
     DEAD_LETTERS,
@@ -270,9 +270,6 @@ def dead_letters_insert_sql(schema: str) -> str:
     )
 
 
-BUCKET_US = 15 * 60 * 1_000_000  # every time zone offset is a multiple of 15 minutes
-
-
 def before_buckets_sql(schema: str, table: str, column: str, key: Sequence[str]) -> str:
     """15-minute buckets of the business timestamp of the warehouse rows that this batch's
     updates and deletes replace (their before images)."""
@@ -289,23 +286,6 @@ def before_values_sql(schema: str, table: str, column: str, key: Sequence[str]) 
         f"select distinct r.{q(column)} from {q(schema)}.{q(table)} r "  # noqa: S608 - quoted identifiers, ints
         f"semi join (select * from {STAGE} where {OP} in ('u', 'd')) s on {on}"
     )
-
-
-def _bucket_date(bucket: int, tz: str) -> dt.date:
-    moment = dt.datetime.fromtimestamp(bucket * BUCKET_US / 1e6, dt.UTC)
-    return moment.astimezone(ZoneInfo(tz)).date()
-
-
-def _bucket_dates(buckets: np.ndarray, tz: str) -> set[dt.date]:
-    """`_bucket_date` of many buckets at once (Arrow's time zone conversion, no Python loop)."""
-    if len(buckets) == 0:
-        return set()
-    try:
-        moments = pa.array(np.asarray(buckets, np.int64) * BUCKET_US, pa.timestamp("us", tz=tz))
-        local = pc.cast(pc.local_timestamp(moments), pa.date32())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a zone Arrow's database lacks
-        return {_bucket_date(int(b), tz) for b in buckets}
-    return set(pc.unique(local).to_pylist())
 
 
 def _lit(text: str) -> str:
@@ -702,7 +682,7 @@ class DuckDBWarehouse:
         if pa.types.is_timestamp(col.type):
             after = pc.cast(pc.drop_null(col), pa.int64()).to_numpy() // BUCKET_US
             buckets = np.unique(np.concatenate([after, before]))
-            return _bucket_dates(buckets, self.timezone)
+            return business_dates(buckets * BUCKET_US, self.timezone)
         after = {d for d in pc.unique(col).to_pylist() if d is not None}  # a date column
         return after | before
 

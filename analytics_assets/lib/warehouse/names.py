@@ -6,6 +6,7 @@ from __future__ import annotations
 
 STATE_TABLE = "_cdc_state"  # per table: applied position and feed checkpoint
 DEAD_LETTERS = "_dead_letters"  # change records the feed could not decode
+RAW_SUFFIX = "__raw"  # `<column>__raw`: a value its typed column cannot hold (lib/values.py)
 
 
 def q(name: str) -> str:

@@ -1,7 +1,8 @@
 {{ config(**daily_incremental_config('revenue_date', unique_key=['revenue_date'])) }}
 
--- Completed orders per business date (order created_at, UTC). See macros/daily_window.sql for
--- the min_date/max_date window an incremental run replaces.
+-- Completed orders per business date (the date of created_at in the business time zone, see
+-- macros/business_date.sql). See macros/daily_window.sql for the min_date/max_date window an
+-- incremental run replaces.
 
 with
 

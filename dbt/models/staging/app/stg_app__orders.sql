@@ -35,8 +35,8 @@ final as (
     select
         *,
 
-        ---------- dates (UTC: the timestamps above are already UTC)
-        cast(created_at as date) as order_date,
+        ---------- dates (the business date: in the partition time zone)
+        {{ business_date('created_at') }} as order_date,
 
         ---------- durations (null while unpaid)
         {{ dbt.datediff('created_at', 'paid_at', 'second') }} as time_to_pay_seconds
