@@ -75,6 +75,11 @@ def test_a_materialize_run_waiting_behind_another_ingest_stops_on_sigterm(
         log.close()
     assert instance.get_run_by_id(run.run_id).is_finished
     assert instance.get_run_by_id(run.run_id).status != dg.DagsterRunStatus.SUCCESS
+    # a stop is final: Dagster's retry policy would otherwise start the interrupted step again
+    restarts = instance.get_records_for_run(
+        run.run_id, of_type={DagsterEventType.STEP_RESTARTED}
+    ).records
+    assert restarts == []
     raw = holder.execute("select count(*) from duckdb_tables() where schema_name = 'raw'")
     assert raw.fetchone() == (0,)  # nothing applied
     holder.close()

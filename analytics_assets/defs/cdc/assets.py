@@ -3,6 +3,7 @@ to the source by change data capture, and its append-only change log."""
 
 import dagster as dg
 from dagster import AssetExecutionContext
+from dagster._core.errors import DagsterExecutionInterruptedError
 
 from analytics_assets.lib.metadata import as_metadata
 from analytics_assets.settings import get_settings
@@ -48,41 +49,56 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
     )
     def cdc_ingest(context: AssetExecutionContext):
         """Drain the CDC feed into the raw tables in bounded batches."""
-        from analytics_assets.lib import cdc
-
-        tables = selected_tables(set(context.selected_asset_keys), settings.captured_tables)
-        feed = cdc.make_feed(settings)
-        # waits up to WAREHOUSE_LOCK_TIMEOUT_SECONDS for another writer of the DuckDB file; a
-        # lost source connection or a busy slot fails the step, and the retry policy runs it again
-        warehouse = cdc.make_warehouse(settings)
+        # Dagster's retry policy also retries a step that was interrupted, so a run told to stop
+        # (SIGTERM, terminate in the UI) would start its ingest again and wait for the warehouse;
+        # a stop is final: the ingest ends before its next commit, which the next run picks up.
         try:
-            result = cdc.ingest(
-                tables,
-                feed=feed,
-                warehouse=warehouse,
-                progress=lambda p: context.log.info(
-                    f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
-                ),
-            )
-        finally:
-            warehouse.close()  # let go of the DuckDB file before the next step needs it
-        context.log.info(
-            f"{result.changes} changes applied in {result.batches} batches "
-            f"({result.seconds:.1f}s); snapshot: {result.snapshot_tables or 'none'}"
-        )
-        _observe_sources(context, tables, {t: result.tables[t].lag_after for t in tables})
-        for table in tables:
-            metadata = as_metadata(result.tables[table].metadata())
-            current, changes = raw_keys(table)
-            if current in context.selected_asset_keys:
-                yield dg.MaterializeResult(asset_key=current, metadata=metadata)
-            if changes in context.selected_asset_keys:
-                yield dg.MaterializeResult(
-                    asset_key=changes,
-                    metadata={k: v for k, v in metadata.items() if k.startswith("changes")},
-                )
+            yield from _ingest(context, settings)
+        except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
+            raise dg.Failure(
+                "the run was told to stop: the ingest ended before its next commit, nothing is "
+                "half-applied and the next ingest goes on from the last committed batch",
+                allow_retries=False,
+            ) from exc
 
     return [cdc_ingest]
+
+
+def _ingest(context: AssetExecutionContext, settings):
+    """One ingest of the selected tables, then a materialization per raw asset."""
+    from analytics_assets.lib import cdc
+
+    tables = selected_tables(set(context.selected_asset_keys), settings.captured_tables)
+    feed = cdc.make_feed(settings)
+    # waits up to WAREHOUSE_LOCK_TIMEOUT_SECONDS for another writer of the DuckDB file; a
+    # lost source connection or a busy slot fails the step, and the retry policy runs it again
+    warehouse = cdc.make_warehouse(settings)
+    try:
+        result = cdc.ingest(
+            tables,
+            feed=feed,
+            warehouse=warehouse,
+            progress=lambda p: context.log.info(
+                f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
+            ),
+        )
+    finally:
+        warehouse.close()  # let go of the DuckDB file before the next step needs it
+    context.log.info(
+        f"{result.changes} changes applied in {result.batches} batches "
+        f"({result.seconds:.1f}s); snapshot: {result.snapshot_tables or 'none'}"
+    )
+    _observe_sources(context, tables, {t: result.tables[t].lag_after for t in tables})
+    for table in tables:
+        metadata = as_metadata(result.tables[table].metadata())
+        current, changes = raw_keys(table)
+        if current in context.selected_asset_keys:
+            yield dg.MaterializeResult(asset_key=current, metadata=metadata)
+        if changes in context.selected_asset_keys:
+            yield dg.MaterializeResult(
+                asset_key=changes,
+                metadata={k: v for k, v in metadata.items() if k.startswith("changes")},
+            )
 
 
 def _observe_sources(context, tables, lag) -> None:
