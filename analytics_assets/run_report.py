@@ -9,12 +9,13 @@ whichever executor ran the steps, in this process or in others.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
+
+from analytics_assets.lib.metadata import without_ansi
 
 STEP_EVENTS = {
     dg.DagsterEventType.STEP_START,
@@ -24,7 +25,6 @@ STEP_EVENTS = {
     dg.DagsterEventType.ASSET_MATERIALIZATION,
     dg.DagsterEventType.ASSET_CHECK_EVALUATION,
 }
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # reasons longer than this are cut in a summary line (the full text is in the UI and the log)
 REASON_CHARS = 240
 
@@ -62,12 +62,14 @@ class RunReport:
                     partition=data.partition,
                     passed=data.passed,
                     severity=data.severity.value,
-                    reason=plain(data.description or "").strip(),
+                    reason=without_ansi(data.description or "").strip(),
                 )
             )
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = data.error
-            self.failed_steps[event.step_key] = plain(error.message).strip() if error else "failed"
+            self.failed_steps[event.step_key] = (
+                without_ansi(error.message).strip() if error else "failed"
+            )
 
     @property
     def passed(self) -> list[CheckOutcome]:
@@ -95,11 +97,6 @@ class RunReport:
             kind = "failed" if outcome in self.failed else "warned"
             lines.append(f"  {kind}: {outcome.label}: {_short(outcome.reason)}")
         return lines
-
-
-def plain(text: str) -> str:
-    """Without the colour codes dbt puts in its messages (they are noise outside a terminal)."""
-    return ANSI.sub("", text)
 
 
 def _short(text: str) -> str:

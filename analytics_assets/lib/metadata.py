@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def as_metadata(raw: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
@@ -27,3 +30,9 @@ def as_metadata(raw: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
         else:
             out[key] = dg.MetadataValue.text(str(value))
     return out
+
+
+def without_ansi(text: str) -> str:
+    """Text without the terminal colour codes dbt puts in its messages: the run page and a log
+    file show them raw."""
+    return ANSI_ESCAPE.sub("", text)

@@ -13,7 +13,6 @@ minus the terminal colour codes dbt puts in its messages (the run page shows the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,18 +23,18 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from analytics_assets.defs.quality.masking import mask_rows
 from analytics_assets.defs.quality.verdict import FailedCheck, as_metadata, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import WarehouseUnavailable, connect, fetch_dicts
+from analytics_assets.lib.metadata import without_ansi
 from analytics_assets.lib.warehouse.reader import quoted
 from analytics_assets.settings import get_settings
 
 SAMPLE_ROWS = 5
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def without_colours(error: DagsterDbtCliRuntimeError) -> DagsterDbtCliRuntimeError:
     """dbt's error, its text without ANSI escape codes (raised outside any `except`, so the run
     page shows no coloured original as its cause)."""
     return DagsterDbtCliRuntimeError(
-        description=ANSI_ESCAPE.sub("", error.description or str(error)),
+        description=without_ansi(error.description or str(error)),
         metadata=error.metadata,
     )
 
