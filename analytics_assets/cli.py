@@ -11,7 +11,8 @@ import os
 import shlex
 import sys
 
-from analytics_assets.settings import ConfigError, get_settings
+from analytics_assets.lib.errors import ConfigError
+from analytics_assets.settings import get_settings
 
 EXIT_USER_ERROR = 2
 
@@ -255,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - last line of defence for user-facing errors
-        from analytics_assets.lib.cdc import IngestBusy
-        from analytics_assets.lib.feeds.base import FeedError
+        from analytics_assets.lib.errors import FeedError, IngestBusy
         from analytics_assets.lib.stack import StackError
 
         # another ingest holds the slot or the warehouse, the source is down or unreachable

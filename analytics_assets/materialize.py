@@ -23,7 +23,8 @@ import os
 import sys
 import warnings
 
-from analytics_assets.settings import ConfigError, get_settings
+from analytics_assets.lib.errors import ConfigError
+from analytics_assets.settings import get_settings
 
 DEFINITIONS_MODULE = "analytics_assets.definitions"
 PARTITION_TAG = "dagster/partition"

@@ -16,15 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from analytics_assets.lib.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
 
 ENVIRONMENTS = ("dev", "prod")
 DEFAULT_START_DATE = "2026-01-01"
-
-
-class ConfigError(ValueError):
-    """A setting a user gave is wrong; the message says which and what to do."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from analytics_assets import cli, settings
+from analytics_assets.lib.errors import ConfigError
 from analytics_assets.materialize import partition_window
-from analytics_assets.settings import ConfigError
 
 
 @pytest.fixture

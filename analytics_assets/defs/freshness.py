@@ -26,7 +26,7 @@ from typing import Any
 
 import dagster as dg
 
-from analytics_assets.settings import ConfigError
+from analytics_assets.lib.errors import ConfigError
 
 RAW_PREFIX = "raw"
 _TIME_WINDOW_KEYS = {"warn_minutes", "fail_minutes"}

@@ -22,19 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from analytics_assets.lib.errors import ConfigError
 from analytics_assets.lib.feeds.base import Feed, Position, TableLag
 from analytics_assets.lib.warehouse.base import ApplyResult, Warehouse
-from analytics_assets.settings import ConfigError, Settings, get_settings
-
-
-class IngestBusy(RuntimeError):
-    """Another ingest holds the feed (the replication slot) or the warehouse file; the one-line
-    message says which process. Nothing was applied: run again once it has finished."""
-
-
-class WarehouseLocked(IngestBusy):
-    """Another process kept the warehouse file locked for longer than the lock timeout."""
-
+from analytics_assets.settings import Settings, get_settings
 
 OP_NAMES = {"c": "inserted", "u": "updated", "d": "deleted", "t": "truncated", "r": "snapshot"}
 STAGES = ("snapshot", "decoded", "applied", "committed", "acked")

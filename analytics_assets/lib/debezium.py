@@ -62,6 +62,7 @@ from analytics_assets.lib.debezium_types import (
     encode_decimal,
     row_columns,
 )
+from analytics_assets.lib.errors import EnvelopeError
 from analytics_assets.lib.feeds.base import LSN, SEQ, SOURCE_LSN, Position, meta_schema_fields
 from analytics_assets.lib.values import INT64_MAX, has_raw, raw_column
 
@@ -71,10 +72,6 @@ PLACEHOLDER_B64 = base64.b64encode(PLACEHOLDER.encode()).decode()
 # "", 0, 0.0, epoch 0 in any unit, 1970-01-01T00:00:00Z, a zero `precise` decimal ("AA==")
 PLACEHOLDER_DEFAULTS = frozenset({"", 0, "AA==", "1970-01-01T00:00:00Z"})
 OPS = frozenset("cudrt")
-
-
-class EnvelopeError(ValueError):
-    """A record the decoder cannot read; the message names topic, partition and offset."""
 
 
 @dataclass

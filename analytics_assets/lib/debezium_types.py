@@ -406,7 +406,7 @@ def declared_type(pg_type: str) -> pa.DataType:
 
 def column_types_from_settings(settings) -> dict[str, dict[str, pa.DataType]]:
     """CDC_COLUMN_TYPES as the Kafka feed's per-table column types."""
-    from analytics_assets.settings import ConfigError
+    from analytics_assets.lib.errors import ConfigError
 
     out: dict[str, dict[str, pa.DataType]] = {}
     for table, column, pg_type in settings.cdc_column_types:

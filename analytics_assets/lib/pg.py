@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import psycopg2
 
-from analytics_assets.settings import ConfigError, redact_url, require_source_url
+from analytics_assets.lib.errors import ConfigError
+from analytics_assets.settings import redact_url, require_source_url
 
 
 def connect(url: str | None = None, **kwargs):

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics_assets.lib import _pgoutput_kernels as kernels
+from analytics_assets.lib.errors import DecodeError
 from analytics_assets.lib.feeds.base import (
     Position,
     meta_schema_fields,
@@ -55,10 +56,6 @@ TIMESTAMP, TIMESTAMPTZ, NUMERIC, UUID, JSONB = 1114, 1184, 1700, 2950, 3802
 MAX_DECIMAL_PRECISION = 38  # DuckDB's and BigQuery BIGNUMERIC-free maximum
 
 OP_CODES = np.frombuffer(b"cudtr", np.uint8)
-
-
-class DecodeError(RuntimeError):
-    """The byte stream is not the pgoutput protocol this decoder understands."""
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,7 @@ def test_long_non_ascii_and_null_values_decode_byte_for_byte(peek):
 
 
 def test_a_truncated_message_is_a_decode_error_naming_the_byte(peek):
-    from analytics_assets.lib.pgoutput import DecodeError
+    from analytics_assets.lib.errors import DecodeError
 
     peek.execute("insert into users (id, email, full_name) values (1, 'a', repeat('x', 500))")
     buf, starts = peek.messages()

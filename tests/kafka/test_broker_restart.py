@@ -25,7 +25,7 @@ import pytest
 from kafka_helpers import KafkaEnv, free_port
 
 from analytics_assets.lib import dev_broker
-from analytics_assets.lib.feeds.base import FeedError
+from analytics_assets.lib.errors import FeedError
 
 N_USERS = 40
 BATCH = 6

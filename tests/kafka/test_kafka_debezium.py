@@ -13,10 +13,10 @@ import pytest
 
 from analytics_assets.lib.debezium import (
     PLACEHOLDER,
-    EnvelopeError,
     TableDecoder,
     encode_decimal,
 )
+from analytics_assets.lib.errors import EnvelopeError
 from analytics_assets.lib.feeds.base import Position
 
 FIELDS = [

@@ -14,8 +14,8 @@ from cdc_helpers import Crash, crash_at
 from confluent_kafka import Producer
 from kafka_helpers import PRODUCER_QUIRK, create_topics
 
-from analytics_assets.lib.debezium import EnvelopeError
-from analytics_assets.lib.feeds.base import Feed, FeedError
+from analytics_assets.lib.errors import EnvelopeError, FeedError
+from analytics_assets.lib.feeds.base import Feed
 from analytics_assets.lib.feeds.kafka import KafkaFeed, parse_checkpoint
 
 BIG = "€" * 1200

@@ -15,7 +15,7 @@ from analytics_assets.defs.quality.config import quality_settings
 from analytics_assets.defs.quality.dbt_evidence import _unexplained_failures
 from analytics_assets.defs.quality.masking import mask_email, mask_row
 from analytics_assets.defs.quality.warehouse import Watermark, cdc_watermark
-from analytics_assets.settings import ConfigError
+from analytics_assets.lib.errors import ConfigError
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 HEALTHY = {

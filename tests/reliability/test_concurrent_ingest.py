@@ -19,7 +19,7 @@ import psycopg2.extras
 import pytest
 from reliability_helpers import load_backlog, logged_changes
 
-from analytics_assets.lib.cdc import IngestBusy
+from analytics_assets.lib.errors import IngestBusy
 
 ROWS = 40_000
 

@@ -14,7 +14,7 @@ import pytest
 from reliability_helpers import load_backlog, logged_changes
 
 from analytics_assets.lib import stack
-from analytics_assets.lib.feeds.slot import SourceUnavailable
+from analytics_assets.lib.errors import SourceUnavailable
 
 ROWS = 20000
 

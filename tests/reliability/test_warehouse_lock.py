@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics_assets.lib.cdc import WarehouseLocked, ingest
+from analytics_assets.lib.cdc import ingest
+from analytics_assets.lib.errors import WarehouseLocked
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
 SECRET_DSN = "postgresql://app:Hunter2-secret@db.internal/app"

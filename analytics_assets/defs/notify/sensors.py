@@ -20,11 +20,11 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from analytics_assets.defs.freshness import describe_policy
 from analytics_assets.defs.notify.resources import NotificationError, Notifier, build_notifier
 from analytics_assets.defs.notify.summary import (
-    WarehouseBusy,
     WarehouseNotReady,
     read_daily_revenue,
     summary_message,
 )
+from analytics_assets.lib.errors import WarehouseBusy
 from analytics_assets.settings import get_settings
 
 DAILY_REVENUE_KEY = dg.AssetKey(["marts", "daily_revenue"])

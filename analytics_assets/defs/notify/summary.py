@@ -11,8 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from analytics_assets.lib.errors import WarehouseBusy
 from analytics_assets.lib.warehouse.reader import (
-    WarehouseBusy,
     WarehouseNotReady,
     connect,
     relation,

@@ -31,7 +31,6 @@ from analytics_assets.defs.quality import (
 from analytics_assets.defs.quality.config import quality_settings
 from analytics_assets.defs.quality.verdict import ERROR, FailedCheck, Verdict, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import (
-    WarehouseUnavailable,
     cdc_watermark,
     column_type,
     connect,
@@ -39,6 +38,7 @@ from analytics_assets.defs.quality.warehouse import (
     raw_columns,
     relation_exists,
 )
+from analytics_assets.lib.errors import WarehouseUnavailable
 from analytics_assets.lib.partitions import daily_partitions
 from analytics_assets.settings import get_settings, require_source_url
 

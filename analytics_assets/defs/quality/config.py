@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from analytics_assets.settings import ConfigError
+from analytics_assets.lib.errors import ConfigError
 
 
 def _number(name: str, default: float, *, low: float, high: float | None = None) -> float:

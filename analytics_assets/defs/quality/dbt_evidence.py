@@ -22,7 +22,8 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from analytics_assets.defs.quality.masking import mask_rows
 from analytics_assets.defs.quality.verdict import FailedCheck, as_metadata, raise_for_blocking
-from analytics_assets.defs.quality.warehouse import WarehouseUnavailable, connect, fetch_dicts
+from analytics_assets.defs.quality.warehouse import connect, fetch_dicts
+from analytics_assets.lib.errors import WarehouseUnavailable
 from analytics_assets.lib.metadata import without_ansi
 from analytics_assets.lib.warehouse.reader import quoted
 from analytics_assets.settings import get_settings

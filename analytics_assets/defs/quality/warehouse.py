@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from analytics_assets.lib.errors import WarehouseUnavailable
 from analytics_assets.lib.feeds.base import COMMIT_TS, LOADED_AT, LSN, META_COLUMNS, parse_lsn
 from analytics_assets.lib.warehouse.names import STATE_TABLE
 from analytics_assets.lib.warehouse.reader import (
-    WarehouseUnavailable,
     catalog_rows,
     connect,
     dialect,

@@ -223,10 +223,6 @@ class TableLag:
         return out
 
 
-class FeedError(RuntimeError):
-    """The feed cannot do what was asked; the message says what to do."""
-
-
 @runtime_checkable
 class Feed(Protocol):
     """A source of ordered row changes. One reader at a time.

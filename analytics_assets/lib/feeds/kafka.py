@@ -83,10 +83,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from analytics_assets.lib.debezium import TableDecoder
+from analytics_assets.lib.errors import FeedError
 from analytics_assets.lib.feeds.base import (
     ChangeBatch,
     DeadLetter,
-    FeedError,
     Position,
     TableChanges,
     TableLag,

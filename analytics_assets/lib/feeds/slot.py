@@ -51,13 +51,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
-from analytics_assets.lib.cdc import IngestBusy
+from analytics_assets.lib.errors import FeedError, IngestBusy, SourceUnavailable
 from analytics_assets.lib.feeds.base import (
     LSN,
     SEQ,
     ChangeBatch,
     DeadLetter,
-    FeedError,
     Position,
     TableChanges,
     TableLag,
@@ -109,11 +108,6 @@ KEEPALIVES = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
 }
-
-
-class SourceUnavailable(FeedError):
-    """The connection to the source broke (restart, crash, failover, network). Nothing after the
-    last committed batch was applied; the next ingest resumes from the warehouse's positions."""
 
 
 def _first_line(exc: BaseException) -> str:

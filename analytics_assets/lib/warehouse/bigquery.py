@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analytics_assets.lib.errors import ConfigError
 from analytics_assets.lib.feeds.base import (
     COMMIT_TS,
     IS_DELETED,
@@ -69,7 +70,7 @@ from analytics_assets.lib.warehouse.base import (
     unchanged_columns,
     without_rows,
 )
-from analytics_assets.settings import ConfigError, Settings, validate_identifier
+from analytics_assets.settings import Settings, validate_identifier
 
 STATE_TABLE = "_cdc_state"
 LOAD_PREFIX = "_cdc_load_"

@@ -315,7 +315,7 @@ def connect_waiting(
     ingest, a run, a notebook) gets `lock_timeout` seconds to let go; then `WarehouseLocked`
     names that process (and `setting`, the one that sets the wait). Nothing is written before
     the file is ours, so a refused ingest leaves no partial state."""
-    from analytics_assets.lib.cdc import WarehouseLocked
+    from analytics_assets.lib.errors import WarehouseLocked
 
     deadline = time.monotonic() + lock_timeout
     pause = 0.05

@@ -24,18 +24,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from analytics_assets.lib.errors import WarehouseBusy, WarehouseUnavailable
 from analytics_assets.lib.warehouse.names import q
 from analytics_assets.settings import Settings, validate_identifier
 
 DEFAULT_DBT_DATASET = "analytics"  # dbt/profiles.yml: env_var('BIGQUERY_DATASET', 'analytics')
-
-
-class WarehouseUnavailable(RuntimeError):
-    """The warehouse cannot be read right now; the message says why (never a secret)."""
-
-
-class WarehouseBusy(WarehouseUnavailable):
-    """The DuckDB file is locked by a writer (a run): try again later."""
 
 
 class WarehouseNotReady(WarehouseUnavailable):
@@ -166,7 +159,7 @@ def connect(
         return
     import duckdb
 
-    from analytics_assets.lib.cdc import WarehouseLocked
+    from analytics_assets.lib.errors import WarehouseLocked
     from analytics_assets.lib.warehouse.duckdb import connect_waiting
 
     path = Path(settings.warehouse_path)
