@@ -36,7 +36,7 @@ Each value's decoding (semantic types, the `__raw` rule, declared types) is
 Bad records: a record that is not JSON, is truncated, has an unknown op, lacks the image its op
 needs, belongs to another table (`source.table`) or holds a value its column cannot take raises
 `EnvelopeError` naming topic, partition and offset, or with `decode(..., quarantine=True)` (what
-the Kafka feed uses) is left out and listed in `DecodedTable.rejected` with the reason; the feed
+the Kafka feed uses) is left out and listed in `DecodedRecords.rejected` with the reason; the feed
 turns those into dead letters (`raw._dead_letters`, written in the batch's transaction) and
 moves past them.
 """
@@ -55,7 +55,7 @@ import pyarrow as pa
 
 from analytics_assets.lib.debezium_types import (
     SPECIAL_FLOATS,
-    Column,
+    ConnectField,
     cast_values,
     column_types_from_settings,
     decode_values,
@@ -75,7 +75,10 @@ OPS = frozenset("cudrt")
 
 
 @dataclass
-class DecodedTable:
+class DecodedRecords:
+    """One batch of a table's Debezium records, decoded: row images with the metadata columns,
+    truncates, and the records left out by quarantine (`rejected`)."""
+
     rows: pa.Table
     truncates: list[Position] = field(default_factory=list)
     truncate_source_lsns: dict[Position, int] = field(default_factory=dict)
@@ -107,16 +110,16 @@ class TableDecoder:
         self.topic = topic or table
         self.key: tuple[str, ...] = tuple(key)
         self.hints = dict(column_types or {})
-        self.columns: dict[str, Column] = {}
+        self.columns: dict[str, ConnectField] = {}
         self.types: dict[str, pa.DataType] = {}
         self._last_schema: Mapping[str, Any] | None = None
-        self._last_columns: dict[str, Column] = {}
-        self._schemas: list[tuple[Mapping[str, Any], dict[str, Column]]] = []
+        self._last_columns: dict[str, ConnectField] = {}
+        self._schemas: list[tuple[Mapping[str, Any], dict[str, ConnectField]]] = []
         self._prefix: bytes | None = None
 
     # -- per record -------------------------------------------------------------------------
 
-    def _schema_columns(self, schema: Mapping[str, Any]) -> dict[str, Column]:
+    def _schema_columns(self, schema: Mapping[str, Any]) -> dict[str, ConnectField]:
         """The row columns a record's schema describes (raises on a malformed schema). Records
         with the same schema share one dict: a batch is converted per schema."""
         if schema == self._last_schema:  # every record repeats it: compare (C speed), not parse
@@ -128,7 +131,7 @@ class TableDecoder:
         self._last_schema, self._last_columns = schema, cols
         return cols
 
-    def _adopt(self, columns: dict[str, Column]) -> None:
+    def _adopt(self, columns: dict[str, ConnectField]) -> None:
         """The batch's main schema becomes the decoder's: a column whose definition changed
         forgets the type learned for it."""
         for name, col in columns.items():
@@ -174,11 +177,11 @@ class TableDecoder:
         keys: Sequence[bytes | None] | None = None,
         where: Sequence[tuple[int, int]] | None = None,
         quarantine: bool = False,
-    ) -> DecodedTable:
+    ) -> DecodedRecords:
         """`values[i]` at position (lsn[i], seq[i]); `where[i]` = (partition, offset) for errors.
 
         A record that cannot be read raises `EnvelopeError`, or with `quarantine` is left out
-        and listed in `DecodedTable.rejected` as (i, reason)."""
+        and listed in `DecodedRecords.rejected` as (i, reason)."""
         images: list[dict] = []
         index: list[int] = []  # record of each image
         ops: list[str] = []
@@ -188,9 +191,9 @@ class TableDecoder:
         all_ts: list[int] = []  # rows and truncates
         deletes: list[bool] = []
         src_lsns: list[int | None] = []  # source.lsn: identifies a re-sent event
-        schemas: list[dict[str, Column]] = []  # the columns each image's record describes
+        schemas: list[dict[str, ConnectField]] = []  # the columns each image's record describes
         current = self.columns  # for records without the schema wrapper
-        out = DecodedTable(pa.table({}))
+        out = DecodedRecords(pa.table({}))
 
         def reject(i: int, why: str) -> None:
             if quarantine:
@@ -477,8 +480,8 @@ def _zero_struct(v: Any) -> bool:
 
 __all__ = [
     "SPECIAL_FLOATS",
-    "Column",
-    "DecodedTable",
+    "ConnectField",
+    "DecodedRecords",
     "EnvelopeError",
     "TableDecoder",
     "column_types_from_settings",

@@ -1,5 +1,5 @@
-"""Debezium's value encodings (Kafka Connect JSON converter) -> Arrow arrays: the column
-schema (`Column`), each semantic type's decoding, the lossless `__raw` rule for values a typed
+"""Debezium's value encodings (Kafka Connect JSON converter) -> Arrow arrays: the row schema's
+fields (`ConnectField`), each semantic type's decoding, the lossless `__raw` rule for values a typed
 column cannot hold (`analytics_assets.lib.values`), column types declared for schemaless topics
 (CDC_COLUMN_TYPES) and the `precise` decimal encoding the tests and the bench emit. The envelope
 (ops, images, positions, quarantine) is `analytics_assets.lib.debezium`.
@@ -29,6 +29,7 @@ from analytics_assets.lib.values import (
     LOW_US,
     days_from_civil,
     decimal_text,
+    decimal_type,
     pg_date_text,
     pg_time_text,
     pg_timestamp_text,
@@ -46,7 +47,6 @@ CONNECT_DATE = "org.apache.kafka.connect.data.Date"
 MICRO_TIME = "io.debezium.time.MicroTime"
 TIME = "io.debezium.time.Time"
 NANO_TIME = "io.debezium.time.NanoTime"
-MAX_DECIMAL_PRECISION = 38  # decimal128; wider decimals are their exact text
 # decimal.handling.mode=string spells numeric NaN/±Infinity as SpecialValueDecimal's names
 SPECIAL_DECIMALS = {
     "NAN": "NaN",
@@ -75,8 +75,9 @@ _CONNECT_TYPES = {
 
 
 @dataclass(frozen=True)
-class Column:
-    """One field of a Debezium row schema."""
+class ConnectField:
+    """One field of a Debezium row schema (a Kafka Connect field; the pgoutput decoder's
+    counterpart is `pgoutput_types.RelationColumn`)."""
 
     name: str
     type: str  # Kafka Connect type: int16, int64, string, bytes, struct, ...
@@ -84,7 +85,7 @@ class Column:
     parameters: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_schema(cls, f: Mapping[str, Any]) -> Column:
+    def from_schema(cls, f: Mapping[str, Any]) -> ConnectField:
         params = f.get("parameters") or {}
         return cls(
             f["field"], f.get("type", "string"), f.get("name"), tuple(sorted(params.items()))
@@ -120,26 +121,18 @@ class Column:
         return self.type == "string" and bool(self.param("connect.decimal.precision"))
 
 
-def decimal_type(precision: str | int | None, scale: int) -> pa.DataType:
-    """decimal128 when it holds every value of numeric(precision, scale) (a negative scale:
-    decimal128(precision - scale, 0)), else a string of the exact value."""
-    p = int(precision or MAX_DECIMAL_PRECISION)
-    digits, scale = (p - scale, 0) if scale < 0 else (max(p, scale, 1), scale)
-    return pa.decimal128(digits, scale) if digits <= MAX_DECIMAL_PRECISION else pa.string()
-
-
-def row_columns(schema: Mapping[str, Any]) -> list[Column]:
+def row_columns(schema: Mapping[str, Any]) -> list[ConnectField]:
     """The row columns from an envelope schema (the `after`, else `before`, struct)."""
     fields = {f.get("field"): f for f in schema.get("fields", [])}
     for image in ("after", "before"):
         f = fields.get(image)
         if f and f.get("fields"):
-            return [Column.from_schema(c) for c in f["fields"]]
+            return [ConnectField.from_schema(c) for c in f["fields"]]
     return []
 
 
 def decode_values(
-    values: list, col: Column | None, target: pa.DataType | None
+    values: list, col: ConnectField | None, target: pa.DataType | None
 ) -> tuple[pa.Array, list | None]:
     """Values as Debezium encodes them -> an Arrow array of the column's type, and the
     PostgreSQL text of the values that type cannot hold (None when all fit)."""
@@ -208,7 +201,7 @@ def _infer(values: list) -> pa.Array:
 
 
 def cast_values(
-    arr: pa.Array, target: pa.DataType, col: Column | None, values: list
+    arr: pa.Array, target: pa.DataType, col: ConnectField | None, values: list
 ) -> tuple[pa.Array, list | None]:
     """A column whose declared type (a hint, or what earlier batches learned) differs from what
     its values decode to: schemaless epoch numbers, ISO strings, decimal text."""
@@ -445,9 +438,8 @@ def encode_decimal(d: Decimal, scale: int) -> str:
 
 
 __all__ = [
-    "Column",
+    "ConnectField",
     "column_types_from_settings",
-    "decimal_type",
     "declared_type",
     "decode_values",
     "cast_values",

@@ -32,6 +32,16 @@ LOW_DAY, HIGH_DAY = -719_162, 2_932_897
 LOW_US, HIGH_US = LOW_DAY * 86_400_000_000, HIGH_DAY * 86_400_000_000
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
 INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
+MAX_DECIMAL_PRECISION = 38  # decimal128 (DuckDB's and BigQuery's NUMERIC maximum)
+
+
+def decimal_type(precision: str | int | None, scale: int) -> pa.DataType:
+    """decimal128 when it holds every value of numeric(precision, scale) (a negative scale:
+    decimal128(precision - scale, 0)), else a string of the exact value."""
+    p = int(precision or MAX_DECIMAL_PRECISION)
+    digits, scale = (p - scale, 0) if scale < 0 else (max(p, scale, 1), scale)
+    return pa.decimal128(digits, scale) if digits <= MAX_DECIMAL_PRECISION else pa.string()
+
 
 # PostgreSQL's text of the values a typed column takes (anything else goes to `__raw`)
 _REGULAR = {

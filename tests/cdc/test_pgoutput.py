@@ -9,16 +9,9 @@ import pytest
 from psycopg2 import sql
 
 from analytics_assets.lib.feeds.base import Position
-from analytics_assets.lib.feeds.slot import frame_copy_rows
-from analytics_assets.lib.pgoutput import (
-    INT2,
-    INT4,
-    INT8,
-    NUMERIC,
-    TIMESTAMPTZ,
-    PgOutputDecoder,
-    arrow_type,
-)
+from analytics_assets.lib.pgoutput import PgOutputDecoder
+from analytics_assets.lib.pgoutput_types import INT2, INT4, INT8, NUMERIC, TIMESTAMPTZ, arrow_type
+from analytics_assets.lib.pgoutput_wire import frame_copy_rows
 
 
 class Peek:

@@ -16,8 +16,8 @@ from graph_runs import scratch_source_database
 from test_pgoutput import Peek
 
 from analytics_assets.lib.errors import DecodeError
-from analytics_assets.lib.feeds.slot import frame_copy_rows
 from analytics_assets.lib.pgoutput import PgOutputDecoder
+from analytics_assets.lib.pgoutput_wire import frame_copy_rows
 
 KEYS = {"users": ("id",), "orders": ("id",), "notes": ("id",)}
 MUTATIONS_PER_KIND = 400

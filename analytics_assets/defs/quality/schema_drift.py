@@ -55,7 +55,7 @@ def expected_columns(
 ) -> dict[str, SourceColumn]:
     """The raw column type CDC derives from each source column (same Arrow mapping as the
     decoder); `warehouse_type(arrow_type)` spells it as the warehouse reports it."""
-    from analytics_assets.lib.pgoutput import arrow_type  # Arrow: not at code location load
+    from analytics_assets.lib.pgoutput_types import arrow_type  # Arrow: not at code location load
 
     return {
         name: SourceColumn(name, pg_type, warehouse_type(arrow_type(oid, typmod)))

@@ -66,13 +66,14 @@ from analytics_assets.lib.feeds.base import (
     parse_lsn,
 )
 from analytics_assets.lib.feeds.slot_lag import LAG_WINDOW_BYTES, read_lag
-from analytics_assets.lib.pgoutput import (
+from analytics_assets.lib.pgoutput import PgOutputDecoder
+from analytics_assets.lib.pgoutput_types import (
     REJECT_REASON,
     REJECT_VALUE,
-    Column,
-    PgOutputDecoder,
+    RelationColumn,
     columns_from_text,
 )
+from analytics_assets.lib.pgoutput_wire import COPY_HEADER, frame_copy_rows
 from analytics_assets.settings import redact_url, validate_identifier
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,6 @@ SESSION_SETTINGS = (
     "set extra_float_digits = 3; set bytea_output = 'hex'"
 )
 HEARTBEAT_PREFIX = "analytics_assets.heartbeat"
-_COPY_HEADER = 19  # PGCOPY signature + flags + extension length
 _DONE = object()
 FIRST_CHUNK_MESSAGES = 20_000
 # A backlog of more than 1.5 x this many bytes of WAL is peeked in ranges (see _PeekReader)
@@ -347,7 +347,7 @@ class _RangeWorker(threading.Thread):
     # does as little as it can: the chunk size is read only when a chunk is handed over
     def write(self, data: bytes) -> None:
         if self._header:  # the first row of each COPY comes after the PGCOPY header
-            data = data[_COPY_HEADER:]
+            data = data[COPY_HEADER:]
             self._header = False
             self.reader.materialized(self._index)
             self.reader.wait_turn(self._index)  # the rows before ours are handed on first
@@ -415,19 +415,6 @@ class _RangeWorker(threading.Thread):
 
 class _Stopped(Exception):
     pass
-
-
-def frame_copy_rows(rows: list[bytes]) -> tuple[bytes, np.ndarray]:
-    """Binary COPY rows of one bytea column -> one padded buffer + message start offsets."""
-    lens = np.fromiter(map(len, rows), np.int64, len(rows))
-    starts = np.zeros(len(rows), np.int64)
-    if len(rows) > 1:
-        np.cumsum(lens[:-1], out=starts[1:])
-    starts += 6  # int16 field count + int32 length
-    rows.append(b"\0" * 16)
-    buf = b"".join(rows)
-    rows.pop()
-    return buf, starts
 
 
 def _ingest_lock_key(slot: str) -> int:
@@ -875,7 +862,7 @@ class SlotFeed:
             n = raw.num_rows
             converted = columns_from_text(
                 [raw.column(i).combine_chunks() for i in range(len(cols))],
-                [Column(name, oid, typmod, name in key) for name, oid, typmod in cols],
+                [RelationColumn(name, oid, typmod, name in key) for name, oid, typmod in cols],
                 check_utf8=self._check_utf8,
             )
             seq = np.arange(ordinal + 1, ordinal + n + 1, dtype=np.int64)
@@ -1170,4 +1157,4 @@ def _now(cur) -> dt.datetime:
     return cur.fetchone()[0]
 
 
-__all__ = ["SlotFeed", "frame_copy_rows"]
+__all__ = ["SlotFeed"]
