@@ -173,9 +173,8 @@ def child_raw_ranged(url: str) -> dict:
     taking turns) handing pgoutput bytes to Python, without decoding them."""
     import psycopg2
 
-    from analytics_assets.lib.feeds import slot
+    from analytics_assets.lib.feeds import slot_reader
     from analytics_assets.lib.feeds.base import parse_lsn
-    from analytics_assets.lib.feeds.slot import SlotFeed, _PeekReader, peek_ranges
 
     conn = psycopg2.connect(url)
     cur = conn.cursor()
@@ -186,7 +185,6 @@ def child_raw_ranged(url: str) -> dict:
     )
     start, upto = (parse_lsn(x) for x in cur.fetchone())
     conn.close()
-    feed = SlotFeed(url, slot=RAW_SLOT, publication=PUB, tables=TABLES)
     state = {"changes": 0, "bytes": 0}
 
     def count(rows: list[bytes]) -> None:
@@ -194,15 +192,18 @@ def child_raw_ranged(url: str) -> dict:
         state["bytes"] += sum(map(len, rows))
 
     t0 = time.perf_counter()
-    ranges = peek_ranges(
-        start, upto, slot.PEEK_RANGE_FIRST, slot.PEEK_RANGE_GROWTH, slot.PEEK_RANGE_MAX
+    ranges = slot_reader.peek_ranges(
+        start,
+        upto,
+        slot_reader.PEEK_RANGE_FIRST,
+        slot_reader.PEEK_RANGE_GROWTH,
+        slot_reader.PEEK_RANGE_MAX,
     )
-    reader = _PeekReader(url, feed, ranges, 50_000, count)
+    reader = slot_reader.PeekReader(url, RAW_SLOT, PUB, ranges, 50_000, count)
     reader.start()
     reader.next_chunk()  # _DONE: every range handed over
     seconds = time.perf_counter() - t0
     reader.stop()
-    feed.close()
     return {**state, "seconds": seconds, "ranges": len(reader.ranges), "rss_mb": _peak_rss_mb()}
 
 
@@ -217,9 +218,9 @@ def child_ingest(
     import pandas  # noqa: F401 - pyarrow imports it lazily on first use (~1 s); Dagster has it loaded
 
     if single_peek:  # the backlog as one peek, as before the ranged read (for comparison)
-        from analytics_assets.lib.feeds import slot
+        from analytics_assets.lib.feeds import slot_reader
 
-        slot.PEEK_RANGE_FIRST = 1 << 62
+        slot_reader.PEEK_RANGE_FIRST = 1 << 62
 
     from analytics_assets.lib.cdc import ingest
     from analytics_assets.lib.feeds.slot import SlotFeed

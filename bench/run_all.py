@@ -33,6 +33,9 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results.json"
 
 # (id, script, full-size arguments, quick arguments)
+# One-off comparisons the code's comments cite, kept as written (no benchmark re-runs them)
+DESIGN_MEASUREMENTS = Path(__file__).with_name("design_measurements.md")
+
 BENCHMARKS = [
     (
         "cdc_apply",
@@ -195,6 +198,7 @@ def render(records: list[dict], info: dict) -> str:
             lines += [""] + [f"- {n}" for n in rec["notes"]]
     for title, text in NOT_IMPLEMENTED.values():
         lines += ["", f"## {title}", "", text]
+    lines += ["", "## Design measurements", "", DESIGN_MEASUREMENTS.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 

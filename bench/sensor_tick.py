@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         from analytics_assets.definitions import build_definitions
         from analytics_assets.defs.automation.sensors import cdc_lag_sensor
-        from analytics_assets.lib.feeds import slot as slot_mod
+        from analytics_assets.lib import pg as pg_mod
 
         counts = {"statements": 0, "lag": 0, "connects": 0}
 
@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> dict:
                     counts["lag"] += 1
                 return super().execute(query, vars)
 
-        real_connect = slot_mod._connect
+        real_connect = pg_mod.connect
 
         def counting_connect(url, **kwargs):
             counts["connects"] += 1
             return real_connect(url, cursor_factory=CountingCursor, **kwargs)
 
-        slot_mod._connect = counting_connect
+        pg_mod.connect = counting_connect
         defs = build_definitions()
         instance = dg.DagsterInstance.ephemeral()
         logging.getLogger("dagster").setLevel(logging.WARNING)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{label}: p90 tick ms", round(sorted(times)[int(0.9 * (len(times) - 1))], 1)
                 )
         finally:
-            slot_mod._connect = real_connect
+            pg_mod.connect = real_connect
             if profiler is not None:
                 profiler.stop()
                 print(profiler.output_text(show_all=False))

@@ -15,7 +15,7 @@ from psycopg2 import sql
 
 from analytics_assets.defs.sources.schema import APP_TABLES
 from analytics_assets.lib.cdc import ingest
-from analytics_assets.lib.feeds import slot as slot_feed
+from analytics_assets.lib.feeds import slot_reader
 from analytics_assets.lib.feeds.slot import SlotFeed
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 
@@ -41,12 +41,12 @@ def crash_at(stage: str, hit: int = 1):
 def tiny_peek_ranges(first: int = 256, largest: int = 4096) -> Iterator[None]:
     """Every backlog over `first` bytes of WAL is read as ranged peeks, the ranges a few
     transactions long: the range boundaries fall everywhere a small workload has them."""
-    saved = slot_feed.PEEK_RANGE_FIRST, slot_feed.PEEK_RANGE_MAX
-    slot_feed.PEEK_RANGE_FIRST, slot_feed.PEEK_RANGE_MAX = first, largest
+    saved = slot_reader.PEEK_RANGE_FIRST, slot_reader.PEEK_RANGE_MAX
+    slot_reader.PEEK_RANGE_FIRST, slot_reader.PEEK_RANGE_MAX = first, largest
     try:
         yield
     finally:
-        slot_feed.PEEK_RANGE_FIRST, slot_feed.PEEK_RANGE_MAX = saved
+        slot_reader.PEEK_RANGE_FIRST, slot_reader.PEEK_RANGE_MAX = saved
 
 
 @dataclass

@@ -10,8 +10,9 @@ from decimal import Decimal
 import pytest
 from cdc_helpers import Crash, crash_at, tiny_peek_ranges
 
+from analytics_assets.lib.feeds import slot_admin
 from analytics_assets.lib.feeds.base import parse_lsn
-from analytics_assets.lib.feeds.slot import SlotFeed, peek_ranges
+from analytics_assets.lib.feeds.slot_reader import peek_ranges
 
 USERS = "insert into users (email, full_name, country) values (%s, %s, %s)"
 
@@ -494,7 +495,7 @@ def test_backlog_is_one_peek_when_the_server_has_no_slots_to_spare(cdc, monkeypa
             "insert into orders (user_id, total, status) select 1, g, 'new' "
             "from generate_series(1, 25) g"
         )
-    monkeypatch.setattr(SlotFeed, "_free_slots", lambda self: 1)
+    monkeypatch.setattr(slot_admin, "free_slots", lambda query: 1)
     seen = []
     with tiny_peek_ranges(first=4096, largest=16384):
         cdc.ingest(

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from analytics_assets import cli, settings
+from analytics_assets.lib.errors import SourceUnavailable
 from analytics_assets.lib.pg import connect
 
 
@@ -54,7 +55,7 @@ def test_ingest_run_never_shows_the_database_password(secret_source):
 def test_a_failed_connection_names_the_server_but_not_the_password(secret_source):
     secret, url = secret_source
     bad = url.rsplit(":", 1)[0] + ":1/app"  # port 1: nothing listens there
-    with pytest.raises(settings.ConfigError) as caught:
+    with pytest.raises(SourceUnavailable) as caught:
         connect(bad)
     message = str(caught.value)
     assert "***" in message and secret not in message
