@@ -5,8 +5,16 @@ decisions (`defs/automation/logic.py`) still right."""
 from __future__ import annotations
 
 import datetime as dt
+import re
+
+import psycopg2
 
 from analytics_assets.defs.automation.logic import cdc_watermark, lagging_tables
+from analytics_assets.lib import pgoutput_wire as wire
+from analytics_assets.lib.feeds.base import Position, TableState, format_lsn, parse_lsn
+from analytics_assets.lib.feeds.slot_lag import LAG_SQL
+from analytics_assets.lib.feeds.slot_reader import peek_copy_sql
+from analytics_assets.lib.pgoutput import PgOutputDecoder
 
 WINDOW = 32 << 10  # small, so a few thousand changes are a backlog far beyond it
 HUGE = 1 << 40  # a window no backlog here reaches: the exact reading to compare with
@@ -100,3 +108,72 @@ def test_a_backlog_inside_the_window_is_read_exactly(cdc):
     assert lag["users"].pending_changes == 30 and not lag["users"].pending_sampled
     assert lag["products"].pending_changes == 0
     assert "lag_pending_changes_counted" not in lag["users"].as_metadata()
+
+
+def test_the_lag_statement_reads_the_bytes_where_the_decoder_does(cdc):
+    """The lag SQL parses pgoutput on the server a second time: its byte offsets are the
+    decoder's (`lib/pgoutput_wire.py`), and on a real stream it finds the same pending changes
+    and oldest commit as the decoder, also for a position inside a transaction."""
+    begins = {int(x) for x in re.findall(r"get_byte\(data, 0\) = (\d+)", LAG_SQL)}
+    begins |= {int(x) for x in re.findall(r"kind = (\d+)", LAG_SQL)}
+    assert begins == {wire.BEGIN}
+    assert {int(x) - 1 for x in re.findall(r"substr\(data, (\d+), 8\)", LAG_SQL)} == {
+        wire.BEGIN_FINAL_LSN,
+        wire.BEGIN_COMMIT_TS,
+    }
+    assert f"get_byte(data, {wire.ROW_RELATION_ID})::int8 << 24" in LAG_SQL
+    kinds = re.search(r"kind in \(([\d, ]+)\)", LAG_SQL).group(1)
+    assert tuple(int(k) for k in kinds.split(",")) == wire.CHANGE_KINDS
+
+    cdc.ingest()
+    wh = cdc.warehouse()
+    state = wh.state()
+    wh.close()
+    users_in_transactions(cdc, 3, 4)
+    cdc.execute(
+        "update users set full_name = 'changed' where id <= 3",
+        "insert into orders (user_id, total, status) values (1, 5, 'new'), (2, 6, 'new')",
+        "delete from orders where total = 6",
+    )
+
+    # the decoder's reading of the same slot: every pending change, in stream order
+    feed = cdc.feed()
+    keys = feed.primary_keys()
+    rows: list[bytes] = []
+
+    class Rows:
+        def write(self, data: bytes) -> None:
+            rows.append(bytes(data))
+
+    conn = psycopg2.connect(cdc.url)
+    with conn.cursor() as cur:
+        cur.execute("select pg_current_wal_insert_lsn()::text")
+        upto = parse_lsn(cur.fetchone()[0])
+        cur.copy_expert(peek_copy_sql(cdc.slot, cdc.publication, upto).as_string(cur), Rows())
+    conn.close()
+    rows[0] = rows[0][wire.COPY_HEADER :]
+    if rows[-1] == b"\xff\xff":
+        rows.pop()
+    buf, starts = wire.frame_copy_rows(rows)
+    decoded = PgOutputDecoder(set(cdc.tables), keys).decode(buf, starts)
+    users = decoded.tables["users"].rows.to_pylist()
+    # a position inside the second transaction of users: the changes after it are pending
+    middle = users[len(users) // 2]
+    positions = dict(state)
+    positions["users"] = TableState(
+        "users", Position(middle["_lsn"], middle["_seq"]), format_lsn(middle["_lsn"] - 1)
+    )
+
+    lag = feed.lag(positions)
+    feed.close()
+    for table in ("users", "orders"):
+        pos = positions[table].position
+        pending = [
+            r
+            for r in decoded.tables[table].rows.to_pylist()
+            if (r["_lsn"], r["_seq"]) > (pos.lsn, pos.seq)
+        ]
+        assert pending, table
+        assert lag[table].pending_changes == len(pending), table
+        assert lag[table].oldest_commit_ts == min(r["_commit_ts"] for r in pending), table
+        assert not lag[table].pending_sampled

@@ -4,8 +4,8 @@ One statement reads, for every captured table: the WAL bytes behind (the server'
 position minus the table's checkpoint: slot positions only, no decoding) and, from a peek bounded
 to the first `window` bytes of WAL after the slot's confirmed position, the changes pending after
 the table's applied position and the commit time of the oldest of them (from the Begin messages'
-bytes). A peek decodes from the slot's restart point up to its `upto_lsn` and emits whole
-transactions only, so a transaction whose commit lies past the window is decoded into the
+bytes, at the offsets `lib/pgoutput_wire.py` states for the decoder). A peek decodes from the
+slot's restart point up to its `upto_lsn` and emits whole transactions only, so a transaction whose commit lies past the window is decoded into the
 server's reorder buffer for at most `window` bytes and never sent: the cost is bounded by the
 window, whatever the backlog and however large its first transaction. (Plus the WAL between the
 slot's restart point and its confirmed position, which a peek reads again: normally the few
@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import psycopg2.errors
 from psycopg2 import sql
 
+from analytics_assets.lib import pgoutput_wire as wire
 from analytics_assets.lib.feeds.base import TableLag, TableState, format_lsn, parse_lsn
 
 # The default of CDC_LAG_MAX_BYTES (settings.py): ~7k small row changes of WAL
@@ -34,10 +35,10 @@ LAG_WINDOW_BYTES = 1 << 20
 # While another session's ingest runs (it holds the slot's ingest lock) the slot is not peeked:
 # that ingest is draining it. The pending count is then unknown (NULL), as when the slot is held
 # or missing, and only the WAL bytes behind are measured.
-LAG_SQL = """
+_LAG_SQL = """
 with busy as (
     select exists (
-        select 1 from pg_locks l where {lock_held} and l.pid <> pg_backend_pid()
+        select 1 from pg_locks l where {{lock_held}} and l.pid <> pg_backend_pid()
     ) as b
 ),
 slot as (
@@ -47,26 +48,26 @@ slot as (
 ),
 msgs as (
     select ord, data, get_byte(data, 0) as kind,
-           max(case when get_byte(data, 0) = 66 then ord end) over (order by ord) as txn
-    from pg_logical_slot_peek_binary_changes({slot}, (select upto from slot), null,
-         'proto_version', '1', 'publication_names', {pub}) with ordinality as p(lsn, xid, data, ord)
+           max(case when get_byte(data, 0) = {begin} then ord end) over (order by ord) as txn
+    from pg_logical_slot_peek_binary_changes({{slot}}, (select upto from slot), null,
+         'proto_version', '1', 'publication_names', {{pub}}) with ordinality as p(lsn, xid, data, ord)
     where not (select b from busy)  -- a one-time filter: when busy, the peek never starts
 ),
 begins as (
     select ord as txn,
-           ('x' || encode(substr(data, 2, 8), 'hex'))::bit(64)::int8 as commit_lsn,
-           timestamptz '2000-01-01 00:00:00+00'
-             + ('x' || encode(substr(data, 10, 8), 'hex'))::bit(64)::int8 * interval '1 microsecond'
+           ('x' || encode(substr(data, {begin_final_lsn}, 8), 'hex'))::bit(64)::int8 as commit_lsn,
+           timestamptz '{pg_epoch}'
+             + ('x' || encode(substr(data, {begin_commit_ts}, 8), 'hex'))::bit(64)::int8 * interval '1 microsecond'
              as commit_ts
-    from msgs where kind = 66
+    from msgs where kind = {begin}
 ),
 changes as (
     -- every change message (truncates too) takes the next ordinal of its transaction, as in
     -- the decoder's positions (lib/pgoutput.py); only row changes are counted
     select txn, kind, 2 * row_number() over (partition by txn order by ord) as seq,
-           ((get_byte(data, 1)::int8 << 24) | (get_byte(data, 2) << 16)
-            | (get_byte(data, 3) << 8) | get_byte(data, 4))::oid as relid
-    from msgs where kind in (73, 85, 68, 84)
+           ((get_byte(data, {relid})::int8 << 24) | (get_byte(data, {relid} + 1) << 16)
+            | (get_byte(data, {relid} + 2) << 8) | get_byte(data, {relid} + 3))::oid as relid
+    from msgs where kind in ({change_kinds})
 ),
 wanted as (
     select w.*, to_regclass('public.' || quote_ident(w.tbl))::oid as relid
@@ -82,11 +83,22 @@ select w.tbl,
        coalesce(extract(epoch from now() - min(b.commit_ts)), 0)::float8 as seconds
 from wanted w
 left join (changes c join begins b using (txn))
-  on c.relid = w.relid and c.kind <> 84
+  on c.relid = w.relid and c.kind <> {truncate}
  and (w.pos_lsn is null or (b.commit_lsn, c.seq) > (w.pos_lsn, w.pos_seq))
 group by w.tbl, w.checkpoint
 order by w.tbl
 """
+# The pgoutput bytes the statement reads, where the decoder reads them (`lib/pgoutput_wire.py`:
+# SQL's get_byte counts from 0 as the offsets do, substr from 1).
+LAG_SQL = _LAG_SQL.format(
+    begin=wire.BEGIN,
+    begin_final_lsn=wire.BEGIN_FINAL_LSN + 1,
+    begin_commit_ts=wire.BEGIN_COMMIT_TS + 1,
+    relid=wire.ROW_RELATION_ID,
+    change_kinds=", ".join(map(str, wire.CHANGE_KINDS)),
+    truncate=wire.TRUNCATE,
+    pg_epoch=wire.PG_EPOCH.isoformat(sep=" "),
+)
 
 LAG_BYTES_SQL = """
 select w.tbl, null::int8, false,
