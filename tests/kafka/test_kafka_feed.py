@@ -16,7 +16,8 @@ from kafka_helpers import PRODUCER_QUIRK, create_topics
 
 from analytics_assets.lib.errors import EnvelopeError, FeedError
 from analytics_assets.lib.feeds.base import Feed
-from analytics_assets.lib.feeds.kafka import KafkaFeed, parse_checkpoint
+from analytics_assets.lib.feeds.kafka import KafkaFeed
+from analytics_assets.lib.feeds.kafka_config import parse_checkpoint
 
 BIG = "€" * 1200
 T0 = dt.datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=dt.UTC)

@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -93,83 +92,17 @@ from analytics_assets.lib.feeds.base import (
     TableState,
     meta_schema_fields,
 )
+from analytics_assets.lib.feeds.kafka_config import (
+    BROKER_DOWN,
+    admin_config,
+    consumer_config,
+    format_checkpoint,
+    parse_checkpoint,
+)
+from analytics_assets.lib.feeds.kafka_lag import group_status, oldest_record_times, table_lags
 from analytics_assets.settings import validate_identifier
 
 log = logging.getLogger(__name__)
-
-REQUIRED = {
-    "enable.auto.commit": "false",
-    "enable.auto.offset.store": "false",
-    "isolation.level": "read_committed",
-    "auto.offset.reset": "earliest",
-}
-# Properties only the consumer understands (the admin client rejects them).
-_CONSUMER_ONLY = {
-    "group.id",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "isolation.level",
-    "auto.offset.reset",
-    "max.poll.interval.ms",
-    "session.timeout.ms",
-    "enable.partition.eof",
-    "fetch.wait.max.ms",
-    "fetch.min.bytes",
-    "fetch.max.bytes",
-    "max.partition.fetch.bytes",
-    "queued.max.messages.kbytes",
-    "queued.min.messages",
-    "heartbeat.interval.ms",
-    "group.instance.id",
-    "partition.assignment.strategy",
-    "auto.commit.interval.ms",
-    "check.crcs",
-}
-
-
-# Errors librdkafka reports while it cannot reach the broker (it keeps reconnecting).
-_BROKER_DOWN = frozenset(
-    {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT}
-)
-
-
-def consumer_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The consumer configuration: `config` + the settings exactly-once depends on."""
-    out = {k: v for k, v in config.items()}
-    for name in ("bootstrap.servers", "group.id"):
-        if not out.get(name):
-            raise FeedError(
-                f"the Kafka feed needs {name!r} (KAFKA_{name.upper().replace('.', '_')})"
-            )
-    for name, value in REQUIRED.items():
-        given = out.get(name)
-        if given is not None and str(given).lower() != value:
-            raise FeedError(
-                f"Kafka property {name}={given!r} breaks exactly-once ingest: it must be {value} "
-                f"(KAFKA_{name.upper().replace('.', '_')})"
-            )
-        out[name] = value
-    out["enable.partition.eof"] = True
-    return out
-
-
-def parse_checkpoint(text: str | None) -> dict[int, int]:
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise FeedError(
-            f"stored checkpoint {text!r} is not a Kafka checkpoint (was the warehouse filled by "
-            "the slot feed? switching feeds needs a fresh warehouse or a re-snapshot)"
-        ) from None
-    if not isinstance(data, dict):
-        raise FeedError(f"stored checkpoint {text!r} is not a Kafka checkpoint")
-    return {int(p): int(o) for p, o in data.items()}
-
-
-def format_checkpoint(offsets: Mapping[int, int]) -> str:
-    return json.dumps({str(p): int(offsets[p]) for p in sorted(offsets)}, separators=(",", ":"))
 
 
 class KafkaFeed:
@@ -228,8 +161,7 @@ class KafkaFeed:
     @property
     def admin(self) -> AdminClient:
         if self._admin is None:
-            conf = {k: v for k, v in self.config.items() if k not in _CONSUMER_ONLY}
-            self._admin = AdminClient(conf)
+            self._admin = AdminClient(admin_config(self.config))
         return self._admin
 
     def _peek_consumer(self) -> Consumer:
@@ -400,7 +332,7 @@ class KafkaFeed:
                     if err.code() == KafkaError._PARTITION_EOF:
                         self._open_parts.discard((m.topic(), m.partition()))
                         continue
-                    if err.code() in _BROKER_DOWN:
+                    if err.code() in BROKER_DOWN:
                         down = err  # librdkafka reconnects on its own: wait, within bounds
                         continue
                     raise FeedError(f"Kafka consumer error: {err}")
@@ -546,7 +478,7 @@ class KafkaFeed:
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else exc
                 if isinstance(err, KafkaError) and not (
-                    err.retriable() or err.code() in _BROKER_DOWN | {KafkaError._WAIT_COORD}
+                    err.retriable() or err.code() in BROKER_DOWN | {KafkaError._WAIT_COORD}
                 ):
                     raise FeedError(
                         f"cannot commit offsets for group {self.group!r}: {err}"
@@ -605,41 +537,15 @@ class KafkaFeed:
         pos = self._positions(state, parts, marks)
         behind = {tp: max(0, marks[tp][1] - max(pos[tp], marks[tp][0])) for tp in tps}
         oldest = self._oldest_ts({tp: max(pos[tp], marks[tp][0]) for tp in tps if behind[tp]})
-        now = dt.datetime.now(dt.UTC)
-        out = {}
-        for t in self.captured_tables:
-            mine = [(self.topic(t), p) for p in parts[t]]
-            pending = sum(behind[tp] for tp in mine)
-            stamps = [oldest[tp] for tp in mine if tp in oldest]
-            first = min(stamps) if stamps else None
-            out[t] = TableLag(
-                pending_changes=pending,
-                position_lag_bytes=pending,
-                seconds_behind=max(0.0, (now - first).total_seconds()) if first else 0.0,
-                oldest_commit_ts=first,
-            )
-        return out
+        topics = {t: [(self.topic(t), p) for p in parts[t]] for t in self.captured_tables}
+        return table_lags(topics, behind, oldest, dt.datetime.now(dt.UTC))
 
     def _oldest_ts(
         self, starts: Mapping[tuple[str, int], int]
     ) -> dict[tuple[str, int], dt.datetime]:
-        """The `source.ts_ms` (else the record timestamp) of the record at each start offset."""
         if not starts:
             return {}
-        peek = self._peek_consumer()
-        peek.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
-        out: dict[tuple[str, int], dt.datetime] = {}
-        deadline = time.monotonic() + self.request_timeout
-        try:
-            while len(out) < len(starts) and time.monotonic() < deadline:
-                for m in peek.consume(len(starts), timeout=0.2):
-                    tp = (m.topic(), m.partition())
-                    if m.error() is not None or tp in out:
-                        continue
-                    out[tp] = _record_time(m)
-        finally:
-            peek.unassign()
-        return out
+        return oldest_record_times(self._peek_consumer(), starts, self.request_timeout)
 
     def slot_status(self) -> dict[str, Any]:
         """The consumer group's view: committed offsets, high watermarks and offset lag per
@@ -651,27 +557,8 @@ class KafkaFeed:
         tps = [(self.topic(t), p) for t in self.captured_tables for p in parts[t]]
         marks = self._watermarks(tps)
         committed = self._group_committed(tps)
-        tables = {}
-        for t in self.captured_tables:
-            mine = [(self.topic(t), p) for p in parts[t]]
-            tables[t] = {
-                "topic": self.topic(t),
-                "partitions": len(mine),
-                "committed": {p: committed.get((self.topic(t), p)) for p in parts[t]},
-                "high_watermarks": {p: marks[(self.topic(t), p)][1] for p in parts[t]},
-                "offset_lag": sum(
-                    max(0, marks[tp][1] - committed.get(tp, marks[tp][0])) for tp in mine
-                ),
-            }
-        return {
-            "kind": "kafka",
-            "group": self.group,
-            "reachable": True,
-            "exists": bool(committed),
-            "missing_topics": [self.topic(t) for t in self.captured_tables if not parts[t]],
-            "total_offset_lag": sum(v["offset_lag"] for v in tables.values()),
-            "tables": tables,
-        }
+        topics = {t: (self.topic(t), parts[t]) for t in self.captured_tables}
+        return group_status(self.group, topics, marks, committed)
 
 
 def _isolation_level():
@@ -680,20 +567,4 @@ def _isolation_level():
     return IsolationLevel.READ_COMMITTED
 
 
-def _record_time(m) -> dt.datetime:
-    value = m.value()
-    if value:
-        try:
-            obj = json.loads(value)
-            if isinstance(obj, dict) and set(obj) == {"schema", "payload"}:
-                obj = obj["payload"] or {}
-            ts = (obj.get("source") or {}).get("ts_ms") or obj.get("ts_ms")
-            if ts is not None:
-                return dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
-        except (ValueError, AttributeError):
-            pass
-    _, ts = m.timestamp()
-    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
-
-
-__all__ = ["KafkaFeed", "consumer_config", "format_checkpoint", "parse_checkpoint"]
+__all__ = ["KafkaFeed"]
