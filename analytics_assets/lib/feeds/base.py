@@ -104,6 +104,13 @@ class TableChanges:
     # Kafka feed: each truncate's `source.lsn` (see SOURCE_LSN), so a re-sent one is dropped
     truncate_source_lsns: dict[Position, int] = field(default_factory=dict)
 
+    @classmethod
+    def none(cls, table: str, key: tuple[str, ...], end: Position, checkpoint: str) -> TableChanges:
+        """The table read through `end` with nothing found for it: no rows, its position moves."""
+        import pyarrow as pa  # as in meta_schema_fields: the code location loads without it
+
+        return cls(table, pa.schema(meta_schema_fields()).empty_table(), key, end, checkpoint)
+
     @property
     def num_changes(self) -> int:
         return self.rows.num_rows + len(self.truncates)

@@ -90,7 +90,6 @@ from analytics_assets.lib.feeds.base import (
     TableChanges,
     TableLag,
     TableState,
-    meta_schema_fields,
 )
 from analytics_assets.lib.feeds.kafka_config import (
     BROKER_DOWN,
@@ -379,8 +378,7 @@ class KafkaFeed:
             end = self._end(t)
             checkpoint = format_checkpoint(self._next.get(t, {}))
             if t not in per_table:
-                rows = pa.schema(meta_schema_fields()).empty_table()
-                tables[t] = TableChanges(t, rows, self.keys.get(t, ()), end, checkpoint)
+                tables[t] = TableChanges.none(t, self.keys.get(t, ()), end, checkpoint)
                 continue
             vals, keys, lsns, seqs, where = per_table[t]
             dec = self._decoder(t)

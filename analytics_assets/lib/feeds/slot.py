@@ -49,7 +49,6 @@ from analytics_assets.lib.feeds.base import (
     TableLag,
     TableState,
     format_lsn,
-    meta_schema_fields,
     parse_lsn,
 )
 from analytics_assets.lib.feeds.slot_lag import LAG_WINDOW_BYTES, read_lag
@@ -362,8 +361,7 @@ class SlotFeed:
             prev = self._state.get(t)
             cp = checkpoint or (prev.checkpoint if prev else None) or format_lsn(0)
             if dt_ is None:
-                rows = pa.schema(meta_schema_fields()).empty_table()
-                tables[t] = TableChanges(t, rows, self._keys.get(t, ()), end, cp)
+                tables[t] = TableChanges.none(t, self._keys.get(t, ()), end, cp)
             else:
                 rows, rejected = self._rejected(t, dt_.rows)
                 dead += rejected

@@ -114,11 +114,11 @@ def table_columns(query: Query, table: str) -> list[tuple[str, int, int]]:
         """
         select a.attname, a.atttypid::int8, a.atttypmod
         from pg_attribute a
-        where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped
+        where a.attrelid = quote_ident(%s)::regclass and a.attnum > 0 and not a.attisdropped
           and a.attgenerated = ''
         order by a.attnum
         """,
-        (_qualified(table),),
+        (table,),
     )
     if not rows:
         raise FeedError(f"captured table {table!r} does not exist in the source database")
@@ -132,7 +132,7 @@ def ensure_publication(
     CDC role read the captured tables. Checks run on the CDC connection; what changes
     something runs on the owner's (`owner_url`, when another role than `conn`'s), only when
     needed."""
-    missing = [t for t in tables if not query("select to_regclass(%s)", (_qualified(t),))[0][0]]
+    missing = [t for t in tables if not query("select to_regclass(quote_ident(%s))", (t,))[0][0]]
     if missing:
         raise FeedError(
             f"captured tables {', '.join(missing)} do not exist in the source database; "
@@ -237,11 +237,6 @@ def wait_slot_released(query: Query, slot: str, pid: int | None, timeout: float 
             return
         time.sleep(0.05)
     query("select pg_terminate_backend(%s)", (pid,))
-
-
-def _qualified(table: str) -> str:
-    """A table name as regclass text (quoted: the name is never parsed as SQL)."""
-    return '"' + table.replace('"', '""') + '"'
 
 
 __all__ = [
