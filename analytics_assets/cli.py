@@ -155,11 +155,11 @@ def cmd_cdc(args: argparse.Namespace) -> int:
                 print(f"[cdc] {sent} statements sent to the source")
             return 0
         tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
-        unknown = sorted(set(tables or ()) - set(settings.captured_tables))
+        unknown = sorted(set(tables or ()) - set(settings.source.tables))
         if unknown:  # before the progress bar and the warehouse lock
             raise ConfigError(
                 f"--tables: {', '.join(unknown)} not captured; captured: "
-                f"{', '.join(settings.captured_tables)} (CAPTURED_TABLES)"
+                f"{', '.join(settings.source.tables)} (CAPTURED_TABLES)"
             )
         warehouse = cdc.make_warehouse(settings)
         try:

@@ -28,7 +28,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 
 def test_materialize_prints_a_line_per_step_and_a_summary(platform_env, tmp_path):
-    conn = psycopg2.connect(platform_env.source_url)
+    conn = psycopg2.connect(platform_env.source.url)
     generate_history(conn, days=2, orders_per_day=10, seed=3)
     conn.close()
     home = tmp_path / "home"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from analytics_assets.settings import data_dir
+from analytics_assets.settings import data_dir, stack_port
 
 SOURCE_DB = "app"
 DAGSTER_DB = "dagster"
@@ -161,7 +161,7 @@ def _port_free(port: int) -> bool:
 
 
 def _choose_port() -> int:
-    wanted = os.environ.get("ANALYTICS_PG_PORT")
+    wanted = stack_port()
     if wanted:
         if not wanted.isdigit():
             raise StackError(f"ANALYTICS_PG_PORT={wanted!r} is not a port number.")

@@ -141,7 +141,13 @@ def warehouses(tmp_path, monkeypatch):
     monkeypatch.setenv("BIGQUERY_DATASET", "analytics_ci")
     get_settings.cache_clear()
     dev = get_settings()
-    prod = dataclasses.replace(dev, env="prod", gcp_project="test-project", raw_schema="raw_prod")
+    prod = dataclasses.replace(
+        dev,
+        env="prod",
+        warehouse=dataclasses.replace(
+            dev.warehouse, gcp_project="test-project", raw_schema="raw_prod"
+        ),
+    )
     built_with = []
 
     @contextlib.contextmanager

@@ -75,7 +75,7 @@ def dagster_instance(platform_env, pg_stack, tmp_path, monkeypatch):
     pointed at a fresh source, its warehouse file where the CDC helpers look for it
     (`<tmp>/<db>.duckdb`); any lagging change makes the lag sensor start an ingest."""
     storage, _ = new_database(pg_stack.url("postgres"), prefix="dagster_")
-    db = platform_env.source_url.rsplit("/", 1)[1]
+    db = platform_env.source.url.rsplit("/", 1)[1]
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")

@@ -16,7 +16,6 @@ Exit status 0 when every check passed or only warned, 1 when one failed with ERR
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +44,9 @@ def resolve(names: Sequence[str], available) -> list:
 def _instance():
     import dagster as dg
 
-    if os.environ.get("DAGSTER_HOME"):
+    from analytics_assets.settings import get_settings
+
+    if get_settings().dagster_home:
         return dg.DagsterInstance.get(), True
     return dg.DagsterInstance.ephemeral(), False
 
