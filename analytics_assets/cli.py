@@ -137,6 +137,13 @@ def cmd_cdc(args: argparse.Namespace) -> int:
     from analytics_assets.lib import cdc
 
     settings = get_settings()
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    unknown = sorted(set(tables or ()) - set(settings.source.tables))
+    if unknown:  # before connecting to the source, the progress bar and the warehouse lock
+        raise ConfigError(
+            f"--tables: {', '.join(unknown)} not captured; captured: "
+            f"{', '.join(settings.source.tables)} (CAPTURED_TABLES)"
+        )
     feed = cdc.make_feed(settings)
     try:
         if args.action == "status":
@@ -154,13 +161,6 @@ def cmd_cdc(args: argparse.Namespace) -> int:
             if sent is not None:
                 print(f"[cdc] {sent} statements sent to the source")
             return 0
-        tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
-        unknown = sorted(set(tables or ()) - set(settings.source.tables))
-        if unknown:  # before the progress bar and the warehouse lock
-            raise ConfigError(
-                f"--tables: {', '.join(unknown)} not captured; captured: "
-                f"{', '.join(settings.source.tables)} (CAPTURED_TABLES)"
-            )
         warehouse = cdc.make_warehouse(settings)
         try:
             from tqdm import tqdm
