@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import shlex
 import sys
 
@@ -41,12 +40,13 @@ def _positive_float(value: str) -> float:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from analytics_assets.lib import stack
+    from analytics_assets.dev import stack
 
     if args.action == "up":
         info = stack.up()
-        _link_dagster_home(info)
-        _migrate(info.source_url)
+        applied = stack.ready(info)
+        if applied:
+            print(f"[stack] source schema migrations applied: {applied}")
         print(f"[stack] up: PostgreSQL 18 on 127.0.0.1:{info.port}, data in {info.pgdata.parent}")
         print('[stack] next: eval "$(analytics-assets stack env)"')
     elif args.action == "down":
@@ -66,34 +66,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _link_dagster_home(info) -> None:
-    """DAGSTER_HOME under .data/ reads the project's dagster.yaml (a symlink, so edits apply)."""
-    from analytics_assets.settings import PROJECT_ROOT
-
-    home = info.env()["DAGSTER_HOME"]
-    os.makedirs(home, exist_ok=True)
-    link = os.path.join(home, "dagster.yaml")
-    if not os.path.lexists(link):
-        os.symlink(PROJECT_ROOT / "dagster.yaml", link)
-
-
-def _migrate(url: str) -> None:
-    from analytics_assets.defs.sources.schema import migrate
-    from analytics_assets.lib.pg import connect
-
-    conn = connect(url)
-    try:
-        applied = migrate(conn)
-    finally:
-        conn.close()
-    if applied:
-        print(f"[stack] source schema migrations applied: {applied}")
-
-
 def cmd_traffic(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from analytics_assets.defs.sources import traffic
+    from analytics_assets.dev import traffic
     from analytics_assets.lib.pg import connect
 
     conn = connect()
@@ -191,7 +167,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from analytics_assets.demo import run_demo
+    from analytics_assets.dev.demo import run_demo
 
     return run_demo(days=args.days, partitions=args.partitions, seed=args.seed)
 
@@ -256,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - last line of defence for user-facing errors
+        from analytics_assets.dev.stack import StackError
         from analytics_assets.lib.errors import FeedError, IngestBusy
-        from analytics_assets.lib.stack import StackError
 
         # another ingest holds the slot or the warehouse, the source is down or unreachable
         if isinstance(exc, StackError | IngestBusy | FeedError):

@@ -99,7 +99,7 @@ def ensure_instance_env() -> None:
         return
     if get_settings().is_prod:
         raise ConfigError("DAGSTER_HOME is not set: point it at the instance's dagster.yaml")
-    from analytics_assets.lib import stack
+    from analytics_assets.dev import stack
 
     info = stack.status()
     if info is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 from analytics_assets.run_report import run_report
 
 CLI = str(Path(sys.executable).with_name("analytics-assets"))

@@ -17,7 +17,7 @@ import pytest
 from graph_runs import platform_environment, run_graph, scratch_source_database
 
 from analytics_assets import settings
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 from analytics_assets.lib.partitions import daily_partitions
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)

@@ -16,7 +16,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from analytics_assets.defs.sources.traffic import generate_history, run_live
+from analytics_assets.dev.traffic import generate_history, run_live
 
 
 def _free_port() -> int:

@@ -18,7 +18,7 @@ from analytics_assets.defs.automation.sensors import (
     daily_marts_backstop,
     late_data_sensor,
 )
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 from analytics_assets.lib.feeds.base import TableLag
 from analytics_assets.lib.partitions import daily_partitions
 

@@ -17,8 +17,8 @@ from cdc_helpers import CdcEnv  # noqa: E402
 from graph_runs import drop_database, new_database  # noqa: E402
 
 from analytics_assets import settings  # noqa: E402
-from analytics_assets.defs.sources.schema import migrate  # noqa: E402
-from analytics_assets.lib import stack  # noqa: E402
+from analytics_assets.dev import stack  # noqa: E402
+from analytics_assets.dev.schema import migrate  # noqa: E402
 from analytics_assets.settings import PROJECT_ROOT  # noqa: E402
 
 

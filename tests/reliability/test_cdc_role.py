@@ -17,8 +17,8 @@ import pytest
 from cdc_helpers import CdcEnv
 
 from analytics_assets import settings
+from analytics_assets.dev import stack
 from analytics_assets.lib import cdc as cdc_lib
-from analytics_assets.lib import stack
 
 PRIVILEGES = ("select", "insert", "update", "delete", "truncate")
 
@@ -135,7 +135,7 @@ def _walsender_answers(conn) -> bool:
 def test_pg_hba_keeps_physical_replication_to_the_superuser_and_the_cdc_role_to_the_source(
     pg_stack,
 ):
-    """pg_hba.conf (lib/stack.py `PG_HBA`): a physical replication connection (a base backup,
+    """pg_hba.conf (dev/stack.py `PG_HBA`): a physical replication connection (a base backup,
     every database's WAL) is refused to the CDC role and to any other role with REPLICATION;
     the CDC role's logical replication connection to the source database is accepted, and it
     cannot connect to Dagster's storage database at all."""

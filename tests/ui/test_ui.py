@@ -24,7 +24,7 @@ import dagster as dg
 import duckdb
 import psycopg2
 
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 DAY = "2026-03-07"

@@ -68,17 +68,16 @@ def _failure(proc: subprocess.CompletedProcess) -> str:
 def run_demo(days: int = 30, partitions: int = 7, seed: int = 42) -> int:
     from dagster import DagsterInstance
 
-    from analytics_assets.cli import _link_dagster_home, _migrate
-    from analytics_assets.defs.sources import traffic
-    from analytics_assets.lib import stack
+    from analytics_assets.dev import stack, traffic
     from analytics_assets.lib.pg import connect
 
     t0 = time.monotonic()
     info = stack.up()
     os.environ.update(info.env())
     get_settings.cache_clear()
-    _link_dagster_home(info)
-    _migrate(info.source_url)
+    applied = stack.ready(info)
+    if applied:
+        _say(f"source schema migrations applied: {applied}")
 
     conn = connect(info.source_url)
     with conn.cursor() as cur:
