@@ -1,4 +1,4 @@
-"""`analytics-assets`: the embedded stack, traffic, and the demo (the main job).
+"""`analytics-assets`: the embedded stack, traffic, CDC, materialize, checks and the demo.
 
 Every error a user can cause ends in one line that says what is wrong and what to do, exit 2.
 """
@@ -166,6 +166,16 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return materialize(args.select, args.partition, args.partition_range, verbose=args.verbose)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from analytics_assets import check
+
+    if args.action == "list":
+        return check.list_checks()
+    if not args.checks:
+        raise ConfigError("check run: name at least one check (see `analytics-assets check list`)")
+    return check.run_checks(args.checks, args.partition)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from analytics_assets.dev.demo import run_demo
 
@@ -214,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print Dagster's event log and dbt's output here instead of a line per step",
     )
     p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("check", help="run asset checks alone, without materializing their assets")
+    p.add_argument("action", choices=["list", "run"])
+    p.add_argument("checks", nargs="*", help="run: asset/key:check_name, or a check name")
+    p.add_argument("--partition", default=None, help="the daily partition, for per-date checks")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="the main job: stack, history, whole graph for recent days")
     p.add_argument("--days", type=_positive_int, default=30, help="days of history to load")

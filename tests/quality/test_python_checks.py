@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from graph_runs import run_graph
@@ -276,9 +277,8 @@ def test_dropped_slot_is_an_error_and_the_cli_exits_non_zero(platform, built, tm
     platform.source("select pg_drop_replication_slot(%s)", (platform.settings.cdc.slot,))
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "analytics_assets.defs.quality",
+            str(Path(sys.executable).parent / "analytics-assets"),
+            "check",
             "run",
             "raw/orders:schema_drift",
             "slot_health",
