@@ -378,14 +378,14 @@ def test_partition_closes_only_after_end_plus_grace():
     end = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
     closed, _ = logic.partition_closed(
         "2026-03-01",
-        logic.cdc_watermark(lag, end + dt.timedelta(minutes=29)),
+        logic.watermark_from_lag(lag, end + dt.timedelta(minutes=29)),
         grace_minutes=30,
         timezone="UTC",
     )
     assert not closed
     closed, why = logic.partition_closed(
         "2026-03-01",
-        logic.cdc_watermark(lag, end + dt.timedelta(minutes=31)),
+        logic.watermark_from_lag(lag, end + dt.timedelta(minutes=31)),
         grace_minutes=30,
         timezone="UTC",
     )
@@ -396,8 +396,8 @@ def test_watermark_stops_at_the_oldest_unapplied_commit():
     now = dt.datetime(2026, 3, 2, 12, tzinfo=dt.UTC)
     old = now - dt.timedelta(hours=3)
     lag = {"orders": TableLag(5, 100, 10800.0, old), "users": TableLag(0, 0, 0.0, None)}
-    assert logic.cdc_watermark(lag, now) < old
-    assert logic.cdc_watermark({"x": TableLag(None, None, 0.0, None)}, now) is None
+    assert logic.watermark_from_lag(lag, now) < old
+    assert logic.watermark_from_lag({"x": TableLag(None, None, 0.0, None)}, now) is None
 
 
 def test_contiguous_dates_become_single_ranges():

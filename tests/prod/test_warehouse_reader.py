@@ -32,7 +32,7 @@ from analytics_assets.defs.notify.sensors import DAILY_REVENUE_KEY, notify_daily
 from analytics_assets.defs.notify.summary import DayRevenue, WarehouseNotReady, read_daily_revenue
 from analytics_assets.defs.quality import dead_letters, reconciliation, volume
 from analytics_assets.defs.quality.warehouse import (
-    cdc_watermark,
+    warehouse_watermark,
     connect,
     last_confirmed,
     raw_columns,
@@ -164,8 +164,8 @@ def warehouses(tmp_path, monkeypatch):
 def test_cdc_watermark_and_heartbeat_are_read_from_bigquery_as_from_duckdb(warehouses):
     def watermarks(con):
         return (
-            cdc_watermark(con, ["orders", "users"]),
-            cdc_watermark(con, ["orders", "users", "products"]),
+            warehouse_watermark(con, ["orders", "users"]),
+            warehouse_watermark(con, ["orders", "users", "products"]),
             last_confirmed(con, ["orders", "users"]),
         )
 

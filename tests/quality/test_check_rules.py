@@ -13,7 +13,7 @@ import pytest
 from analytics_assets.defs.quality import reconciliation, schema_drift, slot_health, volume
 from analytics_assets.defs.quality.dbt_evidence import _unexplained_failures
 from analytics_assets.defs.quality.masking import mask_email, mask_row
-from analytics_assets.defs.quality.warehouse import Watermark, cdc_watermark
+from analytics_assets.defs.quality.warehouse import Watermark, warehouse_watermark
 from analytics_assets.lib.errors import ConfigError
 from analytics_assets.settings import get_settings
 
@@ -267,11 +267,11 @@ def test_watermark_is_the_newest_commit_below_every_tables_checkpoint(tmp_path):
         [NOW - dt.timedelta(hours=3), NOW - dt.timedelta(hours=2), NOW],
     )
     con.execute("insert into raw.users_changes values (90, ?)", [NOW - dt.timedelta(hours=4)])
-    w = cdc_watermark(con, ["orders", "users"])
+    w = warehouse_watermark(con, ["orders", "users"])
     assert w.applied_through_lsn == 256
     assert w.commit_ts == NOW - dt.timedelta(hours=2)
     assert w.last_confirmed["users"] == NOW - dt.timedelta(minutes=1)
-    missing = cdc_watermark(con, ["orders", "users", "products"])
+    missing = warehouse_watermark(con, ["orders", "users", "products"])
     assert not missing.known and missing.missing_tables == ("products",)
     con.close()
 

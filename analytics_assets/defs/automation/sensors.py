@@ -10,7 +10,7 @@ import json
 import dagster as dg
 
 from analytics_assets.defs.automation.logic import (
-    cdc_watermark,
+    watermark_from_lag,
     contiguous_ranges,
     lagging_tables,
     partition_closed,
@@ -94,7 +94,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     now = dt.datetime.now(dt.UTC)
     run_requests: list[dg.RunRequest] = []
     skip = None
-    watermark = cdc_watermark(lag, now)
+    watermark = watermark_from_lag(lag, now)
     cursor = {"watermark": watermark.isoformat() if watermark else None}
 
     tables = lagging_tables(
@@ -275,7 +275,7 @@ def close_decision(now: dt.datetime, lag) -> tuple[str, bool, str]:
     key = last_ended_day(now, settings.partitions.timezone).isoformat()
     closed, why = partition_closed(
         key,
-        cdc_watermark(lag, now),
+        watermark_from_lag(lag, now),
         grace_minutes=settings.partitions.grace_minutes,
         timezone=settings.partitions.timezone,
     )

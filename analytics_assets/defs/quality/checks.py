@@ -30,7 +30,7 @@ from analytics_assets.defs.quality import (
 )
 from analytics_assets.defs.quality.verdict import ERROR, FailedCheck, Verdict, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import (
-    cdc_watermark,
+    warehouse_watermark,
     column_type,
     connect,
     last_confirmed,
@@ -254,7 +254,7 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         key = dg.AssetCheckKey(DAILY_REVENUE, RECONCILIATION)
         failed = []
         with source_connection() as conn, connect(settings) as con:
-            watermark = cdc_watermark(con, settings.source.tables)
+            watermark = warehouse_watermark(con, settings.source.tables)
             built_mart = relation_exists(con, "marts", "daily_revenue")
             for pk in _partition_keys(context):
                 day = dt.date.fromisoformat(pk)
@@ -295,7 +295,7 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         }
         with connect(settings) as con:
             built_mart = relation_exists(con, "marts", "daily_revenue")
-            watermark = cdc_watermark(con, settings.source.tables)
+            watermark = warehouse_watermark(con, settings.source.tables)
             for pk in _partition_keys(context):
                 day = dt.date.fromisoformat(pk)
                 ready, why = volume.settled(
