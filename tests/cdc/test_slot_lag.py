@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from analytics_assets.defs.automation.logic import watermark_from_lag, lagging_tables
+from analytics_assets.defs.automation.logic import lagging_tables, watermark_from_lag
 
 WINDOW = 32 << 10  # small, so a few thousand changes are a backlog far beyond it
 HUGE = 1 << 40  # a window no backlog here reaches: the exact reading to compare with

@@ -32,11 +32,11 @@ from analytics_assets.defs.notify.sensors import DAILY_REVENUE_KEY, notify_daily
 from analytics_assets.defs.notify.summary import DayRevenue, WarehouseNotReady, read_daily_revenue
 from analytics_assets.defs.quality import dead_letters, reconciliation, volume
 from analytics_assets.defs.quality.warehouse import (
-    warehouse_watermark,
     connect,
     last_confirmed,
     raw_columns,
     relation_exists,
+    warehouse_watermark,
 )
 from analytics_assets.lib.warehouse import reader
 from analytics_assets.settings import get_settings

@@ -10,10 +10,10 @@ import json
 import dagster as dg
 
 from analytics_assets.defs.automation.logic import (
-    watermark_from_lag,
     contiguous_ranges,
     lagging_tables,
     partition_closed,
+    watermark_from_lag,
 )
 from analytics_assets.defs.cdc.assets import raw_keys
 from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL

@@ -30,12 +30,12 @@ from analytics_assets.defs.quality import (
 )
 from analytics_assets.defs.quality.verdict import ERROR, FailedCheck, Verdict, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import (
-    warehouse_watermark,
     column_type,
     connect,
     last_confirmed,
     raw_columns,
     relation_exists,
+    warehouse_watermark,
 )
 from analytics_assets.lib.errors import WarehouseUnavailable
 from analytics_assets.lib.partitions import daily_partitions
