@@ -1,4 +1,4 @@
-"""`analytics-assets`: the embedded stack, traffic, and the demo (the main job).
+"""`analytics-assets`: the embedded stack, traffic, CDC, materialize, checks and the demo.
 
 Every error a user can cause ends in one line that says what is wrong and what to do, exit 2.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import shlex
 import sys
 
@@ -41,12 +40,13 @@ def _positive_float(value: str) -> float:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from analytics_assets.lib import stack
+    from analytics_assets.dev import stack
 
     if args.action == "up":
         info = stack.up()
-        _link_dagster_home(info)
-        _migrate(info.source_url)
+        applied = stack.ready(info)
+        if applied:
+            print(f"[stack] source schema migrations applied: {applied}")
         print(f"[stack] up: PostgreSQL 18 on 127.0.0.1:{info.port}, data in {info.pgdata.parent}")
         print('[stack] next: eval "$(analytics-assets stack env)"')
     elif args.action == "down":
@@ -66,34 +66,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _link_dagster_home(info) -> None:
-    """DAGSTER_HOME under .data/ reads the project's dagster.yaml (a symlink, so edits apply)."""
-    from analytics_assets.settings import PROJECT_ROOT
-
-    home = info.env()["DAGSTER_HOME"]
-    os.makedirs(home, exist_ok=True)
-    link = os.path.join(home, "dagster.yaml")
-    if not os.path.lexists(link):
-        os.symlink(PROJECT_ROOT / "dagster.yaml", link)
-
-
-def _migrate(url: str) -> None:
-    from analytics_assets.defs.sources.schema import migrate
-    from analytics_assets.lib.pg import connect
-
-    conn = connect(url)
-    try:
-        applied = migrate(conn)
-    finally:
-        conn.close()
-    if applied:
-        print(f"[stack] source schema migrations applied: {applied}")
-
-
 def cmd_traffic(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from analytics_assets.defs.sources import traffic
+    from analytics_assets.dev import traffic
     from analytics_assets.lib.pg import connect
 
     conn = connect()
@@ -137,6 +113,13 @@ def cmd_cdc(args: argparse.Namespace) -> int:
     from analytics_assets.lib import cdc
 
     settings = get_settings()
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    unknown = sorted(set(tables or ()) - set(settings.source.tables))
+    if unknown:  # before connecting to the source, the progress bar and the warehouse lock
+        raise ConfigError(
+            f"--tables: {', '.join(unknown)} not captured; captured: "
+            f"{', '.join(settings.source.tables)} (CAPTURED_TABLES)"
+        )
     feed = cdc.make_feed(settings)
     try:
         if args.action == "status":
@@ -154,13 +137,6 @@ def cmd_cdc(args: argparse.Namespace) -> int:
             if sent is not None:
                 print(f"[cdc] {sent} statements sent to the source")
             return 0
-        tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
-        unknown = sorted(set(tables or ()) - set(settings.captured_tables))
-        if unknown:  # before the progress bar and the warehouse lock
-            raise ConfigError(
-                f"--tables: {', '.join(unknown)} not captured; captured: "
-                f"{', '.join(settings.captured_tables)} (CAPTURED_TABLES)"
-            )
         warehouse = cdc.make_warehouse(settings)
         try:
             from tqdm import tqdm
@@ -190,8 +166,18 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return materialize(args.select, args.partition, args.partition_range, verbose=args.verbose)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from analytics_assets import check
+
+    if args.action == "list":
+        return check.list_checks()
+    if not args.checks:
+        raise ConfigError("check run: name at least one check (see `analytics-assets check list`)")
+    return check.run_checks(args.checks, args.partition)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from analytics_assets.demo import run_demo
+    from analytics_assets.dev.demo import run_demo
 
     return run_demo(days=args.days, partitions=args.partitions, seed=args.seed)
 
@@ -239,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_materialize)
 
+    p = sub.add_parser("check", help="run asset checks alone, without materializing their assets")
+    p.add_argument("action", choices=["list", "run"])
+    p.add_argument("checks", nargs="*", help="run: asset/key:check_name, or a check name")
+    p.add_argument("--partition", default=None, help="the daily partition, for per-date checks")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("demo", help="the main job: stack, history, whole graph for recent days")
     p.add_argument("--days", type=_positive_int, default=30, help="days of history to load")
     p.add_argument("--partitions", type=_positive_int, default=7, help="daily partitions to build")
@@ -256,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - last line of defence for user-facing errors
+        from analytics_assets.dev.stack import StackError
         from analytics_assets.lib.errors import FeedError, IngestBusy
-        from analytics_assets.lib.stack import StackError
 
         # another ingest holds the slot or the warehouse, the source is down or unreachable
         if isinstance(exc, StackError | IngestBusy | FeedError):

@@ -69,8 +69,8 @@ def partition_window(
                 f"did you mean {last}...{first}?"
             )
     settings = get_settings()
-    start = dt.date.fromisoformat(settings.partition_start)
-    newest = _last_closed_day(settings.timezone, today)
+    start = dt.date.fromisoformat(settings.partitions.start)
+    newest = _last_closed_day(settings.partitions.timezone, today)
     for day in sorted({first, last}):
         if day < start:
             raise ConfigError(
@@ -80,7 +80,7 @@ def partition_window(
         if day > newest:
             raise ConfigError(
                 f"{day} has no daily partition yet: the newest is {newest} "
-                f"(a day's partition exists once the day has ended in {settings.timezone})"
+                f"(a day's partition exists once the day has ended in {settings.partitions.timezone})"
             )
     return first, last
 
@@ -95,11 +95,11 @@ def _last_closed_day(timezone: str, today: dt.date | None) -> dt.date:
 
 def ensure_instance_env() -> None:
     """Point Dagster at the dev stack's instance when the shell has not (`stack env`)."""
-    if os.environ.get("DAGSTER_HOME"):
+    if get_settings().dagster_home:
         return
     if get_settings().is_prod:
         raise ConfigError("DAGSTER_HOME is not set: point it at the instance's dagster.yaml")
-    from analytics_assets.lib import stack
+    from analytics_assets.dev import stack
 
     info = stack.status()
     if info is None:

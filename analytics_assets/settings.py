@@ -1,4 +1,10 @@
-"""One switch (`ANALYTICS_ENV`) and the settings that follow from it.
+"""One switch (`ANALYTICS_ENV`) and every setting that follows from it, in one typed object.
+
+`get_settings()` returns `Settings`, grouped by who uses them (`settings.cdc.batch_size`,
+`settings.warehouse.path`, `settings.quality.volume_band`, ...). This module is the only reader of
+the environment: `VARIABLES` declares every variable it reads (name, default, group), each read
+goes through `_read`, which refuses an undeclared name, and `tests/prod/test_production_docs.py`
+checks docs/production.md's settings tables against `VARIABLES` both ways.
 
 Everything is resolved inside cached functions, never at import time, so tests can point the
 project at a scratch data directory by setting environment variables and calling
@@ -22,60 +28,195 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
 
 ENVIRONMENTS = ("dev", "prod")
+CDC_FEEDS = ("slot", "kafka")
 DEFAULT_START_DATE = "2026-01-01"
+# dbt/profiles.yml: env_var('GCP_PROJECT', 'gcp-project-not-set'); a test keeps the two equal.
+GCP_PROJECT_NOT_SET = "gcp-project-not-set"
+# Read by Dagster itself through dg.EnvVar, so the UI shows the name and never the URL.
+SLACK_WEBHOOK_VAR = "SLACK_WEBHOOK_URL"
+KAFKA_PREFIX = "KAFKA_"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """An environment variable this module reads. `default` is the text used when it is unset
+    (None: computed, see `shown`); `shown` is the default as docs/production.md writes it."""
+
+    name: str
+    group: str
+    default: str | None = None
+    shown: str | None = None
+
+    @property
+    def documented_default(self) -> str | None:
+        return self.shown if self.shown is not None else self.default
+
+
+VARIABLES: dict[str, Variable] = {
+    v.name: v
+    for v in (
+        # general
+        Variable("ANALYTICS_ENV", "general", "dev"),
+        Variable("ANALYTICS_DATA_DIR", "general", shown=".data"),
+        Variable("DAGSTER_HOME", "general"),
+        Variable("ANALYTICS_PG_PORT", "general"),
+        # source
+        Variable("SOURCE_DATABASE_URL", "source"),
+        Variable("CAPTURED_TABLES", "source", "users,products,orders,order_items"),
+        # cdc
+        Variable("CDC_FEED", "cdc", "slot"),
+        Variable("CDC_DATABASE_URL", "cdc"),
+        Variable("CDC_PUBLICATION", "cdc", "analytics_pub"),
+        Variable("CDC_SLOT", "cdc", "analytics_slot"),
+        Variable("CDC_BATCH_SIZE", "cdc", "50000"),
+        Variable("CDC_TOPIC_PREFIX", "cdc", "app"),
+        Variable("CDC_COLUMN_TYPES", "cdc"),
+        Variable("CDC_LAG_MAX_PENDING", "cdc", "500"),
+        Variable("CDC_LAG_MAX_SECONDS", "cdc", "30"),
+        Variable("CDC_LAG_MAX_BYTES", "cdc", str(1 << 20)),
+        Variable("CDC_MAX_IDLE_MINUTES", "cdc", "10"),
+        Variable("CDC_PAUSE_AT", "cdc"),
+        # partitions
+        Variable("PARTITION_START_DATE", "partitions", DEFAULT_START_DATE),
+        Variable("PARTITION_TIMEZONE", "partitions", "UTC"),
+        Variable("PARTITION_GRACE_MINUTES", "partitions", "30"),
+        # warehouse
+        Variable("WAREHOUSE_PATH", "warehouse", shown=".data/warehouse.duckdb"),
+        Variable("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "warehouse", "30"),
+        Variable("RAW_SCHEMA", "warehouse", "raw"),
+        Variable("GCP_PROJECT", "warehouse", GCP_PROJECT_NOT_SET),
+        Variable("BIGQUERY_DATASET", "warehouse", "analytics"),
+        Variable("BIGQUERY_LOCATION", "warehouse", "US"),
+        # quality
+        Variable("QUALITY_VOLUME_BAND", "quality", "0.5"),
+        Variable("QUALITY_VOLUME_SETTLE_DAYS", "quality", "2"),
+        Variable("QUALITY_RECONCILE_MARGIN_SECONDS", "quality", "300"),
+        Variable("QUALITY_SLOT_WAL_WARN_FRACTION", "quality", "0.5"),
+        Variable("QUALITY_SLOT_WAL_ERROR_FRACTION", "quality", "0.8"),
+        Variable("QUALITY_SLOT_HEARTBEAT_WARN_MINUTES", "quality", "60"),
+        Variable("QUALITY_SLOT_HEARTBEAT_ERROR_MINUTES", "quality", "1440"),
+        # freshness
+        Variable("FRESHNESS_RAW_WARN_MINUTES", "freshness", "15"),
+        Variable("FRESHNESS_RAW_FAIL_MINUTES", "freshness", "60"),
+        Variable("FRESHNESS_DEFAULT_WARN_MINUTES", "freshness", "1440"),
+        Variable("FRESHNESS_DEFAULT_FAIL_MINUTES", "freshness", "2160"),
+        # notify
+        Variable("NOTIFY_PATH", "notify", shown=".data/notifications.jsonl"),
+        Variable(SLACK_WEBHOOK_VAR, "notify"),
+        # dbt
+        Variable("DBT_TARGET", "dbt"),
+        Variable("DBT_TARGET_PATH", "dbt", "target"),
+        Variable("DBT_ARTIFACT_RUNS_KEPT", "dbt", "10"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    url: str | None  # the app database, as the tables' owner (creates the publication)
+    tables: tuple[str, ...]  # captured by CDC
+
+
+@dataclass(frozen=True)
+class CdcSettings:
+    feed: str  # slot | kafka
+    # the CDC connection (slot feed): a role with REPLICATION and SELECT on the captured tables;
+    # None: the source URL's role does everything
+    url: str | None
+    publication: str
+    slot: str
+    batch_size: int
+    topic_prefix: str
+    # librdkafka consumer properties from KAFKA_<NAME> variables (name lower-cased, _ -> .)
+    kafka_config: tuple[tuple[str, str], ...]
+    # (table, column, Postgres type) from CDC_COLUMN_TYPES: types of schemaless Kafka topics
+    column_types: tuple[tuple[str, str, str], ...]
+    lag_max_pending: int
+    lag_max_seconds: int
+    # slot feed: WAL bytes behind that count as lag, and the most WAL a lag reading decodes
+    lag_max_bytes: int
+    max_idle_minutes: int
+    # kill tests only: `<stage>:<hit>:<dir>`, see lib/cdc.py `pause_at`
+    pause_at: str | None
+
+
+@dataclass(frozen=True)
+class PartitionSettings:
+    start: str  # first daily partition, YYYY-MM-DD
+    timezone: str  # the business day's IANA zone
+    grace_minutes: int
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    path: Path  # the DuckDB file (dev)
+    lock_timeout_seconds: float  # an ingest waits this long for another holder of the file
+    # BigQuery (prod): the raw CDC tables go to dataset `raw_schema` of `gcp_project`
+    raw_schema: str
+    gcp_project: str
+    bigquery_dataset: str  # dbt's dataset prefix: <dataset>_<layer>
+    bigquery_location: str
+
+    @property
+    def gcp_project_set(self) -> bool:
+        return self.gcp_project != GCP_PROJECT_NOT_SET
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    volume_band: float
+    volume_settle_days: float
+    reconcile_margin_seconds: float
+    slot_wal_warn_fraction: float
+    slot_wal_error_fraction: float
+    heartbeat_warn_minutes: float
+    heartbeat_error_minutes: float
+
+
+@dataclass(frozen=True)
+class FreshnessSettings:
+    raw_warn_minutes: int
+    raw_fail_minutes: int
+    default_warn_minutes: int
+    default_fail_minutes: int
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    path: Path  # the dev sink (JSON lines)
+    slack_webhook_var: str = SLACK_WEBHOOK_VAR  # its value is read by Dagster (dg.EnvVar)
+
+
+@dataclass(frozen=True)
+class DbtSettings:
+    target: str
+    target_path: Path  # relative to dbt/ unless absolute
+    artifact_runs_kept: int
 
 
 @dataclass(frozen=True)
 class Settings:
     env: str
     data_dir: Path
-    warehouse_path: Path
-    source_url: str | None
-    captured_tables: tuple[str, ...]
-    partition_start: str
-    timezone: str
-    publication: str
-    slot: str
-    cdc_batch_size: int
-    notify_path: Path
-    lag_max_pending: int
-    lag_max_seconds: int
-    ingest_max_idle_minutes: int
-    partition_grace_minutes: int
-    cdc_feed: str = "slot"
-    cdc_topic_prefix: str = "app"
-    # librdkafka consumer properties from KAFKA_<NAME> variables (name lower-cased, _ -> .)
-    kafka_config: tuple[tuple[str, str], ...] = ()
-    # (table, column, Postgres type) from CDC_COLUMN_TYPES: types of schemaless Kafka topics
-    cdc_column_types: tuple[tuple[str, str, str], ...] = ()
-    # BigQuery (prod): the raw CDC tables go to dataset `raw_schema` of `gcp_project`
-    gcp_project: str | None = None
-    bigquery_location: str | None = None
-    raw_schema: str = "raw"
-    # the CDC connection (slot feed): a role with REPLICATION and SELECT on the captured tables;
-    # None: the source URL's role does everything
-    cdc_url: str | None = None
-    # seconds an ingest waits for another process to let go of the DuckDB file (dev)
-    warehouse_lock_timeout: float = 30.0
-    # slot feed: WAL bytes behind that count as lag, and the most WAL a lag reading decodes
-    lag_max_bytes: int = 1 << 20
-    # kill tests only: `<stage>:<hit>:<dir>`, see lib/cdc.py `pause_at`
-    cdc_pause_at: str | None = None
-    # per-invocation dbt target folders kept under DBT_TARGET_PATH (each 3-5 MB); older ones go
-    dbt_artifact_runs_kept: int = 10
+    dagster_home: str | None
+    source: SourceSettings
+    cdc: CdcSettings
+    partitions: PartitionSettings
+    warehouse: WarehouseSettings
+    quality: QualitySettings
+    freshness: FreshnessSettings
+    notify: NotifySettings
+    dbt: DbtSettings
 
     @property
     def is_prod(self) -> bool:
         return self.env == "prod"
 
-    @property
-    def dbt_target(self) -> str:
-        return os.environ.get("DBT_TARGET") or ("prod" if self.is_prod else "dev")
 
-
-def _env(name: str, default: str | None = None) -> str | None:
+def _read(name: str) -> str | None:
+    """The variable's value, or its declared default when unset or empty."""
     value = os.environ.get(name)
-    return value if value not in (None, "") else default
+    return value if value not in (None, "") else VARIABLES[name].default
 
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -91,7 +232,14 @@ def validate_identifier(name: str, what: str = "identifier") -> str:
 
 
 def data_dir() -> Path:
-    return Path(_env("ANALYTICS_DATA_DIR", str(PROJECT_ROOT / ".data"))).resolve()
+    """Uncached, like `stack_port`: the embedded stack runs before (and writes) the state that
+    `get_settings` reads the source URL from."""
+    return Path(_read("ANALYTICS_DATA_DIR") or PROJECT_ROOT / ".data").resolve()
+
+
+def stack_port() -> str | None:
+    """ANALYTICS_PG_PORT as given (the stack checks it is a free port number)."""
+    return _read("ANALYTICS_PG_PORT")
 
 
 def stack_state_path() -> Path:
@@ -107,64 +255,103 @@ def read_stack_state() -> dict | None:
 
 @functools.cache
 def get_settings() -> Settings:
-    env = _env("ANALYTICS_ENV", "dev")
+    env = _read("ANALYTICS_ENV")
     if env not in ENVIRONMENTS:
         raise ConfigError(f"ANALYTICS_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)}.")
     ddir = data_dir()
-    source_url = _env("SOURCE_DATABASE_URL")
+    source_url = _read("SOURCE_DATABASE_URL")
     if source_url is None and env == "dev":
         state = read_stack_state()
         if state:
             source_url = state["source_url"]
-    tables = tuple(
-        validate_identifier(t.strip(), "captured table")
-        for t in _env("CAPTURED_TABLES", "users,products,orders,order_items").split(",")
-        if t.strip()
-    )
-    start = _env("PARTITION_START_DATE", DEFAULT_START_DATE)
-    try:
-        dt.date.fromisoformat(start)
-    except ValueError:
-        raise ConfigError(f"PARTITION_START_DATE={start!r} is not a date (YYYY-MM-DD).") from None
-    cdc_url = _env("CDC_DATABASE_URL")
-    if cdc_url is None and env == "dev" and source_url:
-        cdc_url = _stack_cdc_url(source_url)
-    batch = _positive_int("CDC_BATCH_SIZE", "50000")
-    feed = _env("CDC_FEED", "slot")
-    if feed not in CDC_FEEDS:
-        raise ConfigError(f"CDC_FEED={feed!r} is not one of {', '.join(CDC_FEEDS)}.")
     return Settings(
         env=env,
         data_dir=ddir,
-        warehouse_path=Path(_env("WAREHOUSE_PATH", str(ddir / "warehouse.duckdb"))).resolve(),
-        source_url=source_url,
-        cdc_url=cdc_url,
-        captured_tables=tables,
-        partition_start=start,
-        timezone=_time_zone("PARTITION_TIMEZONE", "UTC"),
-        publication=validate_identifier(_env("CDC_PUBLICATION", "analytics_pub"), "publication"),
-        slot=validate_identifier(_env("CDC_SLOT", "analytics_slot"), "slot"),
-        cdc_batch_size=batch,
-        notify_path=Path(_env("NOTIFY_PATH", str(ddir / "notifications.jsonl"))),
-        lag_max_pending=_positive_int("CDC_LAG_MAX_PENDING", "500"),
-        lag_max_seconds=_positive_int("CDC_LAG_MAX_SECONDS", "30"),
-        lag_max_bytes=_positive_int("CDC_LAG_MAX_BYTES", str(1 << 20)),
-        ingest_max_idle_minutes=_positive_int("CDC_MAX_IDLE_MINUTES", "10"),
-        partition_grace_minutes=_positive_int("PARTITION_GRACE_MINUTES", "30"),
-        cdc_feed=feed,
-        cdc_topic_prefix=_env("CDC_TOPIC_PREFIX", "app"),
-        kafka_config=kafka_config(),
-        cdc_column_types=column_types(),
-        gcp_project=_env("GCP_PROJECT"),
-        bigquery_location=_env("BIGQUERY_LOCATION", "US"),
-        raw_schema=validate_identifier(_env("RAW_SCHEMA", "raw"), "RAW_SCHEMA"),
-        warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
-        cdc_pause_at=_env("CDC_PAUSE_AT"),
-        dbt_artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT", "10"),
+        dagster_home=_read("DAGSTER_HOME"),
+        source=SourceSettings(url=source_url, tables=_captured_tables()),
+        cdc=_cdc(env, source_url),
+        partitions=PartitionSettings(
+            start=_date("PARTITION_START_DATE"),
+            timezone=_time_zone("PARTITION_TIMEZONE"),
+            grace_minutes=_positive_int("PARTITION_GRACE_MINUTES"),
+        ),
+        warehouse=WarehouseSettings(
+            path=Path(_read("WAREHOUSE_PATH") or ddir / "warehouse.duckdb").resolve(),
+            lock_timeout_seconds=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS"),
+            raw_schema=validate_identifier(_read("RAW_SCHEMA"), "RAW_SCHEMA"),
+            gcp_project=_read("GCP_PROJECT"),
+            bigquery_dataset=validate_identifier(_read("BIGQUERY_DATASET"), "BIGQUERY_DATASET"),
+            bigquery_location=_read("BIGQUERY_LOCATION"),
+        ),
+        quality=_quality(),
+        freshness=FreshnessSettings(
+            raw_warn_minutes=_positive_int("FRESHNESS_RAW_WARN_MINUTES", "minutes"),
+            raw_fail_minutes=_positive_int("FRESHNESS_RAW_FAIL_MINUTES", "minutes"),
+            default_warn_minutes=_positive_int("FRESHNESS_DEFAULT_WARN_MINUTES", "minutes"),
+            default_fail_minutes=_positive_int("FRESHNESS_DEFAULT_FAIL_MINUTES", "minutes"),
+        ),
+        notify=NotifySettings(path=Path(_read("NOTIFY_PATH") or ddir / "notifications.jsonl")),
+        dbt=DbtSettings(
+            target=_read("DBT_TARGET") or ("prod" if env == "prod" else "dev"),
+            target_path=Path(_read("DBT_TARGET_PATH")),
+            artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT"),
+        ),
     )
 
 
-CDC_FEEDS = ("slot", "kafka")
+def _captured_tables() -> tuple[str, ...]:
+    return tuple(
+        validate_identifier(t.strip(), "captured table")
+        for t in _read("CAPTURED_TABLES").split(",")
+        if t.strip()
+    )
+
+
+def _cdc(env: str, source_url: str | None) -> CdcSettings:
+    cdc_url = _read("CDC_DATABASE_URL")
+    if cdc_url is None and env == "dev" and source_url:
+        cdc_url = _stack_cdc_url(source_url)
+    batch = _positive_int("CDC_BATCH_SIZE")
+    feed = _read("CDC_FEED")
+    if feed not in CDC_FEEDS:
+        raise ConfigError(f"CDC_FEED={feed!r} is not one of {', '.join(CDC_FEEDS)}.")
+    return CdcSettings(
+        feed=feed,
+        url=cdc_url,
+        publication=validate_identifier(_read("CDC_PUBLICATION"), "publication"),
+        slot=validate_identifier(_read("CDC_SLOT"), "slot"),
+        batch_size=batch,
+        topic_prefix=_read("CDC_TOPIC_PREFIX"),
+        kafka_config=kafka_config(),
+        column_types=column_types(),
+        lag_max_pending=_positive_int("CDC_LAG_MAX_PENDING"),
+        lag_max_seconds=_positive_int("CDC_LAG_MAX_SECONDS"),
+        lag_max_bytes=_positive_int("CDC_LAG_MAX_BYTES"),
+        max_idle_minutes=_positive_int("CDC_MAX_IDLE_MINUTES"),
+        pause_at=_read("CDC_PAUSE_AT"),
+    )
+
+
+def _quality() -> QualitySettings:
+    s = QualitySettings(
+        volume_band=_number("QUALITY_VOLUME_BAND", low=0.0),
+        volume_settle_days=_number("QUALITY_VOLUME_SETTLE_DAYS", low=0.0, high=30.0),
+        reconcile_margin_seconds=_number("QUALITY_RECONCILE_MARGIN_SECONDS", low=0.0),
+        slot_wal_warn_fraction=_number("QUALITY_SLOT_WAL_WARN_FRACTION", low=0.0, high=1.0),
+        slot_wal_error_fraction=_number("QUALITY_SLOT_WAL_ERROR_FRACTION", low=0.0, high=1.0),
+        heartbeat_warn_minutes=_number("QUALITY_SLOT_HEARTBEAT_WARN_MINUTES", low=0.0),
+        heartbeat_error_minutes=_number("QUALITY_SLOT_HEARTBEAT_ERROR_MINUTES", low=0.0),
+    )
+    if s.slot_wal_warn_fraction > s.slot_wal_error_fraction:
+        raise ConfigError(
+            "QUALITY_SLOT_WAL_WARN_FRACTION must not be above QUALITY_SLOT_WAL_ERROR_FRACTION."
+        )
+    if s.heartbeat_warn_minutes > s.heartbeat_error_minutes:
+        raise ConfigError(
+            "QUALITY_SLOT_HEARTBEAT_WARN_MINUTES must not be above "
+            "QUALITY_SLOT_HEARTBEAT_ERROR_MINUTES."
+        )
+    return s
 
 
 def kafka_config() -> tuple[tuple[str, str], ...]:
@@ -172,9 +359,9 @@ def kafka_config() -> tuple[tuple[str, str], ...]:
     case, `_` -> `.`), e.g. KAFKA_GROUP_ID -> group.id."""
     return tuple(
         sorted(
-            (name[len("KAFKA_") :].lower().replace("_", "."), value)
+            (name[len(KAFKA_PREFIX) :].lower().replace("_", "."), value)
             for name, value in os.environ.items()
-            if name.startswith("KAFKA_") and len(name) > len("KAFKA_") and value != ""
+            if name.startswith(KAFKA_PREFIX) and len(name) > len(KAFKA_PREFIX) and value != ""
         )
     )
 
@@ -184,7 +371,7 @@ def column_types() -> tuple[tuple[str, str, str], ...]:
     `{"orders": {"total": "numeric(12,2)", "paid_at": "timestamptz"}}`), the column types of
     Debezium topics written without the schema wrapper, which otherwise land as JSON infers
     them (decimals and timestamps as text). lib/debezium.py maps the type names."""
-    text = _env("CDC_COLUMN_TYPES")
+    text = _read("CDC_COLUMN_TYPES")
     if text is None:
         return ()
     try:
@@ -207,22 +394,44 @@ def column_types() -> tuple[tuple[str, str, str], ...]:
     )
 
 
-def _positive_int(name: str, default: str) -> int:
-    value = _env(name, default)
+def _positive_int(name: str, unit: str = "") -> int:
+    value = _read(name)
     if not value.isdigit() or int(value) <= 0:
-        raise ConfigError(f"{name}={value!r} must be a positive integer.")
+        what = f"a positive whole number of {unit}" if unit else "a positive integer"
+        raise ConfigError(f"{name}={value!r} must be {what}.")
     return int(value)
+
+
+def _number(name: str, *, low: float, high: float | None = None) -> float:
+    raw = _read(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number.") from None
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{name}={raw!r} must be {bounds}.")
+    return value
+
+
+def _date(name: str) -> str:
+    value = _read(name)
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a date (YYYY-MM-DD).") from None
+    return value
 
 
 # An IANA name (Area/Location, Etc/GMT+9, UTC): it also goes into dbt's SQL as a literal.
 _ZONE_NAME = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 
 
-def _time_zone(name: str, default: str) -> str:
+def _time_zone(name: str) -> str:
     """The business day's time zone: a name both Python's zoneinfo and the warehouses know."""
     import zoneinfo
 
-    value = _env(name, default)
+    value = _read(name)
     try:
         if not _ZONE_NAME.match(value):
             raise ValueError(value)
@@ -233,6 +442,17 @@ def _time_zone(name: str, default: str) -> str:
             "or America/New_York."
         ) from None
     return value
+
+
+def _seconds(name: str) -> float:
+    value = _read(name)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{name}={value!r} must be a number of seconds (0 or more).")
+    return seconds
 
 
 def _stack_cdc_url(source_url: str) -> str | None:
@@ -250,19 +470,8 @@ def _stack_cdc_url(source_url: str) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{state['cdc_role']}@127.0.0.1:{parts.port}"))
 
 
-def _seconds(name: str, default: str) -> float:
-    value = _env(name, default)
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise ConfigError(f"{name}={value!r} must be a number of seconds (0 or more).")
-    return seconds
-
-
 def require_source_url() -> str:
-    url = get_settings().source_url
+    url = get_settings().source.url
     if not url:
         raise ConfigError(
             "No source database: run `analytics-assets stack up` (dev) or set SOURCE_DATABASE_URL."

@@ -60,7 +60,7 @@ class CpuMeter:
     def __init__(self):
         import psutil
 
-        from analytics_assets.lib import stack
+        from analytics_assets.dev import stack
 
         pid = stack.server_pid()
         self._server = psutil.Process(pid) if pid else None
@@ -124,7 +124,7 @@ def scratch_stack(prefix: str, databases: tuple[str, ...] = ("bench",)) -> Itera
         import psycopg2
 
         from analytics_assets import settings
-        from analytics_assets.lib import stack
+        from analytics_assets.dev import stack
 
         settings.get_settings.cache_clear()
         info = stack.up(quiet=True)

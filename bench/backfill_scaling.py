@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     with scratch_stack("backfill_bench_", ("bench",)) as scratch:
         import psycopg2
 
-        from analytics_assets.defs.sources.schema import migrate
-        from analytics_assets.defs.sources.traffic import generate_history
+        from analytics_assets.dev.schema import migrate
+        from analytics_assets.dev.traffic import generate_history
         from analytics_assets.lib.cdc import ingest
         from analytics_assets.lib.feeds.slot import SlotFeed
         from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse

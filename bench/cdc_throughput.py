@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
     with scratch_stack("cdc_bench_") as scratch:
         import psycopg2
 
-        from analytics_assets.defs.sources.schema import migrate
+        from analytics_assets.dev.schema import migrate
 
         url = scratch["urls"]["bench"]
         conn = psycopg2.connect(url)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
         import duckdb
         import psycopg2
 
-        from analytics_assets.defs.sources.schema import migrate
+        from analytics_assets.dev.schema import migrate
         from analytics_assets.lib.cdc import ingest
         from analytics_assets.lib.feeds.slot import SlotFeed
         from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse

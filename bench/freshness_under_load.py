@@ -204,9 +204,9 @@ def main(argv: list[str] | None = None) -> dict:
         import psycopg2
 
         from analytics_assets import settings
-        from analytics_assets.defs.sources.schema import migrate
-        from analytics_assets.defs.sources.traffic import generate_history
-        from analytics_assets.lib import stack
+        from analytics_assets.dev import stack
+        from analytics_assets.dev.schema import migrate
+        from analytics_assets.dev.traffic import generate_history
 
         tmp: Path = scratch["dir"]
         url = scratch["urls"]["bench"]

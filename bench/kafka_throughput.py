@@ -38,7 +38,7 @@ TABLE = "orders"
 
 
 def start_broker() -> tuple[subprocess.Popen, str]:
-    from analytics_assets.lib import dev_broker
+    from analytics_assets.dev import broker as dev_broker
 
     port = dev_broker.free_port()
     return dev_broker.start_tansu(port), f"127.0.0.1:{port}"
@@ -241,7 +241,7 @@ def measure(records: int, partitions: int = 3, batch_size: int = 50_000, echo=pr
             f"{records_rate / raw:.2f}"
         )
     finally:
-        from analytics_assets.lib import dev_broker
+        from analytics_assets.dev import broker as dev_broker
 
         dev_broker.stop(proc)
     return {

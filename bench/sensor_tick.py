@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         feed.ensure_publication()
         feed.close()
         s = settings.get_settings()
-        cur.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')", (s.slot,))
+        cur.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')", (s.cdc.slot,))
 
         import dagster as dg
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
                 cur.execute(
                     "select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 "
                     "from pg_replication_slots where slot_name = %s",
-                    (s.slot,),
+                    (s.cdc.slot,),
                 )
                 wal = cur.fetchone()[0]
                 times = []
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     smallest, largest = min(medians), max(medians)
     result.figure("captured tables", args.tables)
     result.figure("ticks measured per level", ticks)
-    result.figure("lag window (CDC_LAG_MAX_BYTES) bytes", s.lag_max_bytes)
+    result.figure("lag window (CDC_LAG_MAX_BYTES) bytes", s.cdc.lag_max_bytes)
     lag_reads = max(t["lag"] for t in per_tick)
     result.figure("lag-read statements per tick", lag_reads)
     result.figure("source statements per tick (all)", max(t["statements"] for t in per_tick))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets import settings
-from analytics_assets.lib import stack
+from analytics_assets.dev import stack
 
 
 def server_data_dir() -> Path:

@@ -57,7 +57,7 @@ def drop_database(admin_url: str, name: str) -> None:
 def scratch_source_database(admin_url: str) -> Iterator[str]:
     """A fresh, migrated source database on the embedded server; dropped (with its slots)
     afterwards. `admin_url` points at the server's `postgres` database."""
-    from analytics_assets.defs.sources.schema import migrate
+    from analytics_assets.dev.schema import migrate
 
     name, url = new_database(admin_url)
     conn = psycopg2.connect(url)
@@ -93,7 +93,7 @@ def platform_environment(source_url: str, workdir: Path, **extra: str) -> Iterat
 
 
 def load_history(url: str, *, days: int, orders_per_day: int, seed: int, end: dt.datetime) -> None:
-    from analytics_assets.defs.sources.traffic import generate_history
+    from analytics_assets.dev.traffic import generate_history
 
     conn = psycopg2.connect(url)
     try:

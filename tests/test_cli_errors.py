@@ -22,6 +22,10 @@ from analytics_assets.materialize import partition_window
 def instance_env(monkeypatch, tmp_path):
     """An instance location, so the checks under test run without starting anything."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    settings.get_settings.cache_clear()  # settings are cached: read DAGSTER_HOME again
+    yield
+    monkeypatch.undo()
+    settings.get_settings.cache_clear()
 
 
 @pytest.mark.parametrize(

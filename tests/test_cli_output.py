@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 from analytics_assets.run_report import run_report
 
 CLI = str(Path(sys.executable).with_name("analytics-assets"))
@@ -28,7 +28,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 
 def test_materialize_prints_a_line_per_step_and_a_summary(platform_env, tmp_path):
-    conn = psycopg2.connect(platform_env.source_url)
+    conn = psycopg2.connect(platform_env.source.url)
     generate_history(conn, days=2, orders_per_day=10, seed=3)
     conn.close()
     home = tmp_path / "home"

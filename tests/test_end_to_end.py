@@ -17,7 +17,7 @@ import pytest
 from graph_runs import platform_environment, run_graph, scratch_source_database
 
 from analytics_assets import settings
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 from analytics_assets.lib.partitions import daily_partitions
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
@@ -110,7 +110,7 @@ def test_daily_revenue_of_a_partition_equals_the_source_aggregate_in_its_zone(
     monkeypatch.setenv("PARTITION_TIMEZONE", zone)
     settings.get_settings.cache_clear()
     daily_partitions.cache_clear()
-    with duckdb.connect(str(ingested.warehouse_path)) as con:  # only this test's partitions
+    with duckdb.connect(str(ingested.warehouse.path)) as con:  # only this test's partitions
         for mart in ("daily_revenue", "daily_product_sales", "daily_customer_mix"):
             con.execute(f"drop table if exists marts.{mart}")  # noqa: S608 - fixed names
     checks = []
@@ -126,23 +126,23 @@ def test_daily_revenue_of_a_partition_equals_the_source_aggregate_in_its_zone(
         settings.get_settings.cache_clear()
         daily_partitions.cache_clear()
 
-    with duckdb.connect(str(ingested.warehouse_path), read_only=True) as con:
+    with duckdb.connect(str(ingested.warehouse.path), read_only=True) as con:
         rows = con.execute(
             "select revenue_date, order_count, unique_customers, total_revenue "
             "from marts.daily_revenue"
         ).fetchall()
     mart = {r[0].isoformat(): (r[1], r[2], Decimal(r[3])) for r in rows}
-    expected = {day: _source_daily_revenue(ingested.source_url, zone, day) for day in days}
+    expected = {day: _source_daily_revenue(ingested.source.url, zone, day) for day in days}
     assert all(count > 0 for count, _, _ in expected.values())
     assert mart == expected, "only the partitions built, each equal to the source's date"
     if zone != "UTC":  # the zone decides: the same dates in UTC hold other orders
         for day in days:
-            assert _source_daily_revenue(ingested.source_url, "UTC", day) != expected[day]
+            assert _source_daily_revenue(ingested.source.url, "UTC", day) != expected[day]
     assert len(checks) == len(days) and all(c.passed for c in checks), checks
 
 
 def test_partition_range_runs_dbt_once_for_five_days(platform_env, tmp_path):
-    _load_history(platform_env.source_url)
+    _load_history(platform_env.source.url)
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"))
     os.makedirs(env["DAGSTER_HOME"])
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")

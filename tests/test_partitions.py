@@ -122,7 +122,7 @@ def test_dbt_and_the_settings_default_to_the_same_zone(monkeypatch):
     monkeypatch.delenv("PARTITION_TIMEZONE", raising=False)
     settings.get_settings.cache_clear()
     try:
-        default = settings.get_settings().timezone
+        default = settings.get_settings().partitions.timezone
     finally:
         settings.get_settings.cache_clear()
     project = yaml.safe_load((settings.DBT_PROJECT_DIR / "dbt_project.yml").read_text())

@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from analytics_assets import cli
-from analytics_assets.lib import stack
+from analytics_assets.dev import stack
 
 
 @pytest.fixture

@@ -20,24 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
 from analytics_assets.lib.errors import ConfigError
+from analytics_assets.settings import get_settings
 
 RAW_PREFIX = "raw"
 _TIME_WINDOW_KEYS = {"warn_minutes", "fail_minutes"}
 _CRON_KEYS = {"deadline_cron", "lower_bound_minutes", "timezone"}
-
-
-def _minutes_from_env(name: str, default: int) -> int:
-    raw = os.environ.get(name) or str(default)
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ConfigError(f"{name}={raw!r} must be a positive whole number of minutes.")
-    return int(raw)
 
 
 def time_window_policy(
@@ -55,17 +48,19 @@ def time_window_policy(
 
 
 def raw_table_policy() -> dg.FreshnessPolicy:
+    f = get_settings().freshness
     return time_window_policy(
-        _minutes_from_env("FRESHNESS_RAW_WARN_MINUTES", 15),
-        _minutes_from_env("FRESHNESS_RAW_FAIL_MINUTES", 60),
+        f.raw_warn_minutes,
+        f.raw_fail_minutes,
         what="FRESHNESS_RAW_WARN_MINUTES / FRESHNESS_RAW_FAIL_MINUTES",
     )
 
 
 def default_policy() -> dg.FreshnessPolicy:
+    f = get_settings().freshness
     return time_window_policy(
-        _minutes_from_env("FRESHNESS_DEFAULT_WARN_MINUTES", 24 * 60),
-        _minutes_from_env("FRESHNESS_DEFAULT_FAIL_MINUTES", 36 * 60),
+        f.default_warn_minutes,
+        f.default_fail_minutes,
         what="FRESHNESS_DEFAULT_WARN_MINUTES / FRESHNESS_DEFAULT_FAIL_MINUTES",
     )
 

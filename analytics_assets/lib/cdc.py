@@ -112,8 +112,8 @@ def ingest(
     if unknown:
         raise ConfigError(f"tables {unknown} are not captured; captured: {feed.captured_tables}")
     settings = get_settings()
-    batch_size = batch_size or settings.cdc_batch_size
-    fault = fault or (pause_at(settings.cdc_pause_at) if settings.cdc_pause_at else None)
+    batch_size = batch_size or settings.cdc.batch_size
+    fault = fault or (pause_at(settings.cdc.pause_at) if settings.cdc.pause_at else None)
     fault = fault or (lambda stage: None)
     results = {t: TableIngestResult(t) for t in tables}
     batches = 0
@@ -220,27 +220,27 @@ def make_feed(settings: Settings | None = None) -> Feed:
     """The change feed for this environment: the logical replication slot (default), or
     Debezium topics on Kafka with `CDC_FEED=kafka` (`CDC_TOPIC_PREFIX`, `KAFKA_*`)."""
     settings = settings or get_settings()
-    if settings.cdc_feed == "kafka":
+    if settings.cdc.feed == "kafka":
         from analytics_assets.lib.debezium_types import column_types_from_settings
         from analytics_assets.lib.feeds.kafka import KafkaFeed
 
         return KafkaFeed(
-            dict(settings.kafka_config),
-            topic_prefix=settings.cdc_topic_prefix,
-            tables=settings.captured_tables,
+            dict(settings.cdc.kafka_config),
+            topic_prefix=settings.cdc.topic_prefix,
+            tables=settings.source.tables,
             column_types=column_types_from_settings(settings),
         )
     from analytics_assets.lib.feeds.slot import SlotFeed
     from analytics_assets.settings import require_source_url
 
-    url = settings.source_url or require_source_url()
+    url = settings.source.url or require_source_url()
     return SlotFeed(
-        settings.cdc_url or url,
+        settings.cdc.url or url,
         owner_url=url,
-        slot=settings.slot,
-        publication=settings.publication,
-        tables=settings.captured_tables,
-        lag_window_bytes=settings.lag_max_bytes,
+        slot=settings.cdc.slot,
+        publication=settings.cdc.publication,
+        tables=settings.source.tables,
+        lag_window_bytes=settings.cdc.lag_max_bytes,
     )
 
 
@@ -253,16 +253,16 @@ def make_warehouse(settings: Settings | None = None) -> Warehouse:
 
         return BigQueryWarehouse(
             resource=bigquery_resource(settings),
-            dataset=settings.raw_schema,
-            timezone=settings.timezone,
-            feed_kind=settings.cdc_feed,
+            dataset=settings.warehouse.raw_schema,
+            timezone=settings.partitions.timezone,
+            feed_kind=settings.cdc.feed,
         )
     from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse, ingest_memory_limit
 
     return DuckDBWarehouse(
-        settings.warehouse_path,
-        timezone=settings.timezone,
-        feed_kind=settings.cdc_feed,
-        memory_limit=ingest_memory_limit(settings.cdc_batch_size),
-        lock_timeout=settings.warehouse_lock_timeout,
+        settings.warehouse.path,
+        timezone=settings.partitions.timezone,
+        feed_kind=settings.cdc.feed,
+        memory_limit=ingest_memory_limit(settings.cdc.batch_size),
+        lock_timeout=settings.warehouse.lock_timeout_seconds,
     )

@@ -402,7 +402,7 @@ def column_types_from_settings(settings) -> dict[str, dict[str, pa.DataType]]:
     from analytics_assets.lib.errors import ConfigError
 
     out: dict[str, dict[str, pa.DataType]] = {}
-    for table, column, pg_type in settings.cdc_column_types:
+    for table, column, pg_type in settings.cdc.column_types:
         try:
             out.setdefault(table, {})[column] = declared_type(pg_type)
         except ValueError:

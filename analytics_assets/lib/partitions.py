@@ -35,11 +35,13 @@ def daily_partitions() -> dg.DailyPartitionsDefinition:
     import dagster as dg  # here: the CDC command line imports this module without Dagster
 
     s = get_settings()
-    return dg.DailyPartitionsDefinition(start_date=s.partition_start, timezone=s.timezone)
+    return dg.DailyPartitionsDefinition(
+        start_date=s.partitions.start, timezone=s.partitions.timezone
+    )
 
 
 def _zone(timezone: str | None) -> ZoneInfo:
-    return ZoneInfo(timezone or get_settings().timezone)
+    return ZoneInfo(timezone or get_settings().partitions.timezone)
 
 
 def business_date(moment: dt.datetime, timezone: str | None = None) -> dt.date:
@@ -74,7 +76,7 @@ def business_dates(epoch_us: Iterable[int], timezone: str | None = None) -> set[
     values = np.fromiter(epoch_us, np.int64) if not isinstance(epoch_us, np.ndarray) else epoch_us
     if len(values) == 0:
         return set()
-    name = timezone or get_settings().timezone
+    name = timezone or get_settings().partitions.timezone
     try:
         moments = pa.array(values.astype(np.int64, copy=False), pa.timestamp("us", tz=name))
         local = pc.cast(pc.local_timestamp(moments), pa.date32())
@@ -103,7 +105,7 @@ def dbt_vars_for_window(
 def dbt_zone_vars(timezone: str | None = None) -> dict[str, str]:
     """The var every dbt invocation gets (parse included: dbt re-parses the whole project when
     an invocation's vars differ from the parse it starts from)."""
-    return {DBT_TIMEZONE_VAR: timezone or get_settings().timezone}
+    return {DBT_TIMEZONE_VAR: timezone or get_settings().partitions.timezone}
 
 
 def dbt_build_args(

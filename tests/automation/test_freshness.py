@@ -49,6 +49,13 @@ def _clear_caches():
     daily_partitions.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _settings_read_again_after_each_test():
+    """Tests here set FRESHNESS_* variables; the settings they cached must not outlive them."""
+    yield
+    _clear_caches()
+
+
 class Platform:
     """The code location loaded into a workspace over a real instance, and a frozen clock."""
 
@@ -247,6 +254,7 @@ def test_a_wrong_dbt_freshness_meta_names_the_model(freshness, complaint):
 def test_defaults_fill_gaps_and_never_replace_a_declared_policy(monkeypatch):
     monkeypatch.setenv("FRESHNESS_DEFAULT_WARN_MINUTES", "120")
     monkeypatch.setenv("FRESHNESS_DEFAULT_FAIL_MINUTES", "240")
+    _clear_caches()
     declared = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(minutes=5))
 
     @dg.multi_asset(
@@ -271,5 +279,6 @@ def test_defaults_fill_gaps_and_never_replace_a_declared_policy(monkeypatch):
 def test_a_warn_window_not_before_the_fail_window_is_refused(monkeypatch):
     monkeypatch.setenv("FRESHNESS_RAW_WARN_MINUTES", "60")
     monkeypatch.setenv("FRESHNESS_RAW_FAIL_MINUTES", "60")
+    _clear_caches()
     with pytest.raises(settings.ConfigError, match="FRESHNESS_RAW_WARN_MINUTES"):
         raw_table_policy()

@@ -42,7 +42,7 @@ def test_a_backlog_beyond_the_lag_window_starts_an_ingest_and_is_labelled_sample
     quiet = _tick(defs, instance)
     assert quiet.run_requests == [] and "no table lags" in quiet.skip_message
 
-    conn = psycopg2.connect(env.source_url)
+    conn = psycopg2.connect(env.source.url)
     with conn.cursor() as cur:  # one transaction of ~15 x the window: no commit inside it
         cur.execute(
             "insert into users (email, full_name) select 'u' || g || '@example.com', "
@@ -54,7 +54,7 @@ def test_a_backlog_beyond_the_lag_window_starts_an_ingest_and_is_labelled_sample
     result = _tick(defs, instance)
     (request,) = result.run_requests
     assert request.tags["analytics/lagging"].split(",") == sorted(
-        settings.get_settings().captured_tables
+        settings.get_settings().source.tables
     )
     observed = {e.asset_key.path[1]: e.metadata for e in result.asset_events}
     users = observed["users"]

@@ -16,7 +16,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from analytics_assets.defs.sources.traffic import generate_history, run_live
+from analytics_assets.dev.traffic import generate_history, run_live
 
 
 def _free_port() -> int:
@@ -85,7 +85,7 @@ def dagster_dev(platform_env, tmp_path, monkeypatch):
 def test_sensors_keep_raw_and_revenue_minutely_caught_up_under_live_traffic(
     platform_env, dagster_dev
 ):
-    url, warehouse = platform_env.source_url, platform_env.warehouse_path
+    url, warehouse = platform_env.source.url, platform_env.warehouse.path
     conn = psycopg2.connect(url)
     generate_history(conn, days=2, orders_per_day=30, seed=8)
     stop = threading.Event()

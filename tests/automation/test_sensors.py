@@ -18,7 +18,7 @@ from analytics_assets.defs.automation.sensors import (
     daily_marts_backstop,
     late_data_sensor,
 )
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 from analytics_assets.lib.feeds.base import TableLag
 from analytics_assets.lib.partitions import daily_partitions
 
@@ -37,7 +37,7 @@ def platform(platform_env, monkeypatch, request):
     monkeypatch.setenv("CDC_MAX_IDLE_MINUTES", "600")
     settings.get_settings.cache_clear()
     daily_partitions.cache_clear()
-    conn = psycopg2.connect(platform_env.source_url)
+    conn = psycopg2.connect(platform_env.source.url)
     generate_history(conn, days=6, orders_per_day=20, seed=4, end=END)
     conn.close()
     from analytics_assets.definitions import build_definitions
@@ -131,13 +131,13 @@ def _writers_gone(url) -> None:
 def test_every_tick_observes_each_source_table_rows_newest_change_and_lag(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
-    _sql(env.source_url, "update orders set status = 'paid', updated_at = now() where id = 1")
-    _writers_gone(env.source_url)
+    _sql(env.source.url, "update orders set status = 'paid', updated_at = now() where id = 1")
+    _writers_gone(env.source.url)
     result = _tick(cdc_lag_sensor, defs, instance)
     observed = _observed(result, "app_db")
     assert set(observed) == set(RAW)
     for table in RAW:
-        rows, newest = _source_now(env.source_url, table)
+        rows, newest = _source_now(env.source.url, table)
         meta = observed[table]
         assert meta["row_count_estimate"].value == rows, table
         assert meta["newest_change"].value == newest.timestamp(), table
@@ -153,21 +153,21 @@ def test_every_tick_observes_each_source_table_rows_newest_change_and_lag(platfo
 
 def test_an_ingest_observes_the_source_tables_it_applied(platform):
     defs, instance, env = platform
-    _writers_gone(env.source_url)
+    _writers_gone(env.source.url)
     _ingest(defs, instance)
     records = instance.fetch_observations(dg.AssetKey(["app_db", "orders"]), limit=5).records
     assert len(records) == 1
     meta = records[0].asset_observation.metadata
     assert meta["lag_pending_changes"].value == 0
-    assert meta["row_count_estimate"].value == _source_now(env.source_url, "orders")[0]
+    assert meta["row_count_estimate"].value == _source_now(env.source.url, "orders")[0]
 
 
 def _slot_confirmed_lsn(env) -> str:
-    conn = psycopg2.connect(env.source_url)
+    conn = psycopg2.connect(env.source.url)
     with conn.cursor() as cur:
         cur.execute(
             "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = %s",
-            (env.slot,),
+            (env.cdc.slot,),
         )
         (lsn,) = cur.fetchone()
     conn.close()
@@ -182,8 +182,8 @@ def _lsn(text: str) -> int:
 def test_lag_above_threshold_ingests_every_captured_table(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
-    _sql(env.source_url, "update users set full_name = full_name || '!'")  # 20 users: at threshold
-    _sql(env.source_url, "update products set name = name where id = 1")  # 1 change: below
+    _sql(env.source.url, "update users set full_name = full_name || '!'")  # 20 users: at threshold
+    _sql(env.source.url, "update products set name = name where id = 1")  # 1 change: below
     result = _tick(cdc_lag_sensor, defs, instance)
     (request,) = result.run_requests
     raw = sorted(k.to_user_string() for k in request.asset_selection if k.path[0] == "raw")
@@ -210,8 +210,8 @@ def test_a_sensor_requested_ingest_advances_the_slot_for_every_table(platform):
     lagging ones stayed pending (re-read by every ingest, WAL growing)."""
     defs, instance, env = platform
     _ingest(defs, instance)
-    _sql(env.source_url, "update orders set updated_at = now() where id <= 25")  # lags
-    _sql(env.source_url, "update products set name = name where id = 1")  # does not
+    _sql(env.source.url, "update orders set updated_at = now() where id <= 25")  # lags
+    _sql(env.source.url, "update products set name = name where id = 1")  # does not
     before = _slot_confirmed_lsn(env)
     request = _tick(cdc_lag_sensor, defs, instance).run_requests[0]
     assert request.tags["analytics/lagging"] == "orders"
@@ -231,7 +231,7 @@ def test_a_sensor_requested_ingest_advances_the_slot_for_every_table(platform):
 def test_an_ingest_run_in_flight_holds_back_the_next_request(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
-    _sql(env.source_url, "update users set full_name = full_name || '?'")
+    _sql(env.source.url, "update users set full_name = full_name || '?'")
     instance.add_run(
         dg.DagsterRun(
             job_name="__ASSET_JOB",
@@ -254,7 +254,7 @@ def test_late_change_requests_exactly_the_touched_built_partitions(platform):
     # An order created on 03-05 and one on 03-07 are completed late; one on 03-04 (never built).
     for day in ("2026-03-05", "2026-03-07", "2026-03-04"):
         _sql(
-            env.source_url,
+            env.source.url,
             "update orders set status = 'refunded', updated_at = now() where id = ("
             "select min(id) from orders where (created_at at time zone 'UTC')::date = %s)",
             (day,),
@@ -281,7 +281,7 @@ def test_late_change_near_midnight_reruns_the_partition_of_its_local_date(platfo
     # 23:30 on 03-07 in New York is 04:30 UTC on 03-08: the order is New York's 03-07
     placed = dt.datetime(2026, 3, 7, 23, 30, tzinfo=ZoneInfo("America/New_York"))
     _sql(
-        env.source_url,
+        env.source.url,
         "insert into orders (user_id, total, status, created_at, updated_at) "
         "select min(id), 10, 'completed', %s, %s from users",
         (placed, placed),
@@ -290,7 +290,7 @@ def test_late_change_near_midnight_reruns_the_partition_of_its_local_date(platfo
     _built(instance, DAILY, ("2026-03-06", "2026-03-07", "2026-03-08", "2026-03-09"))
     tick = _tick(late_data_sensor, defs, instance)
     _sql(
-        env.source_url,
+        env.source.url,
         "update orders set status = 'refunded', updated_at = now() where created_at = %s",
         (placed,),
     )
@@ -320,10 +320,10 @@ def test_late_changes_already_in_fct_orders_do_not_wait_for_newer_ones(platform)
         "update orders set status = 'refunded', updated_at = now() where id = ("
         "select min(id) from orders where (created_at at time zone 'UTC')::date = %s)"
     )
-    _sql(env.source_url, late, ("2026-03-05",))
+    _sql(env.source.url, late, ("2026-03-05",))
     _ingest(defs, instance)
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=["marts", "fct_orders"]))
-    _sql(env.source_url, late, ("2026-03-07",))
+    _sql(env.source.url, late, ("2026-03-07",))
     _ingest(defs, instance)  # after the fct_orders build: not in it yet
     result = _tick(late_data_sensor, defs, instance, cursor=tick.cursor)
     (request,) = result.run_requests
@@ -348,7 +348,7 @@ def _backstop(defs, instance, at: dt.datetime):
 def test_backstop_skips_a_partition_that_is_not_closed_and_says_why(platform):
     defs, instance, env = platform
     _ingest(defs, instance)
-    _sql(env.source_url, "update orders set updated_at = now() where id = 1")
+    _sql(env.source.url, "update orders set updated_at = now() where id = 1")
     # The pending change committed now holds the watermark back; a tick two days after it asks
     # for a day that ends after that commit, whatever the time of day.
     result = _backstop(defs, instance, dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
@@ -378,14 +378,14 @@ def test_partition_closes_only_after_end_plus_grace():
     end = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
     closed, _ = logic.partition_closed(
         "2026-03-01",
-        logic.cdc_watermark(lag, end + dt.timedelta(minutes=29)),
+        logic.watermark_from_lag(lag, end + dt.timedelta(minutes=29)),
         grace_minutes=30,
         timezone="UTC",
     )
     assert not closed
     closed, why = logic.partition_closed(
         "2026-03-01",
-        logic.cdc_watermark(lag, end + dt.timedelta(minutes=31)),
+        logic.watermark_from_lag(lag, end + dt.timedelta(minutes=31)),
         grace_minutes=30,
         timezone="UTC",
     )
@@ -396,8 +396,8 @@ def test_watermark_stops_at_the_oldest_unapplied_commit():
     now = dt.datetime(2026, 3, 2, 12, tzinfo=dt.UTC)
     old = now - dt.timedelta(hours=3)
     lag = {"orders": TableLag(5, 100, 10800.0, old), "users": TableLag(0, 0, 0.0, None)}
-    assert logic.cdc_watermark(lag, now) < old
-    assert logic.cdc_watermark({"x": TableLag(None, None, 0.0, None)}, now) is None
+    assert logic.watermark_from_lag(lag, now) < old
+    assert logic.watermark_from_lag({"x": TableLag(None, None, 0.0, None)}, now) is None
 
 
 def test_contiguous_dates_become_single_ranges():

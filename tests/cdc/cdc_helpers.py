@@ -13,7 +13,7 @@ from graph_runs import drop_database  # noqa: F401 - re-exported for the CDC tes
 from graph_runs import new_database as _new_database
 from psycopg2 import sql
 
-from analytics_assets.defs.sources.schema import APP_TABLES
+from analytics_assets.dev.schema import APP_TABLES
 from analytics_assets.lib.cdc import ingest
 from analytics_assets.lib.feeds import slot_reader
 from analytics_assets.lib.feeds.slot import SlotFeed
@@ -178,7 +178,7 @@ def database_factory(admin_url: str, tmp_path: Path, make_env):
     """A generator for factory fixtures: `make()` gives a fresh migrated source database wrapped
     by `make_env(url, name, path)`, dropping the previous one first (slots are a server-wide,
     limited resource); whatever is left is dropped when the generator closes."""
-    from analytics_assets.defs.sources.schema import migrate
+    from analytics_assets.dev.schema import migrate
 
     made = []
 

@@ -9,7 +9,7 @@ import re
 
 import psycopg2
 
-from analytics_assets.defs.automation.logic import cdc_watermark, lagging_tables
+from analytics_assets.defs.automation.logic import lagging_tables, watermark_from_lag
 from analytics_assets.lib import pgoutput_wire as wire
 from analytics_assets.lib.feeds.base import Position, TableState, format_lsn, parse_lsn
 from analytics_assets.lib.feeds.slot_lag import LAG_SQL
@@ -64,7 +64,7 @@ def test_a_backlog_beyond_the_window_is_counted_from_its_start_and_flagged(cdc):
 
     now = dt.datetime.now(dt.UTC)
     # the watermark stops at the oldest unapplied commit, found in the window
-    assert cdc_watermark(sampled, now) == cdc_watermark(exact, now) < now
+    assert watermark_from_lag(sampled, now) == watermark_from_lag(exact, now) < now
     # thresholds the counts and times do not reach: the bytes behind decide
     quiet = dict(max_pending=10**9, max_seconds=10**9)
     assert lagging_tables(exact, **quiet, max_bytes=HUGE) == []
@@ -93,8 +93,8 @@ def test_a_first_transaction_larger_than_the_window_is_not_decoded_whole(cdc):
     assert all(item.pending_sampled and item.pending_changes == 0 for item in sampled.values())
     assert all(item.oldest_commit_ts is None for item in sampled.values())
     now = dt.datetime.now(dt.UTC)
-    assert cdc_watermark(sampled, now) is None  # unknown, never `now`
-    assert cdc_watermark(exact, now) < now
+    assert watermark_from_lag(sampled, now) is None  # unknown, never `now`
+    assert watermark_from_lag(exact, now) < now
     assert "users" in lagging_tables(sampled, max_pending=1, max_seconds=1, max_bytes=WINDOW)
 
 

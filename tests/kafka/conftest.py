@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from kafka_helpers import KafkaEnv, free_port, tansu_binary
 
-from analytics_assets.lib import dev_broker
+from analytics_assets.dev import broker as dev_broker
 
 
 @pytest.fixture(scope="session")

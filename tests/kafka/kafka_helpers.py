@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdc"))
 
 from cdc_helpers import CdcEnv  # noqa: E402
 
-from analytics_assets.lib import dev_broker  # noqa: E402
+from analytics_assets.dev import broker as dev_broker  # noqa: E402
+from analytics_assets.dev.broker import free_port  # noqa: E402, F401 - re-exported for the tests
 from analytics_assets.lib.debezium import (  # noqa: E402
     PLACEHOLDER,
     SPECIAL_FLOATS,
     encode_decimal,
 )
-from analytics_assets.lib.dev_broker import free_port  # noqa: E402, F401 - re-exported for the tests
 from analytics_assets.lib.feeds.kafka import KafkaFeed  # noqa: E402
 from analytics_assets.lib.values import days_from_civil  # noqa: E402
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse  # noqa: E402

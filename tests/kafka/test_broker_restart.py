@@ -24,7 +24,7 @@ import time
 import pytest
 from kafka_helpers import KafkaEnv, free_port
 
-from analytics_assets.lib import dev_broker
+from analytics_assets.dev import broker as dev_broker
 from analytics_assets.lib.errors import FeedError
 
 N_USERS = 40

@@ -1,8 +1,11 @@
-"""docs/production.md lists every setting the project reads, so the page cannot fall behind.
+"""docs/production.md lists every setting the project reads, and nothing else, so the page
+cannot fall behind the code nor promise a setting that does not exist.
 
-Scanned: environment variables read by the Python package (`os.environ.get("X")`, `_env("X")`,
-`dg.EnvVar("X")`, `X_ENV = "X"` constants, ...), `env_var('X')` in the dbt project, `{env: X}` in
-the instance files, the env of the Helm code location and the Kafka example.
+The package reads the environment in one place, `analytics_assets/settings.py`, which declares
+every variable it reads in `VARIABLES` (name, group, default). Checked here: no other module of
+the package reads the environment; the docs' tables name exactly `VARIABLES` plus what the dbt
+project (`env_var('X')`), the instance files (`{env: X}`), the Helm code location and the Kafka
+example read; each documented default is the declared one; dbt's defaults agree with settings'.
 """
 
 from __future__ import annotations
@@ -11,17 +14,18 @@ import re
 
 import yaml
 
-from analytics_assets.settings import PROJECT_ROOT
+from analytics_assets.settings import PROJECT_ROOT, VARIABLES
 
 DOC = PROJECT_ROOT / "docs" / "production.md"
 NAME = r"([A-Z][A-Z0-9]*_[A-Z0-9_]+)"
-PYTHON_PATTERNS = [
-    re.compile(r"(?:environ\.get|getenv|_env|EnvVar|setdefault)\(\s*[\"']" + NAME + r"[\"']"),
-    re.compile(r"environ\[\s*[\"']" + NAME + r"[\"']\s*\]"),
-    re.compile(r"^\s*[A-Z0-9_]*_ENV\s*=\s*[\"']" + NAME + r"[\"']", re.MULTILINE),
-]
-DBT_PATTERN = re.compile(r"env_var\(\s*[\"']" + NAME + r"[\"']")
+# Reading the environment anywhere but settings.py: os.environ.get / [..] / getenv, or a
+# dg.EnvVar spelled with a literal name (settings.py names the variable).
+ENV_READ = re.compile(
+    r"environ\.get\(|environ\[|getenv\(|EnvVar\(\s*[\"']|os\.environ\b(?!\.update|\.pop)"
+)
+DBT_PATTERN = re.compile(r"env_var\(\s*[\"']" + NAME + r"[\"'](?:\s*,\s*[\"']([^\"']*)[\"'])?")
 ENV_FILE_LINE = re.compile(r"^#?\s*" + NAME + r"=", re.MULTILINE)
+TABLE_ROW = re.compile(r"^\|\s*(`[^|]*?)\s*\|\s*([^|]*?)\s*\|", re.MULTILINE)
 
 
 def _instance_env(node) -> set[str]:
@@ -36,12 +40,7 @@ def _instance_env(node) -> set[str]:
 
 def settings_read_by_the_project() -> dict[str, str]:
     """variable -> the file that reads it."""
-    found: dict[str, str] = {}
-    for path in sorted((PROJECT_ROOT / "analytics_assets").rglob("*.py")):
-        text = path.read_text()
-        for pattern in PYTHON_PATTERNS:
-            for name in pattern.findall(text):
-                found.setdefault(name, str(path.relative_to(PROJECT_ROOT)))
+    found = dict.fromkeys(VARIABLES, "analytics_assets/settings.py")
     dbt = PROJECT_ROOT / "dbt"
     for path in sorted(
         p
@@ -49,7 +48,7 @@ def settings_read_by_the_project() -> dict[str, str]:
         if p.suffix in {".yml", ".yaml", ".sql"}
         and not {"target", "dbt_packages", "logs"} & set(p.relative_to(dbt).parts)
     ):
-        for name in DBT_PATTERN.findall(path.read_text()):
+        for name, _ in DBT_PATTERN.findall(path.read_text()):
             found.setdefault(name, str(path.relative_to(PROJECT_ROOT)))
     for path in (PROJECT_ROOT / "dagster.yaml", PROJECT_ROOT / "deploy" / "dagster.prod.yaml"):
         for name in _instance_env(yaml.safe_load(path.read_text())):
@@ -64,14 +63,31 @@ def settings_read_by_the_project() -> dict[str, str]:
     return found
 
 
+def documented(path) -> dict[str, str]:
+    """Every variable in the first column of a table of `path` -> its row's second cell."""
+    rows: dict[str, str] = {}
+    for first, second in TABLE_ROW.findall(path.read_text()):
+        for name in re.findall(r"`" + NAME + r"`", first):
+            rows.setdefault(name, second)
+    return rows
+
+
+def test_only_settings_reads_the_environment():
+    readers = {
+        str(path.relative_to(PROJECT_ROOT)): ENV_READ.findall(path.read_text())
+        for path in sorted((PROJECT_ROOT / "analytics_assets").rglob("*.py"))
+        if path.name != "settings.py"
+    }
+    assert {path: found for path, found in readers.items() if found} == {}
+
+
 def test_the_scan_finds_the_settings_it_must():
     found = settings_read_by_the_project()
     # One from each kind of source: if one is missing, the scan itself broke.
     for name in (
-        "ANALYTICS_ENV",  # settings.py through _env()
-        "DBT_TARGET_PATH",  # os.environ.get
-        "SLACK_WEBHOOK_URL",  # an X_ENV constant for dg.EnvVar
-        "GCP_PROJECT",  # dbt profiles.yml
+        "ANALYTICS_ENV",  # settings.VARIABLES
+        "QUALITY_VOLUME_BAND",  # a settings group of its own
+        "GOOGLE_APPLICATION_CREDENTIALS",  # dbt profiles.yml only
         "RAW_SCHEMA",  # dbt sources YAML
         "DAGSTER_PG_PASSWORD",  # instance files
         "DAGSTER_COMPUTE_LOG_BUCKET",  # deploy/dagster.prod.yaml
@@ -81,11 +97,38 @@ def test_the_scan_finds_the_settings_it_must():
         assert name in found, name
 
 
-def test_production_doc_lists_every_setting():
-    documented = set(re.findall(r"`" + NAME + r"`", DOC.read_text()))
-    missing = {
-        name: where
-        for name, where in settings_read_by_the_project().items()
-        if name not in documented
+def test_production_doc_lists_every_setting_and_nothing_else():
+    read = settings_read_by_the_project()
+    docs = documented(DOC)
+    assert {n: w for n, w in read.items() if n not in docs} == {}, "add these to the doc"
+    assert sorted(set(docs) - set(read)) == [], "documented, but nothing reads them"
+
+
+def test_documented_defaults_are_the_declared_ones():
+    docs = documented(DOC)
+    wrong = {
+        v.name: (docs[v.name], v.documented_default)
+        for v in VARIABLES.values()
+        if v.documented_default is not None
+        and not docs[v.name].startswith(f"`{v.documented_default}`")
     }
-    assert missing == {}, "add these to docs/production.md (variable, default, meaning)"
+    assert wrong == {}
+
+
+def test_readme_and_quality_doc_name_only_settings_that_exist():
+    read = settings_read_by_the_project()
+    for path in (PROJECT_ROOT / "README.md", PROJECT_ROOT / "docs" / "quality.md"):
+        assert sorted(set(documented(path)) - set(read)) == [], path.name
+
+
+def test_dbt_defaults_agree_with_the_settings():
+    """GCP_PROJECT, BIGQUERY_DATASET, ...: dbt and the Python side read the same default."""
+    dbt_defaults = {
+        name: default
+        for path in (PROJECT_ROOT / "dbt").rglob("*.yml")
+        if "target" not in path.relative_to(PROJECT_ROOT / "dbt").parts
+        for name, default in DBT_PATTERN.findall(path.read_text())
+    }
+    shared = {n: d for n, d in dbt_defaults.items() if n in VARIABLES and VARIABLES[n].default}
+    assert "GCP_PROJECT" in shared
+    assert {n: VARIABLES[n].default for n in shared} == shared

@@ -32,11 +32,11 @@ from analytics_assets.defs.notify.sensors import DAILY_REVENUE_KEY, notify_daily
 from analytics_assets.defs.notify.summary import DayRevenue, WarehouseNotReady, read_daily_revenue
 from analytics_assets.defs.quality import dead_letters, reconciliation, volume
 from analytics_assets.defs.quality.warehouse import (
-    cdc_watermark,
     connect,
     last_confirmed,
     raw_columns,
     relation_exists,
+    warehouse_watermark,
 )
 from analytics_assets.lib.warehouse import reader
 from analytics_assets.settings import get_settings
@@ -141,7 +141,13 @@ def warehouses(tmp_path, monkeypatch):
     monkeypatch.setenv("BIGQUERY_DATASET", "analytics_ci")
     get_settings.cache_clear()
     dev = get_settings()
-    prod = dataclasses.replace(dev, env="prod", gcp_project="test-project", raw_schema="raw_prod")
+    prod = dataclasses.replace(
+        dev,
+        env="prod",
+        warehouse=dataclasses.replace(
+            dev.warehouse, gcp_project="test-project", raw_schema="raw_prod"
+        ),
+    )
     built_with = []
 
     @contextlib.contextmanager
@@ -158,8 +164,8 @@ def warehouses(tmp_path, monkeypatch):
 def test_cdc_watermark_and_heartbeat_are_read_from_bigquery_as_from_duckdb(warehouses):
     def watermarks(con):
         return (
-            cdc_watermark(con, ["orders", "users"]),
-            cdc_watermark(con, ["orders", "users", "products"]),
+            warehouse_watermark(con, ["orders", "users"]),
+            warehouse_watermark(con, ["orders", "users", "products"]),
             last_confirmed(con, ["orders", "users"]),
         )
 

@@ -26,7 +26,7 @@ class Platform:
 
     @property
     def source_url(self) -> str:
-        return self.settings.source_url
+        return self.settings.source.url
 
     def source(self, sql: str, params=None) -> list[tuple]:
         conn = psycopg2.connect(self.source_url)
@@ -40,7 +40,7 @@ class Platform:
 
     def warehouse(self, sql: str, params=None) -> list[tuple]:
         """One statement on the warehouse, connection closed at once (a run needs the file)."""
-        con = duckdb.connect(str(self.settings.warehouse_path))
+        con = duckdb.connect(str(self.settings.warehouse.path))
         try:
             cur = con.execute(sql, params or [])
             return cur.fetchall() if cur.description else []

@@ -11,11 +11,11 @@ import duckdb
 import pytest
 
 from analytics_assets.defs.quality import reconciliation, schema_drift, slot_health, volume
-from analytics_assets.defs.quality.config import quality_settings
 from analytics_assets.defs.quality.dbt_evidence import _unexplained_failures
 from analytics_assets.defs.quality.masking import mask_email, mask_row
-from analytics_assets.defs.quality.warehouse import Watermark, cdc_watermark
+from analytics_assets.defs.quality.warehouse import Watermark, warehouse_watermark
 from analytics_assets.lib.errors import ConfigError
+from analytics_assets.settings import get_settings
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 HEALTHY = {
@@ -39,7 +39,9 @@ def q(monkeypatch):
         "QUALITY_SLOT_HEARTBEAT_ERROR_MINUTES",
     ):
         monkeypatch.delenv(name, raising=False)
-    return quality_settings()
+    get_settings.cache_clear()
+    yield get_settings().quality
+    get_settings.cache_clear()
 
 
 # -- masking ---------------------------------------------------------------------------------------
@@ -125,11 +127,12 @@ def test_heartbeat_age_warns_then_errors(q):
 def test_thresholds_are_validated(monkeypatch):
     monkeypatch.setenv("QUALITY_SLOT_WAL_WARN_FRACTION", "0.9")
     monkeypatch.setenv("QUALITY_SLOT_WAL_ERROR_FRACTION", "0.5")
+    get_settings.cache_clear()
     with pytest.raises(ConfigError, match="WARN_FRACTION must not be above"):
-        quality_settings()
+        get_settings()
     monkeypatch.setenv("QUALITY_SLOT_WAL_WARN_FRACTION", "lots")
     with pytest.raises(ConfigError, match="is not a number"):
-        quality_settings()
+        get_settings()
 
 
 # -- schema drift ----------------------------------------------------------------------------------
@@ -264,11 +267,11 @@ def test_watermark_is_the_newest_commit_below_every_tables_checkpoint(tmp_path):
         [NOW - dt.timedelta(hours=3), NOW - dt.timedelta(hours=2), NOW],
     )
     con.execute("insert into raw.users_changes values (90, ?)", [NOW - dt.timedelta(hours=4)])
-    w = cdc_watermark(con, ["orders", "users"])
+    w = warehouse_watermark(con, ["orders", "users"])
     assert w.applied_through_lsn == 256
     assert w.commit_ts == NOW - dt.timedelta(hours=2)
     assert w.last_confirmed["users"] == NOW - dt.timedelta(minutes=1)
-    missing = cdc_watermark(con, ["orders", "users", "products"])
+    missing = warehouse_watermark(con, ["orders", "users", "products"])
     assert not missing.known and missing.missing_tables == ("products",)
     con.close()
 

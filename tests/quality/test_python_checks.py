@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from graph_runs import run_graph
 from quality_platform import DAY
+
+from analytics_assets.settings import get_settings
 
 FIRST, LAST = "2026-02-28", "2026-03-09"
 EVERYTHING = "not kind:postgres"
@@ -30,6 +33,20 @@ def built(platform):
     run = run_graph(platform.defs, platform.instance, EVERYTHING, partition_range=(FIRST, LAST))
     assert run.success, run.step_failures()
     return run
+
+
+@pytest.fixture
+def quality_env(monkeypatch):
+    """`quality_env(NAME=value, ...)` for one test: settings are cached, so they are read again."""
+
+    def setenv(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield setenv
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 def check(platform, checks: str, partition: str | None = None):
@@ -162,8 +179,8 @@ def test_volume_anomaly_warns_beyond_the_band_and_does_not_block(platform, built
     assert _meta(evaluation, "order_count_deviation") > 0.5
 
 
-def test_volume_band_is_configurable(platform, built, monkeypatch):
-    monkeypatch.setenv("QUALITY_VOLUME_BAND", "0.0001")
+def test_volume_band_is_configurable(platform, built, quality_env):
+    quality_env(QUALITY_VOLUME_BAND="0.0001")
     evaluation = check(platform, f"{REVENUE}:volume_anomaly", partition=DAY).evaluation(
         "volume_anomaly", REVENUE
     )
@@ -221,8 +238,8 @@ def test_retyped_source_column_is_an_error(platform, built):
 # -- slot health -----------------------------------------------------------------------------------
 
 
-def test_stale_heartbeat_warns(platform, built, monkeypatch):
-    monkeypatch.setenv("QUALITY_SLOT_HEARTBEAT_WARN_MINUTES", "0")
+def test_stale_heartbeat_warns(platform, built, quality_env):
+    quality_env(QUALITY_SLOT_HEARTBEAT_WARN_MINUTES="0")
     run = check(platform, "raw/orders:slot_health")
     evaluation = run.evaluation("slot_health", "raw/orders")
     assert run.success
@@ -230,11 +247,10 @@ def test_stale_heartbeat_warns(platform, built, monkeypatch):
     assert "CDC last read the slot for orders" in evaluation.description
 
 
-def test_error_on_raw_stops_the_models_in_the_same_run(platform, built, monkeypatch):
+def test_error_on_raw_stops_the_models_in_the_same_run(platform, built, quality_env):
     """Slot health over its WAL budget (thresholds at 0) and a retyped column: both ERROR on raw,
     so neither dbt op starts, and the run failure names every check and why."""
-    monkeypatch.setenv("QUALITY_SLOT_WAL_WARN_FRACTION", "0")
-    monkeypatch.setenv("QUALITY_SLOT_WAL_ERROR_FRACTION", "0")
+    quality_env(QUALITY_SLOT_WAL_WARN_FRACTION="0", QUALITY_SLOT_WAL_ERROR_FRACTION="0")
     platform.source("alter table products alter column price type numeric(14, 4)")
     before = platform.daily_revenue()
     try:
@@ -258,12 +274,11 @@ def test_error_on_raw_stops_the_models_in_the_same_run(platform, built, monkeypa
 def test_dropped_slot_is_an_error_and_the_cli_exits_non_zero(platform, built, tmp_path):
     """Checks run alone from the command line: a passing one and, with the slot gone, the slot
     health of every raw table."""
-    platform.source("select pg_drop_replication_slot(%s)", (platform.settings.slot,))
+    platform.source("select pg_drop_replication_slot(%s)", (platform.settings.cdc.slot,))
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "analytics_assets.defs.quality",
+            str(Path(sys.executable).parent / "analytics-assets"),
+            "check",
             "run",
             "raw/orders:schema_drift",
             "slot_health",

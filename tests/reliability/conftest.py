@@ -17,8 +17,8 @@ from cdc_helpers import CdcEnv  # noqa: E402
 from graph_runs import drop_database, new_database  # noqa: E402
 
 from analytics_assets import settings  # noqa: E402
-from analytics_assets.defs.sources.schema import migrate  # noqa: E402
-from analytics_assets.lib import stack  # noqa: E402
+from analytics_assets.dev import stack  # noqa: E402
+from analytics_assets.dev.schema import migrate  # noqa: E402
 from analytics_assets.settings import PROJECT_ROOT  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def dagster_instance(platform_env, pg_stack, tmp_path, monkeypatch):
     pointed at a fresh source, its warehouse file where the CDC helpers look for it
     (`<tmp>/<db>.duckdb`); any lagging change makes the lag sensor start an ingest."""
     storage, _ = new_database(pg_stack.url("postgres"), prefix="dagster_")
-    db = platform_env.source_url.rsplit("/", 1)[1]
+    db = platform_env.source.url.rsplit("/", 1)[1]
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")

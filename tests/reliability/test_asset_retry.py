@@ -15,7 +15,7 @@ from graph_runs import platform_environment
 from reliability_helpers import load_backlog, logged_changes
 
 from analytics_assets import settings
-from analytics_assets.lib import stack
+from analytics_assets.dev import stack
 
 
 @pytest.fixture

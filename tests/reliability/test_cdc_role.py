@@ -17,8 +17,8 @@ import pytest
 from cdc_helpers import CdcEnv
 
 from analytics_assets import settings
+from analytics_assets.dev import stack
 from analytics_assets.lib import cdc as cdc_lib
-from analytics_assets.lib import stack
 
 PRIVILEGES = ("select", "insert", "update", "delete", "truncate")
 
@@ -43,11 +43,11 @@ def test_stack_creates_a_replication_only_role(pg_stack):
 
 def test_ingest_runs_as_the_cdc_role_with_select_only_on_captured_tables(platform_env):
     cfg = platform_env
-    cdc_url = urlsplit(cfg.cdc_url)
+    cdc_url = urlsplit(cfg.cdc.url)
     assert cdc_url.username == stack.CDC_ROLE and cdc_url.password is None
-    assert cdc_url.path == urlsplit(cfg.source_url).path  # the same database as the source
+    assert cdc_url.path == urlsplit(cfg.source.url).path  # the same database as the source
     db = cdc_url.path.lstrip("/")
-    env = CdcEnv(cfg.source_url, db, cfg.warehouse_path.parent, tables=cfg.captured_tables)
+    env = CdcEnv(cfg.source.url, db, cfg.warehouse.path.parent, tables=cfg.source.tables)
     env.execute(
         "insert into users (email, country) select 'u' || g || '@example.com', 'DE' "
         "from generate_series(1, 300) g",
@@ -68,7 +68,9 @@ def test_ingest_runs_as_the_cdc_role_with_select_only_on_captured_tables(platfor
 
     feed = cdc_lib.make_feed(cfg)
     # the warehouse file where the CDC helpers look for it
-    warehouse = cdc_lib.make_warehouse(replace(cfg, warehouse_path=env.tmp / f"{db}.duckdb"))
+    warehouse = cdc_lib.make_warehouse(
+        replace(cfg, warehouse=replace(cfg.warehouse, path=env.tmp / f"{db}.duckdb"))
+    )
     try:
         cdc_lib.ingest(feed=feed, warehouse=warehouse, fault=who, measure_lag=False)
         env.execute("update users set country = 'SE' where id % 5 = 0")
@@ -93,9 +95,9 @@ def test_ingest_runs_as_the_cdc_role_with_select_only_on_captured_tables(platfor
             (stack.CDC_ROLE, list(PRIVILEGES)),
         )
     )
-    for table in cfg.captured_tables:
+    for table in cfg.source.tables:
         assert grants[table] == ["select"], table  # no insert, update, delete, truncate
-    others = {t: p for t, p in grants.items() if t not in cfg.captured_tables}
+    others = {t: p for t, p in grants.items() if t not in cfg.source.tables}
     assert others and all(p is None for p in others.values()), others  # e.g. schema_migrations
 
 
@@ -133,7 +135,7 @@ def _walsender_answers(conn) -> bool:
 def test_pg_hba_keeps_physical_replication_to_the_superuser_and_the_cdc_role_to_the_source(
     pg_stack,
 ):
-    """pg_hba.conf (lib/stack.py `PG_HBA`): a physical replication connection (a base backup,
+    """pg_hba.conf (dev/stack.py `PG_HBA`): a physical replication connection (a base backup,
     every database's WAL) is refused to the CDC role and to any other role with REPLICATION;
     the CDC role's logical replication connection to the source database is accepted, and it
     cannot connect to Dagster's storage database at all."""

@@ -83,7 +83,7 @@ def test_a_killed_ingest_run_never_blocks_the_next(dagster_instance, platform_en
     poll = instance.run_monitoring_settings["poll_interval_seconds"]
     bound = BOUND_POLLS * poll
     lag_sensor = stop_automation(instance)
-    env = CdcEnv(cfg.source_url, cfg.source_url.rsplit("/", 1)[1], tmp_path)
+    env = CdcEnv(cfg.source.url, cfg.source.url.rsplit("/", 1)[1], tmp_path)
     feed, warehouse = cdc_lib.make_feed(cfg), cdc_lib.make_warehouse(cfg)
     try:
         cdc_lib.ingest(feed=feed, warehouse=warehouse, measure_lag=False)  # slot + snapshot

@@ -41,12 +41,12 @@ def test_a_materialize_run_waiting_behind_another_ingest_stops_on_sigterm(
 ):
     instance = dagster_instance
     cfg = settings.get_settings()
-    holder = duckdb.connect(str(cfg.warehouse_path))  # the other writer the ingest waits for
+    holder = duckdb.connect(str(cfg.warehouse.path))  # the other writer the ingest waits for
     # another run holds the pool's one slot, as in the issue
     instance.event_log_storage.initialize_concurrency_limit_to_default(INGEST_POOL)
     claim = instance.event_log_storage.claim_concurrency_slot(INGEST_POOL, "other-run", "step")
     assert claim.is_claimed
-    log = open(cfg.warehouse_path.parent / "materialize.log", "w")  # noqa: SIM115 - closed below
+    log = open(cfg.warehouse.path.parent / "materialize.log", "w")  # noqa: SIM115 - closed below
     cli = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize"]
         + ["-m", "analytics_assets.definitions", "--select", "group:raw"],
@@ -60,7 +60,7 @@ def test_a_materialize_run_waiting_behind_another_ingest_stops_on_sigterm(
         # pool (where Dagster's executor would spin)
         deadline = time.monotonic() + 300
         while not (instance.get_runs() and waiting(instance, instance.get_runs()[0].run_id)):
-            assert cli.poll() is None, (cfg.warehouse_path.parent / "materialize.log").read_text()
+            assert cli.poll() is None, (cfg.warehouse.path.parent / "materialize.log").read_text()
             assert time.monotonic() < deadline, "the ingest step never started"
             time.sleep(0.2)
         (run,) = instance.get_runs()

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from reliability_helpers import load_backlog, logged_changes
 
-from analytics_assets.lib import stack
+from analytics_assets.dev import stack
 from analytics_assets.lib.errors import SourceUnavailable
 
 ROWS = 20000

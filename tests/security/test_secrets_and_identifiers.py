@@ -18,7 +18,7 @@ def secret_source(platform_env, monkeypatch):
     """The same database, reached through a DSN that carries a password (the embedded server
     trusts local connections, so the password is not checked, but it is in every DSN we use)."""
     secret = f"S3cret-{uuid.uuid4().hex}"
-    url = platform_env.source_url.replace(
+    url = platform_env.source.url.replace(
         "postgresql://postgres@", f"postgresql://postgres:{secret}@"
     )
     monkeypatch.setenv("SOURCE_DATABASE_URL", url)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import psycopg2
 
-from analytics_assets.defs.sources.traffic import generate_history, run_live
+from analytics_assets.dev.traffic import generate_history, run_live
 
 END = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 
@@ -39,7 +39,7 @@ def test_history_is_deterministic_for_a_seed(source_db, pg_stack):
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'create database "{other}"')
-    from analytics_assets.defs.sources.schema import migrate
+    from analytics_assets.dev.schema import migrate
 
     conn = psycopg2.connect(pg_stack.url(other))
     migrate(conn)

@@ -24,7 +24,7 @@ import dagster as dg
 import duckdb
 import psycopg2
 
-from analytics_assets.defs.sources.traffic import generate_history
+from analytics_assets.dev.traffic import generate_history
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 DAY = "2026-03-07"
@@ -37,7 +37,7 @@ DISMISS_COMMUNITY_DIALOG = "localStorage.setItem('communityNux', '\"1\"')"
 
 
 def _load_history(platform_env) -> None:
-    conn = psycopg2.connect(platform_env.source_url)
+    conn = psycopg2.connect(platform_env.source.url)
     generate_history(conn, days=8, orders_per_day=60, seed=21, end=END)
     conn.close()
 
@@ -177,7 +177,7 @@ def test_operator_sees_every_group_launches_a_partition_and_reads_its_checks(
         for key in daily:
             assert instance.get_materialized_partitions(key) == {DAY}, key
         assert len(instance.get_runs()) == 2, "the preparation's run and the UI's, nothing else"
-    con = duckdb.connect(str(platform_env.warehouse_path), read_only=True)
+    con = duckdb.connect(str(platform_env.warehouse.path), read_only=True)
     try:
         days = con.execute("select revenue_date from marts.daily_revenue").fetchall()
     finally:
@@ -241,7 +241,7 @@ def test_operator_backfills_one_mart_then_all_three_each_as_one_successful_run(
     from analytics_assets.definitions import build_definitions
     from analytics_assets.lib.partitions import daily_partitions
 
-    conn = psycopg2.connect(platform_env.source_url)
+    conn = psycopg2.connect(platform_env.source.url)
     generate_history(conn, days=10, orders_per_day=60, seed=21, end=END)
     conn.close()
     prepare = dagster_services.start_cli(

@@ -33,8 +33,10 @@ def lagging_tables(
     return out
 
 
-def cdc_watermark(lag: Mapping[str, TableLag], now: dt.datetime) -> dt.datetime | None:
-    """The commit time up to which every captured table has been applied.
+def watermark_from_lag(lag: Mapping[str, TableLag], now: dt.datetime) -> dt.datetime | None:
+    """The commit time up to which every captured table has been applied, estimated from a lag
+    reading of the source (no warehouse query; `quality.warehouse.warehouse_watermark` reads it
+    from the warehouse instead).
 
     A table with nothing pending is applied up to `now`; otherwise up to just before its oldest
     unapplied commit. None when some table's lag is unknown (the feed could not count), or when

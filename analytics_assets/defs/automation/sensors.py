@@ -10,10 +10,10 @@ import json
 import dagster as dg
 
 from analytics_assets.defs.automation.logic import (
-    cdc_watermark,
     contiguous_ranges,
     lagging_tables,
     partition_closed,
+    watermark_from_lag,
 )
 from analytics_assets.defs.cdc.assets import raw_keys
 from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL
@@ -94,20 +94,20 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     now = dt.datetime.now(dt.UTC)
     run_requests: list[dg.RunRequest] = []
     skip = None
-    watermark = cdc_watermark(lag, now)
+    watermark = watermark_from_lag(lag, now)
     cursor = {"watermark": watermark.isoformat() if watermark else None}
 
     tables = lagging_tables(
         lag,
-        max_pending=settings.lag_max_pending,
-        max_seconds=settings.lag_max_seconds,
-        max_bytes=settings.lag_max_bytes,
+        max_pending=settings.cdc.lag_max_pending,
+        max_seconds=settings.cdc.lag_max_seconds,
+        max_bytes=settings.cdc.lag_max_bytes,
     )
     why = "lag above threshold"
     if not tables:
-        idle_for = _minutes_since_last_ingest(context.instance, settings.captured_tables, now)
-        if idle_for is None or idle_for >= settings.ingest_max_idle_minutes:
-            tables, why = list(settings.captured_tables), "idle heartbeat"
+        idle_for = _minutes_since_last_ingest(context.instance, settings.source.tables, now)
+        if idle_for is None or idle_for >= settings.cdc.max_idle_minutes:
+            tables, why = list(settings.source.tables), "idle heartbeat"
     running = _ingest_in_flight(context.instance) if tables else None
     if not tables:
         skip = dg.SkipReason("no table lags: nothing to ingest")
@@ -119,7 +119,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
         # the key also changes every minute. And if the last ingest run failed (its worker
         # killed, say), it left that same state behind: the key with its run id asks again.
         by_bytes = any(
-            lag[t].pending_sampled or (lag[t].position_lag_bytes or 0) >= settings.lag_max_bytes
+            lag[t].pending_sampled or (lag[t].position_lag_bytes or 0) >= settings.cdc.lag_max_bytes
             for t in tables
             if t in lag
         )
@@ -141,7 +141,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
         # smallest checkpoint over all tables with state (lib/cdc.py), so a table left out would
         # hold the slot back and every later ingest would re-read the WAL since its checkpoint.
         # Each raw/<table> materialization still reports exactly the changes it applied.
-        captured = list(settings.captured_tables)
+        captured = list(settings.source.tables)
         selection = [k for t in captured for k in raw_keys(t)] + _keys(MODELS, context)
         context.log.info(f"requesting ingest of {captured} ({why}: {', '.join(tables)})")
         run_requests.append(
@@ -169,7 +169,7 @@ def _source_observations(context, lag) -> list[dg.AssetObservation]:
     from analytics_assets.defs.sources.observe import observation_failure, source_observations
 
     try:
-        return source_observations(get_settings().captured_tables, lag)
+        return source_observations(get_settings().source.tables, lag)
     except Exception as exc:  # noqa: BLE001 - any source error must not stop the lag sensor
         context.log.warning(observation_failure(exc))
         return []
@@ -272,12 +272,12 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
 def close_decision(now: dt.datetime, lag) -> tuple[str, bool, str]:
     """Yesterday's partition (in PARTITION_TIMEZONE) at `now`, and whether it is closed."""
     settings = get_settings()
-    key = last_ended_day(now, settings.timezone).isoformat()
+    key = last_ended_day(now, settings.partitions.timezone).isoformat()
     closed, why = partition_closed(
         key,
-        cdc_watermark(lag, now),
-        grace_minutes=settings.partition_grace_minutes,
-        timezone=settings.timezone,
+        watermark_from_lag(lag, now),
+        grace_minutes=settings.partitions.grace_minutes,
+        timezone=settings.partitions.timezone,
     )
     return key, closed, why
 
@@ -307,7 +307,7 @@ def daily_marts_backstop() -> dg.ScheduleDefinition:
     @dg.schedule(
         name="daily_marts_backstop",
         cron_schedule="0 1 * * *",
-        execution_timezone=get_settings().timezone,
+        execution_timezone=get_settings().partitions.timezone,
         target=DAILY,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Backstop at 01:00 in PARTITION_TIMEZONE: builds yesterday's daily "

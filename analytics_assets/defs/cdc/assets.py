@@ -23,7 +23,7 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
     settings = get_settings()
     kind = "bigquery" if settings.is_prod else "duckdb"
     specs = []
-    for table in settings.captured_tables:
+    for table in settings.source.tables:
         current, changes = raw_keys(table)
         for key, description in (
             (current, f"Current state of app table {table}, one row per key, deletes flagged."),
@@ -68,7 +68,7 @@ def _ingest(context: AssetExecutionContext, settings):
     """One ingest of the selected tables, then a materialization per raw asset."""
     from analytics_assets.lib import cdc
 
-    tables = selected_tables(set(context.selected_asset_keys), settings.captured_tables)
+    tables = selected_tables(set(context.selected_asset_keys), settings.source.tables)
     feed = cdc.make_feed(settings)
     # waits up to WAREHOUSE_LOCK_TIMEOUT_SECONDS for another writer of the DuckDB file; a
     # lost source connection or a busy slot fails the step, and the retry policy runs it again

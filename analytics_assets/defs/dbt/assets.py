@@ -26,8 +26,8 @@ from analytics_assets.defs.dbt.selection import (
     left_out_tests,
     materialize_what_passed,
 )
+from analytics_assets.defs.dbt.translator import AnalyticsDbtTranslator
 from analytics_assets.defs.quality.dbt_evidence import with_failure_evidence
-from analytics_assets.lib.dbt_translator import AnalyticsDbtTranslator
 from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
 
 DAILY_SELECTOR = f"tag:{DAILY_TAG}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,12 +27,12 @@ def artifacts_base() -> Path:
     """Where dbt artifacts go: `DBT_TARGET_PATH` (relative to dbt/) or `target`. dagster-dbt puts
     each run's artifacts under the same folder, so one variable moves both, e.g. onto a writable
     volume when the image's filesystem is read-only."""
-    return Path(os.environ.get("DBT_TARGET_PATH") or "target")
+    return get_settings().dbt.target_path
 
 
 @functools.cache
 def get_dbt_project() -> DbtProject:
-    target = get_settings().dbt_target
+    target = get_settings().dbt.target
     project = DbtProject(
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
@@ -60,7 +59,7 @@ class AnalyticsDbtCliResource(DbtCliResource):
         base = artifacts_base()
         prune_dbt_run_folders(
             base if base.is_absolute() else Path(self.project_dir) / base,
-            get_settings().dbt_artifact_runs_kept - 1,
+            get_settings().dbt.artifact_runs_kept - 1,
         )
         return super().cli(args, **kwargs)
 
@@ -75,6 +74,6 @@ def dbt_cli_resource() -> DbtCliResource:
     return AnalyticsDbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(DBT_PROJECT_DIR),
-        target=get_settings().dbt_target,
+        target=get_settings().dbt.target,
         dbt_executable=dbt_executable(),
     )

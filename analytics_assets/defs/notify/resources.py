@@ -3,7 +3,7 @@
 prod posts to a Slack incoming webhook whose URL comes from `SLACK_WEBHOOK_URL` through
 `dg.EnvVar`, so the Dagster UI shows the variable's name and never its value. The URL is a
 credential (anyone holding it can post to the channel): it is kept out of the resource's repr,
-logs and error messages. dev appends JSON lines to `settings.notify_path` (under `.data/`).
+logs and error messages. dev appends JSON lines to `settings.notify.path` (under `.data/`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import dagster as dg
 from pydantic import Field
 
 from analytics_assets.settings import get_settings
-
-SLACK_WEBHOOK_ENV = "SLACK_WEBHOOK_URL"
 
 
 class NotificationError(RuntimeError):
@@ -100,6 +98,7 @@ def _scrub(message: str, url: str) -> str:
 
 
 def build_notifier() -> Notifier:
-    if get_settings().is_prod:
-        return Notifier(slack_webhook_url=dg.EnvVar(SLACK_WEBHOOK_ENV))
-    return Notifier(sink_path=str(get_settings().notify_path))
+    settings = get_settings()
+    if settings.is_prod:
+        return Notifier(slack_webhook_url=dg.EnvVar(settings.notify.slack_webhook_var))
+    return Notifier(sink_path=str(settings.notify.path))

@@ -52,7 +52,11 @@ def read_daily_revenue(warehouse: Settings | Path, day: dt.date) -> tuple[DayRev
     BigQuery. A Path stands for a dev DuckDB file (the tests pass one).
     """
     if not isinstance(warehouse, Settings):
-        warehouse = dataclasses.replace(get_settings(), env="dev", warehouse_path=Path(warehouse))
+        warehouse = dataclasses.replace(
+            get_settings(),
+            env="dev",
+            warehouse=dataclasses.replace(get_settings().warehouse, path=Path(warehouse)),
+        )
     previous = day - dt.timedelta(days=1)
     with connect(warehouse, wait_seconds=0, read_only=True) as con:
         if not relation_exists(con, "marts", "daily_revenue"):

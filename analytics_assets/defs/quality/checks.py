@@ -28,15 +28,14 @@ from analytics_assets.defs.quality import (
     slot_health,
     volume,
 )
-from analytics_assets.defs.quality.config import quality_settings
 from analytics_assets.defs.quality.verdict import ERROR, FailedCheck, Verdict, raise_for_blocking
 from analytics_assets.defs.quality.warehouse import (
-    cdc_watermark,
     column_type,
     connect,
     last_confirmed,
     raw_columns,
     relation_exists,
+    warehouse_watermark,
 )
 from analytics_assets.lib.errors import WarehouseUnavailable
 from analytics_assets.lib.partitions import daily_partitions
@@ -58,7 +57,7 @@ def raw_key(table: str) -> dg.AssetKey:
 def source_connection() -> Iterator:
     from analytics_assets.lib.pg import connect as pg_connect
 
-    conn = pg_connect(get_settings().source_url or require_source_url())
+    conn = pg_connect(get_settings().source.url or require_source_url())
     try:
         conn.autocommit = True
         yield conn
@@ -98,7 +97,7 @@ def _failed(key: dg.AssetCheckKey, v: Verdict, partition: str | None = None) -> 
 
 
 def build_quality_checks() -> list[dg.AssetChecksDefinition]:
-    tables = get_settings().captured_tables
+    tables = get_settings().source.tables
 
     @dg.multi_asset_check(
         name=SCHEMA_DRIFT,
@@ -160,7 +159,7 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         from analytics_assets.lib import cdc
 
         settings = get_settings()
-        q = quality_settings()
+        q = get_settings().quality
         feed = cdc.make_feed(settings)
         try:
             status = feed.slot_status()
@@ -169,7 +168,7 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         confirmed: dict[str, dt.datetime] = {}
         try:
             with connect(settings) as con:
-                confirmed = last_confirmed(con, settings.captured_tables)
+                confirmed = last_confirmed(con, settings.source.tables)
         except WarehouseUnavailable as exc:
             context.log.warning(f"heartbeat age unknown: {exc}")
         failed = []
@@ -251,11 +250,11 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
     )
     def source_reconciliation_check(context):
         settings = get_settings()
-        q = quality_settings()
+        q = get_settings().quality
         key = dg.AssetCheckKey(DAILY_REVENUE, RECONCILIATION)
         failed = []
         with source_connection() as conn, connect(settings) as con:
-            watermark = cdc_watermark(con, settings.captured_tables)
+            watermark = warehouse_watermark(con, settings.source.tables)
             built_mart = relation_exists(con, "marts", "daily_revenue")
             for pk in _partition_keys(context):
                 day = dt.date.fromisoformat(pk)
@@ -288,7 +287,7 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
     )
     def volume_anomaly_check(context):
         settings = get_settings()
-        q = quality_settings()
+        q = get_settings().quality
         key = dg.AssetCheckKey(DAILY_REVENUE, VOLUME)
         built = {
             dt.date.fromisoformat(p)
@@ -296,22 +295,22 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         }
         with connect(settings) as con:
             built_mart = relation_exists(con, "marts", "daily_revenue")
-            watermark = cdc_watermark(con, settings.captured_tables)
+            watermark = warehouse_watermark(con, settings.source.tables)
             for pk in _partition_keys(context):
                 day = dt.date.fromisoformat(pk)
                 ready, why = volume.settled(
                     day,
                     watermark.commit_ts if watermark.known else None,
-                    grace_minutes=settings.partition_grace_minutes,
+                    grace_minutes=settings.partitions.grace_minutes,
                     settle_days=q.volume_settle_days,
-                    timezone=settings.timezone,
+                    timezone=settings.partitions.timezone,
                 )
                 v = volume.verdict(
                     day,
                     volume.read_window(con, day) if built_mart else {},
                     built if built_mart else set(),
                     band=q.volume_band,
-                    min_days=q.volume_min_days,
+                    min_days=volume.MIN_DAYS,
                     unsettled=None if ready else why,
                 )
                 yield _emit(context, key, v, blocking=False, partition=pk)

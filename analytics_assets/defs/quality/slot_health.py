@@ -20,8 +20,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from analytics_assets.defs.quality.config import QualitySettings
 from analytics_assets.defs.quality.verdict import Verdict
+from analytics_assets.settings import QualitySettings
 
 LOST_STATES = ("lost", "unreserved")
 

@@ -22,6 +22,8 @@ from analytics_assets.defs.quality.verdict import Verdict
 from analytics_assets.defs.quality.warehouse import relation
 
 WINDOW_DAYS = 7
+# Fewer built days than this in the window: a median of one or two days says nothing, no verdict.
+MIN_DAYS = 3
 
 MART_WINDOW_SQL = """
 select revenue_date, order_count, total_revenue

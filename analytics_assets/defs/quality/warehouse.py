@@ -104,8 +104,10 @@ def last_confirmed(con, tables: Sequence[str]) -> dict[str, dt.datetime]:
     return {t: r[3] for t, r in cdc_state(con).items() if t in tables}
 
 
-def cdc_watermark(con, tables: Sequence[str]) -> Watermark:
-    """Read from `raw._cdc_state` and the change logs' `_commit_ts`.
+def warehouse_watermark(con, tables: Sequence[str]) -> Watermark:
+    """The CDC watermark as the warehouse holds it (what the checks judge against), read from
+    `raw._cdc_state` and the change logs' `_commit_ts`; `automation.logic.watermark_from_lag` is
+    the sensors' estimate of it from the source's lag instead.
 
     Every table is applied through its checkpoint, so every change with a commit position below
     the smallest checkpoint is applied everywhere; the newest commit time among those changes is

@@ -30,5 +30,5 @@ def build_source_assets() -> list[dg.AssetSpec]:
             + OBSERVED,
             kinds={"postgres"},
         )
-        for table in get_settings().captured_tables
+        for table in get_settings().source.tables
     ]

@@ -124,11 +124,13 @@ def column_type(t: pa.DataType) -> str:
 def bigquery_resource(settings: Settings):
     """dagster-gcp's BigQueryResource for GCP_PROJECT (application default credentials): what
     the CDC warehouse writes with and the checks' reader reads with."""
-    if not settings.gcp_project:
+    if not settings.warehouse.gcp_project_set:
         raise ConfigError("ANALYTICS_ENV=prod needs GCP_PROJECT for the BigQuery warehouse.")
     from dagster_gcp import BigQueryResource
 
-    return BigQueryResource(project=settings.gcp_project, location=settings.bigquery_location)
+    return BigQueryResource(
+        project=settings.warehouse.gcp_project, location=settings.warehouse.bigquery_location
+    )
 
 
 def table_ref(dataset: str, table: str) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -27,8 +26,6 @@ from typing import Any
 from analytics_assets.lib.errors import WarehouseBusy, WarehouseUnavailable
 from analytics_assets.lib.warehouse.names import q
 from analytics_assets.settings import Settings, validate_identifier
-
-DEFAULT_DBT_DATASET = "analytics"  # dbt/profiles.yml: env_var('BIGQUERY_DATASET', 'analytics')
 
 
 class WarehouseNotReady(WarehouseUnavailable):
@@ -122,12 +119,6 @@ class BigQueryReader:
         """The client belongs to whoever made it (`bigquery_client`)."""
 
 
-def bigquery_dataset() -> str:
-    """The dbt dataset prefix, as dbt/profiles.yml reads it."""
-    name = os.environ.get("BIGQUERY_DATASET") or DEFAULT_DBT_DATASET
-    return validate_identifier(name, "BIGQUERY_DATASET")
-
-
 @contextlib.contextmanager
 def bigquery_client(settings: Settings) -> Iterator[Any]:
     """A BigQuery client of the resource the CDC warehouse uses too (`bigquery_resource`)."""
@@ -154,7 +145,9 @@ def connect(
     if settings.is_prod:
         with bigquery_client(settings) as client:
             yield BigQueryReader(
-                client, raw_dataset=settings.raw_schema, dbt_dataset=bigquery_dataset()
+                client,
+                raw_dataset=settings.warehouse.raw_schema,
+                dbt_dataset=settings.warehouse.bigquery_dataset,
             )
         return
     import duckdb
@@ -162,7 +155,7 @@ def connect(
     from analytics_assets.lib.errors import WarehouseLocked
     from analytics_assets.lib.warehouse.duckdb import connect_waiting
 
-    path = Path(settings.warehouse_path)
+    path = Path(settings.warehouse.path)
     if not path.exists():
         raise WarehouseNotReady(f"warehouse {path} does not exist yet: run the CDC ingest first")
     try:

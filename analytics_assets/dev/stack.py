@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from analytics_assets.settings import data_dir
+from analytics_assets.settings import data_dir, stack_port
 
 SOURCE_DB = "app"
 DAGSTER_DB = "dagster"
@@ -54,7 +54,7 @@ SERVER_SETTINGS = {
 # `replication` keyword matches physical ones only); its REPLICATION attribute is what lets them
 # start a walsender. It may not connect to Dagster's storage or the maintenance database at all.
 PG_HBA = f"""\
-# Written by `analytics-assets stack up` (analytics_assets/lib/stack.py): edits are replaced.
+# Written by `analytics-assets stack up` (analytics_assets/dev/stack.py): edits are replaced.
 # TYPE  DATABASE          USER            ADDRESS         METHOD
 local   replication       {SUPERUSER}                        trust
 host    replication       {SUPERUSER}        127.0.0.1/32    trust
@@ -161,7 +161,7 @@ def _port_free(port: int) -> bool:
 
 
 def _choose_port() -> int:
-    wanted = os.environ.get("ANALYTICS_PG_PORT")
+    wanted = stack_port()
     if wanted:
         if not wanted.isdigit():
             raise StackError(f"ANALYTICS_PG_PORT={wanted!r} is not a port number.")
@@ -291,6 +291,26 @@ def up(quiet: bool = False) -> StackInfo:
         time.sleep(0.2)
     _ensure_databases(info)
     return info
+
+
+def ready(info: StackInfo) -> list[int]:
+    """After `up`, what `stack up` and the demo both need: DAGSTER_HOME under .data/ reads the
+    project's dagster.yaml (a symlink, so edits apply) and the source schema is migrated.
+    Returns the migrations applied."""
+    from analytics_assets.dev.schema import migrate
+    from analytics_assets.lib.pg import connect
+    from analytics_assets.settings import PROJECT_ROOT
+
+    home = info.env()["DAGSTER_HOME"]
+    os.makedirs(home, exist_ok=True)
+    link = os.path.join(home, "dagster.yaml")
+    if not os.path.lexists(link):
+        os.symlink(PROJECT_ROOT / "dagster.yaml", link)
+    conn = connect(info.source_url)
+    try:
+        return migrate(conn)
+    finally:
+        conn.close()
 
 
 def _write_hba(pgdata: Path) -> bool:

@@ -37,7 +37,9 @@ class AnalyticsDbtTranslator(DagsterDbtTranslator):
         if props["resource_type"] == "source":
             return spec
         policy = policy_from_dbt_meta(
-            props.get("meta") or {}, model=props["name"], timezone=get_settings().timezone
+            props.get("meta") or {},
+            model=props["name"],
+            timezone=get_settings().partitions.timezone,
         )
         return spec.replace_attributes(freshness_policy=policy) if policy else spec
 

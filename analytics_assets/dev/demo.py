@@ -68,17 +68,16 @@ def _failure(proc: subprocess.CompletedProcess) -> str:
 def run_demo(days: int = 30, partitions: int = 7, seed: int = 42) -> int:
     from dagster import DagsterInstance
 
-    from analytics_assets.cli import _link_dagster_home, _migrate
-    from analytics_assets.defs.sources import traffic
-    from analytics_assets.lib import stack
+    from analytics_assets.dev import stack, traffic
     from analytics_assets.lib.pg import connect
 
     t0 = time.monotonic()
     info = stack.up()
     os.environ.update(info.env())
     get_settings.cache_clear()
-    _link_dagster_home(info)
-    _migrate(info.source_url)
+    applied = stack.ready(info)
+    if applied:
+        _say(f"source schema migrations applied: {applied}")
 
     conn = connect(info.source_url)
     with conn.cursor() as cur:
@@ -93,7 +92,9 @@ def run_demo(days: int = 30, partitions: int = 7, seed: int = 42) -> int:
     conn.close()
 
     first, last = partition_range(partitions)
-    _say(f"business days in PARTITION_TIMEZONE={get_settings().timezone}: {first}..{last}")
+    _say(
+        f"business days in PARTITION_TIMEZONE={get_settings().partitions.timezone}: {first}..{last}"
+    )
     instance = DagsterInstance.get()
     before = _materialized_daily(instance)
     models_built = _has_materialization(instance, ["marts", "fct_orders"])
@@ -141,7 +142,7 @@ def _latest_changes(instance) -> int:
     from dagster import AssetKey
 
     total = 0
-    for table in get_settings().captured_tables:
+    for table in get_settings().source.tables:
         event = instance.get_latest_materialization_event(AssetKey(["raw", table]))
         if event is not None and event.asset_materialization is not None:
             meta = event.asset_materialization.metadata.get("changes")
@@ -169,7 +170,7 @@ def _summary(instance, first: str, last: str, t0: float) -> None:
     from dagster import RunsFilter
 
     settings = get_settings()
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    con = duckdb.connect(str(settings.warehouse.path), read_only=True)
     rows = con.execute(
         "select revenue_date, order_count, unique_customers, total_revenue, avg_order_value "
         "from marts.daily_revenue where revenue_date between ? and ? order by revenue_date",
@@ -196,6 +197,6 @@ def _summary(instance, first: str, last: str, t0: float) -> None:
             print(f" {line}")
     else:
         print("\n checks: none ran (nothing was rebuilt)")
-    print(f" warehouse: {settings.warehouse_path}")
+    print(f" warehouse: {settings.warehouse.path}")
     print(" Dagster UI: `make dev` (instance storage in the embedded Postgres)")
     print(f" took {time.monotonic() - t0:.1f}s\n")

@@ -1,24 +1,25 @@
-"""Run asset checks alone, without materializing their assets: `python -m analytics_assets.defs.quality`.
+"""`analytics-assets check`: run asset checks alone, without materializing their assets.
 
 Dagster 1.13's CLI has no command for that (`dagster asset materialize` always builds the
 assets, with their checks), so this runs a check-only subset of the code location's asset job
 and records it in the Dagster instance ($DAGSTER_HOME), where the UI shows it like any run.
 
-    python -m analytics_assets.defs.quality list
-    python -m analytics_assets.defs.quality run raw/orders:slot_health
-    python -m analytics_assets.defs.quality run slot_health            # on every raw table
-    python -m analytics_assets.defs.quality run source_reconciliation --partition 2026-03-07
-    python -m analytics_assets.defs.quality run staging/stg_app__orders:unique_stg_app__orders_order_id
+    analytics-assets check list
+    analytics-assets check run raw/orders:slot_health
+    analytics-assets check run slot_health            # on every raw table
+    analytics-assets check run source_reconciliation --partition 2026-03-07
+    analytics-assets check run staging/stg_app__orders:unique_stg_app__orders_order_id
 
-Exit status 0 when every check passed or only warned, 1 when one failed with ERROR.
+Exit status 0 when every check passed or only warned, 1 when one failed with ERROR, 2 for a
+check name that does not exist.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from collections.abc import Sequence
+
+from analytics_assets.lib.errors import ConfigError
+from analytics_assets.settings import get_settings
 
 
 def resolve(names: Sequence[str], available) -> list:
@@ -33,19 +34,19 @@ def resolve(names: Sequence[str], available) -> list:
         if ":" in name:
             key = dg.AssetCheckKey.from_user_string(name)
             if key not in available:
-                raise SystemExit(f"no check {name}: see `list`")
+                raise ConfigError(f"no check {name}: see `analytics-assets check list`")
             out.append(key)
         elif name in by_name:
             out.extend(by_name[name])
         else:
-            raise SystemExit(f"no check named {name}: see `list`")
+            raise ConfigError(f"no check named {name}: see `analytics-assets check list`")
     return sorted(set(out), key=lambda k: k.to_user_string())
 
 
 def _instance():
     import dagster as dg
 
-    if os.environ.get("DAGSTER_HOME"):
+    if get_settings().dagster_home:
         return dg.DagsterInstance.get(), True
     return dg.DagsterInstance.ephemeral(), False
 
@@ -89,29 +90,14 @@ def run_checks(names: Sequence[str], partition: str | None) -> int:
         instance.dispose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m analytics_assets.defs.quality", description=__doc__.splitlines()[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="every asset check: asset/key:check_name, blocking or not")
-    run = sub.add_parser("run", help="run checks alone")
-    run.add_argument("checks", nargs="+", help="asset/key:check_name, or a check name")
-    run.add_argument("--partition", help="the daily partition, for the per-date checks")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        from analytics_assets.definitions import defs
+def list_checks() -> int:
+    from analytics_assets.definitions import defs
 
-        graph = defs.resolve_asset_graph()
-        for key in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):
-            spec = graph.get_check_spec(key)
-            flags = ["blocking" if spec.blocking else "non-blocking"]
-            if spec.partitions_def is not None:
-                flags.append("per partition")
-            print(f"{key.to_user_string()}  ({', '.join(flags)})")
-        return 0
-    return run_checks(args.checks, args.partition)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    graph = defs.resolve_asset_graph()
+    for key in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):
+        spec = graph.get_check_spec(key)
+        flags = ["blocking" if spec.blocking else "non-blocking"]
+        if spec.partitions_def is not None:
+            flags.append("per partition")
+        print(f"{key.to_user_string()}  ({', '.join(flags)})")
+    return 0
