@@ -55,6 +55,17 @@ BENCHMARKS = [
 # benchmarks the issue asks for that have no script yet: {id: (title, why)}
 NOT_IMPLEMENTED: dict[str, tuple[str, str]] = {}
 
+# Measurements behind a choice in the code (the code's comment points here); kept as written on
+# every regeneration, each with where it was measured.
+CHOICES = [
+    "DuckDB `memory_limit` for an ingest (`duckdb.ingest_memory_limit`, 2 KiB a change, at "
+    "least 256 MiB): without one the ingest's RSS grew with the backlog, ~880 MB for 2M "
+    "changes in 50k batches; with it ~600 MB, flat, at the same apply rate "
+    "(bench/cdc_throughput.py --backlog 2000000).",
+    "DuckDB `threads = 1` for the ingest connection: apply per 50k batch 0.13 s with DuckDB's "
+    "default threads, 0.11 s with one, on 2 cores (bench/cdc_throughput.py, 500k changes).",
+]
+
 
 def machine() -> dict:
     info = {"nproc": os.cpu_count(), "python": platform.python_version()}
@@ -195,6 +206,7 @@ def render(records: list[dict], info: dict) -> str:
             lines += [""] + [f"- {n}" for n in rec["notes"]]
     for title, text in NOT_IMPLEMENTED.values():
         lines += ["", f"## {title}", "", text]
+    lines += ["", "## Measurements behind the code's choices", ""] + [f"- {c}" for c in CHOICES]
     return "\n".join(lines) + "\n"
 
 
