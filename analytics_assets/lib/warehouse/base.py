@@ -370,20 +370,17 @@ class Warehouse(ABC):
         if is_ts or (date_col in columns and pa.types.is_date(rows.schema.field(date_col).type)):
             statement = sql.before_sql(self.schema, table, date_col, key, is_ts)
             before = self._before_images(table, statement, is_ts)
+        shape = sql.TableChangesShape(self.schema, table, columns, key, unchanged)
         source = BATCH
         if unchanged:  # values to carry forward: materialize the staged rows once
-            self._execute(sql.stage_sql(columns, key, unchanged), {})
+            self._execute(sql.stage_sql(shape), {})
             source = STAGE
         try:
             self._execute(
-                sql.changes_insert_sql(self.schema, table, columns, key, unchanged, source),
-                {"loaded_at": now, "first_lsn": first_lsn},
+                sql.changes_insert_sql(shape, source), {"loaded_at": now, "first_lsn": first_lsn}
             )
             unique = len(key) == 1 and pc.count_distinct(rows.column(key[0])).as_py() == len(rows)
-            self._execute(
-                sql.merge_sql(self.schema, table, columns, key, unchanged, source, unique),
-                {"loaded_at": now},
-            )
+            self._execute(sql.merge_sql(shape, source, unique), {"loaded_at": now})
             self._touched.add(table)
             if before is not None:
                 result.business_dates = self._business_dates(rows.column(date_col), before)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -176,15 +177,35 @@ def _carried(column: str) -> str:
     return f"(not list_contains(coalesce({UNCHANGED}, []), '{_lit(column)}'))"
 
 
-def stage_sql(columns: Sequence[str], key: Sequence[str], unchanged: Sequence[str]) -> str:
+@dataclass(frozen=True)
+class TableChangesShape:
+    """What a table's change statements are built from: where, which columns (the source's),
+    the key, and the columns some change of the batch does not carry (`_unchanged_cols`)."""
+
+    schema: str
+    table: str
+    columns: Sequence[str]
+    key: Sequence[str]
+    unchanged: Sequence[str]
+
+    def value(self, column: str, stored: str) -> str:
+        """The staged value of `column`, or where it must come from the warehouse row (alias
+        `stored`) because neither the change nor an earlier one in the batch carried it."""
+        if column not in self.unchanged:
+            return f"s.{q(column)}"
+        i = list(self.unchanged).index(column)
+        return f"case when s._miss_{i} then {stored}.{q(column)} else s.{q(column)} end"
+
+
+def stage_sql(shape: TableChangesShape) -> str:
     """The batch as a temp table. A column a change does not carry takes the value of the latest
     earlier change of the same key in the batch; `_miss_<i>` says it must come from the
     warehouse row instead."""
     parts, miss = [], []
-    keys = ", ".join(q(k) for k in key)
-    for c in columns:
-        if c in unchanged:
-            i = list(unchanged).index(c)
+    keys = ", ".join(q(k) for k in shape.key)
+    for c in shape.columns:
+        if c in shape.unchanged:
+            i = list(shape.unchanged).index(c)
             prev = (
                 f"last_value(case when {_carried(c)} then {q(c)} end ignore nulls) over "
                 f"(partition by {keys} order by {LSN}, {SEQ} "
@@ -201,28 +222,15 @@ def stage_sql(columns: Sequence[str], key: Sequence[str], unchanged: Sequence[st
     )
 
 
-def changes_insert_sql(
-    schema: str,
-    table: str,
-    columns: Sequence[str],
-    key: Sequence[str],
-    unchanged: Sequence[str],
-    source: str,
-) -> str:
+def changes_insert_sql(shape: TableChangesShape, source: str) -> str:
     """Append every change of `source` (STAGE, or BATCH when every change carries every column)
     not in the change log yet: the anti-join on the position (from `$first_lsn` on, so only the
     log's newest blocks are read) keeps a change applied before, resent with its position, out.
     Values a change did not carry come from the warehouse row as it was before this batch."""
-    sel = []
-    for c in columns:
-        if c in unchanged:
-            i = list(unchanged).index(c)
-            sel.append(f"case when s._miss_{i} then r.{q(c)} else s.{q(c)} end")
-        else:
-            sel.append(f"s.{q(c)}")
-    join = f" left join {_ref(schema, table)} as r on {_on('r', 's', key)}" if unchanged else ""
-    log = _ref(schema, table + "_changes")
-    cols = [q(c) for c in columns] + [LSN, SEQ, OP, COMMIT_TS, LOADED_AT]
+    raw, log = _ref(shape.schema, shape.table), _ref(shape.schema, shape.table + "_changes")
+    join = f" left join {raw} as r on {_on('r', 's', shape.key)}" if shape.unchanged else ""
+    cols = [q(c) for c in shape.columns] + [LSN, SEQ, OP, COMMIT_TS, LOADED_AT]
+    sel = [shape.value(c, "r") for c in shape.columns]
     return (
         f"insert into {log} ({', '.join(cols)}) "  # noqa: S608 - quoted identifiers
         f"select {', '.join(sel)}, s.{LSN}, s.{SEQ}, s.{OP}, s.{COMMIT_TS}, $loaded_at "
@@ -231,41 +239,25 @@ def changes_insert_sql(
     )
 
 
-def merge_sql(
-    schema: str,
-    table: str,
-    columns: Sequence[str],
-    key: Sequence[str],
-    unchanged: Sequence[str],
-    source: str,
-    unique_keys: bool = False,
-) -> str:
+def merge_sql(shape: TableChangesShape, source: str, unique_keys: bool = False) -> str:
     """Newest change per key wins; an older change never overwrites a newer row. The source is
     one row per key (BigQuery refuses a MERGE that matches a target row twice); with
     `unique_keys` (each key changes once in the batch) the newest-per-key step is skipped."""
-    sets = []
-    for c in columns:
-        if c in key:
-            continue
-        if c in unchanged:
-            i = list(unchanged).index(c)
-            sets.append(f"{q(c)} = case when s._miss_{i} then t.{q(c)} else s.{q(c)} end")
-        else:
-            sets.append(f"{q(c)} = s.{q(c)}")
+    key, columns = shape.key, shape.columns
+    sets = [f"{q(c)} = {shape.value(c, 't')}" for c in columns if c not in key]
     meta = [LSN, SEQ, OP, IS_DELETED, COMMIT_TS]
     sets += [f"{m} = s.{m}" for m in meta] + [f"{LOADED_AT} = $loaded_at"]
     ins_cols = [q(c) for c in columns] + meta + [LOADED_AT]
     ins_vals = [f"s.{q(c)}" for c in columns] + [f"s.{m}" for m in meta] + ["$loaded_at"]
     newer = f"(s.{LSN} > t.{LSN} or (s.{LSN} = t.{LSN} and s.{SEQ} > t.{SEQ}))"
-    keys = ", ".join(q(k) for k in key)
     if not unique_keys:
         source = (
             f"(select * from {source} qualify row_number() over "  # noqa: S608 - quoted identifiers
-            f"(partition by {keys} order by {LSN} desc, {SEQ} desc) = 1)"
+            f"(partition by {', '.join(q(k) for k in key)} order by {LSN} desc, {SEQ} desc) = 1)"
         )
     return (
-        f"merge into {_ref(schema, table)} as t using {source} as s on {_on('t', 's', key)} "  # noqa: S608 - quoted identifiers; values are parameters
-        f"when matched and {newer} then update set {', '.join(sets)} "
+        f"merge into {_ref(shape.schema, shape.table)} as t using {source} as s "  # noqa: S608 - quoted identifiers; values are parameters
+        f"on {_on('t', 's', key)} when matched and {newer} then update set {', '.join(sets)} "
         f"when not matched then insert ({', '.join(ins_cols)}) values ({', '.join(ins_vals)})"
     )
 
