@@ -308,11 +308,14 @@ def truncate_resent_sql(schema: str, table: str) -> str:
 
 def before_sql(schema: str, table: str, column: str, key: Sequence[str], timestamp: bool) -> str:
     """The business timestamps (as 15-minute buckets of epoch time; a naive one is read as UTC)
-    or dates of the warehouse rows that the batch's updates and deletes replace."""
+    or dates of the warehouse rows that the batch's updates and deletes replace. A join on the
+    batch's distinct keys, not a correlated EXISTS: DuckDB runs that as a delim join, ~8x the
+    CPU."""
     value = f"epoch_us(r.{q(column)}) // {BUCKET_US}" if timestamp else f"r.{q(column)}"
+    keys = ", ".join(q(k) for k in key)
     return (
-        f"select distinct {value} from {_ref(schema, table)} as r "  # noqa: S608 - quoted identifiers, ints
-        f"where exists (select 1 from {BATCH} as s where s.{OP} in ('u', 'd') and {_on('r', 's', key)})"
+        f"select distinct {value} from {_ref(schema, table)} as r join (select distinct {keys} "  # noqa: S608 - quoted identifiers, ints
+        f"from {BATCH} where {OP} in ('u', 'd')) as s on {_on('r', 's', key)}"
     )
 
 
