@@ -201,3 +201,43 @@ def test_the_parity_runs_use_every_statement(tmp_path, monkeypatch):
             ddb.close()
             bqw.close()
     assert used == set(builders), sorted(set(builders) - used)
+
+
+SPANS = pa.schema(
+    [pa.field("id", pa.int64()), pa.field("until", pa.timestamp("us", tz="UTC"))]
+    + [pa.field("until__raw", pa.string())]
+    + meta_schema_fields()
+)
+
+
+def _spans(rows: list[tuple], end: int) -> ChangeBatch:
+    table = pa.Table.from_pylist(
+        [
+            {"id": i, "until": u, "until__raw": r, **_meta(end, n, op)}
+            for n, (i, op, u, r) in enumerate(rows)
+        ],
+        schema=SPANS,
+    )
+    tc = TableChanges("spans", table, ("id",), Position(end, 99), f"cp-{end}")
+    return ChangeBatch({"spans": tc}, None, None, None, None)
+
+
+def test_both_add_a_companion_column_with_the_first_value_that_needs_it(both):
+    ddb, _, client = both
+    until = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    _apply_alike(both, _spans([(1, "c", until, None)], 10))
+    for con in (ddb.con, client.con):
+        assert set(_table(con, "spans", "id")[0]) == {"id", "until"} | {
+            "_lsn",
+            "_seq",
+            "_op",
+            "_is_deleted",
+            "_commit_ts",
+            "_source_lsn",
+        }
+    _apply_alike(both, _spans([(2, "c", None, "infinity")], 20))
+    _apply_alike(both, _spans([(2, "u", until, None)], 30))  # an update clears it
+    rows = _table(ddb.con, "spans", "id")
+    assert [(r["id"], r["until__raw"]) for r in rows] == [(1, None), (2, None)]
+    log = _table(client.con, "spans_changes", "_lsn, _seq")
+    assert [r["until__raw"] for r in log] == [None, "infinity", None]

@@ -51,7 +51,7 @@ from analytics_assets.lib.feeds.base import (
 )
 from analytics_assets.lib.partitions import BUCKET_US, business_dates
 from analytics_assets.lib.warehouse import statements as sql
-from analytics_assets.lib.warehouse.names import DEAD_LETTERS
+from analytics_assets.lib.warehouse.names import DEAD_LETTERS, RAW_SUFFIX
 from analytics_assets.lib.warehouse.statements import BATCH, DEAD, ROW_ID, STAGE
 from analytics_assets.settings import validate_identifier
 
@@ -308,7 +308,7 @@ class Warehouse(ABC):
         if stored_pos is not None and tc.end <= stored_pos:
             result.skipped = tc.num_changes
             return result
-        rows = tc.rows
+        rows = self._without_idle_companions(table, tc.rows)
         columns = [f.name for f in rows.schema if f.name not in META_COLUMNS]
         if columns:
             self.ensure_tables(table, rows.schema, tc.key)
@@ -331,6 +331,24 @@ class Warehouse(ABC):
                 self._truncate(tc, pos, result, now)
         self._pending_state[table] = TableState(table, tc.end, tc.checkpoint, now)
         return result
+
+    def _without_idle_companions(self, table: str, rows: pa.Table) -> pa.Table:
+        """`rows` less the `<column>__raw` companions (lib/values.py) that hold no value in this
+        batch and that the table does not have yet: a companion column is created with the
+        first value that needs it, so a table whose values all fit their types carries none.
+        Once the table has it, it stays in every batch (an update must clear it)."""
+        names = rows.column_names
+        idle = [
+            c
+            for c in names
+            if c.endswith(RAW_SUFFIX)
+            and c[: -len(RAW_SUFFIX)] in names
+            and rows.column(c).null_count == rows.num_rows
+        ]
+        if idle:
+            existing = set(self._existing_columns(table))
+            idle = [c for c in idle if c not in existing]
+        return rows.drop_columns(idle) if idle else rows
 
     def _without_resent(self, table: str, rows: pa.Table, key: Sequence[str]) -> pa.Table:
         """The rows (numbered) without the events applied before (`resent_rows_sql`), bound
@@ -362,7 +380,7 @@ class Warehouse(ABC):
         result.last = Position(last_lsn, int(seq[lsn == last_lsn].max()))
         for item in rows.column(OP).value_counts().to_pylist():
             result.changes_by_op[item["values"]] = item["counts"]
-        unchanged = unchanged_columns(rows)
+        unchanged = [c for c in unchanged_columns(rows) if c in columns]
         self._bind(BATCH, rows, table)
         date_col = self.business_date_columns.get(table)
         before = None
