@@ -64,6 +64,13 @@ CHOICES = [
     "(bench/cdc_throughput.py --backlog 2000000).",
     "DuckDB `threads = 1` for the ingest connection: apply per 50k batch 0.13 s with DuckDB's "
     "default threads, 0.11 s with one, on 2 cores (bench/cdc_throughput.py, 500k changes).",
+    "`<column>__raw` companions created with the first value that needs it (warehouse/base.py, "
+    "issue 18): bench/cdc_throughput.py at 500k changes, runs alternating main (62519e1) / the "
+    "issue 21 warehouse restructure (1028784) / lazy companions (fb0938e), 2026-12-07 10:30-10:37 "
+    "UTC at load average 8.6-11: ingest client CPU 2.18, 2.32 / 2.30, 2.29 / 2.03, 1.80 s; end "
+    "to end / raw (copy) 0.369, 0.243 / 0.240, 0.219 / 0.293, 0.308. The companions' cost "
+    "(~16% of the ingest) is gone; at that load the ratio swings too much to judge the 0.44 "
+    "floor (a quiet run of main at 09:31 UTC, load 1.3, gave 0.476).",
 ]
 
 
