@@ -58,6 +58,9 @@ BENCHMARKS = [
 # benchmarks the issue asks for that have no script yet: {id: (title, why)}
 NOT_IMPLEMENTED: dict[str, tuple[str, str]] = {}
 
+# Measurements behind a choice in the code (the code's comment points here); kept as written on
+# every regeneration, each with where it was measured.
+
 
 def machine() -> dict:
     info = {"nproc": os.cpu_count(), "python": platform.python_version()}

@@ -1,11 +1,13 @@
 """The lossless value rule both feeds follow: a typed column where the value fits, its exact text
 beside it where it does not.
 
-Every raw column of a date, timestamp or decimal type has a VARCHAR companion `<column>__raw`.
-When the source value is one the typed column cannot hold on every warehouse, the typed column is
-NULL and `<column>__raw` holds the value as PostgreSQL prints it (DateStyle ISO, TimeZone UTC);
-otherwise `<column>__raw` is NULL. So for a non-NULL source value exactly one of the two is set,
-and `<column>__raw` existing in the schema says the column can hold such values. What goes there:
+Every decoded column of a date, timestamp or decimal type has a VARCHAR companion
+`<column>__raw`. When the source value is one the typed column cannot hold on every warehouse, the
+typed column is NULL and `<column>__raw` holds the value as PostgreSQL prints it (DateStyle ISO,
+TimeZone UTC); otherwise `<column>__raw` is NULL. So for a non-NULL source value exactly one of
+the two is set. The warehouse adds `<column>__raw` to the raw table with the first change whose
+companion holds a value (lib/warehouse/base.py), so a raw table has it once the column has held
+such a value (and keeps it). What goes there:
 
 - dates and timestamps outside 0001-01-01 .. 9999-12-31 (BigQuery's range; Arrow's text parser and
   Python's datetime share it): `infinity`, `-infinity`, BC (`0044-03-15 BC`,

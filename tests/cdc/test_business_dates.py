@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from analytics_assets.lib.partitions import BUCKET_US, business_date, business_dates
-from analytics_assets.lib.warehouse.bigquery import after_dates
+from analytics_assets.lib.warehouse.base import after_buckets
 
 ZONES = ["UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata", "Australia/Lord_Howe"]
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -32,9 +32,13 @@ def test_no_buckets_no_dates():
     assert business_dates(np.zeros(0, np.int64), "UTC") == set()
 
 
-def test_the_bigquery_after_images_get_the_same_dates():
+def _after_dates(col, tz):
+    return business_dates(after_buckets(col) * BUCKET_US, tz)
+
+
+def test_the_after_images_get_their_dates_in_the_zone():
     # 2026-03-08 03:30 UTC is 22:30 on the 7th in New York and 12:30 on the 8th in Seoul
     moments = [dt.datetime(2026, 3, 8, 3, 30, tzinfo=dt.UTC), None]
     col = pa.chunked_array([pa.array(moments, pa.timestamp("us", tz="UTC"))])
-    assert after_dates(col, "America/New_York") == {dt.date(2026, 3, 7)}
-    assert after_dates(col, "Asia/Seoul") == {dt.date(2026, 3, 8)}
+    assert _after_dates(col, "America/New_York") == {dt.date(2026, 3, 7)}
+    assert _after_dates(col, "Asia/Seoul") == {dt.date(2026, 3, 8)}

@@ -45,9 +45,18 @@ def test_infinity_bc_dates_nan_and_wide_numerics_arrive_by_the_raw_rule(cdc):
     )
     result = cdc.ingest()
     assert result.tables["edges"].changes_by_op["c"] == 3
+    # a companion column comes with the first value that needs it: `neg` never had one
+    companions = {
+        c
+        for (c,) in cdc.raw(
+            "select column_name from information_schema.columns where table_schema = 'raw' "
+            "and table_name = 'edges' and column_name like '%\\_\\_raw' escape '\\'"
+        )
+    }
+    assert companions == {"ts__raw", "tstz__raw", "d__raw", "amount__raw"}
     rows = cdc.raw(
         "select id, ts, ts__raw, tstz, tstz__raw, d, d__raw, amount, amount__raw, wide, free, "
-        "neg, neg__raw, f4 from raw.edges order by id"
+        "neg, null as neg__raw, f4 from raw.edges order by id"
     )
     assert rows[0] == (
         1,
@@ -89,6 +98,25 @@ def test_infinity_bc_dates_nan_and_wide_numerics_arrive_by_the_raw_rule(cdc):
     cdc.ingest()
     assert cdc.raw("select ts, ts__raw, d, d__raw from raw.edges where id = 2") == [
         (dt.datetime(2020, 1, 1), None, dt.date(2020, 1, 1), None)
+    ]
+
+
+def test_a_companion_column_comes_with_the_first_value_that_needs_it(cdc):
+    cdc.execute("create table spans (id int primary key, until timestamptz)")
+    cdc.tables = ("spans",)
+    cdc.execute("insert into spans values (1, '2030-01-01')")
+    cdc.ingest()
+    cdc.execute("update spans set until = '2031-01-01' where id = 1")
+    cdc.ingest()
+    columns = "select column_name from information_schema.columns where table_name = '{}'"
+    assert "until__raw" not in {c for (c,) in cdc.raw(columns.format("spans"))}
+    cdc.execute("insert into spans values (2, 'infinity')")
+    cdc.ingest()
+    for table in ("spans", "spans_changes"):
+        assert "until__raw" in {c for (c,) in cdc.raw(columns.format(table))}
+    assert cdc.raw("select id, until, until__raw from raw.spans order by id") == [
+        (1, dt.datetime(2031, 1, 1, tzinfo=dt.UTC), None),
+        (2, None, "infinity"),
     ]
 
 

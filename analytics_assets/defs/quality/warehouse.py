@@ -59,7 +59,7 @@ def column_type(con, arrow_type: pa.DataType) -> str:
         from analytics_assets.lib.warehouse.bigquery import column_type as bigquery_type
 
         return bigquery_type(arrow_type)
-    from analytics_assets.lib.warehouse.duckdb import column_type as duckdb_type
+    from analytics_assets.lib.warehouse.statements import column_type as duckdb_type
 
     type_sql = duckdb_type(arrow_type)
     return con.execute(f"select typeof(cast(null as {type_sql}))").fetchone()[0]  # noqa: S608 - a type name the project derives

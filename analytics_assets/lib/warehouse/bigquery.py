@@ -1,8 +1,9 @@
-"""The BigQuery warehouse (prod): the same contract and rules as `duckdb.py`, in BigQuery SQL.
+"""The BigQuery warehouse (prod): the apply algorithm of `base.Warehouse`, its statements
+(`statements.py`, DuckDB SQL) transpiled to BigQuery by sqlglot (`to_bigquery`, cached).
 
-Per batch and table the fresh rows (after the stored position) are written to Parquet by pyarrow
-and loaded (load job, WRITE_TRUNCATE) into a staging table `<dataset>._cdc_load_<table>_<id>`.
-Then ONE query job runs one script:
+Per batch and table the fresh rows are written to Parquet by pyarrow and loaded (load job,
+WRITE_TRUNCATE) into a staging table `<dataset>._cdc_load_<table>_<id>`, the BATCH the statements
+read. The statements are collected, and `commit()` runs them as ONE query job, one script:
 
     BEGIN TRANSACTION;
       per table: stage (temp table) -> append to <table>_changes -> MERGE into <table>
@@ -11,77 +12,81 @@ Then ONE query job runs one script:
     COMMIT TRANSACTION;
 
 A failing statement fails the script and BigQuery rolls the transaction back, so rows, change
-log and positions commit together or not at all. Loading happens before the transaction
-(load jobs cannot take part in one); the staging tables are deleted afterwards either way.
+log and positions commit together or not at all. Loading and table DDL happen before the
+transaction (neither can take part in one); the staging tables are deleted afterwards either way.
+`apply(commit=False)` loads and plans; the next `apply` adds to the script (a snapshot table is
+applied all or nothing, as on DuckDB).
 
-`apply(commit=False)` loads and plans; the next `apply` adds to the plan and `commit()` runs it
-all as one script (a snapshot table is applied all or nothing, as on DuckDB).
-
-SQL is produced by one function per statement (mirroring `duckdb.py`), values are query
-parameters (`@name`), identifiers are validated and back-quoted.
+Values are query parameters (`@name`, typed from `statements.PARAMETERS`); a name a script
+already binds to another value gets a suffix. Identifiers are validated and back-quoted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import functools
 import io
-import time
+import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import sqlglot
+from sqlglot import exp
 
 from analytics_assets.lib.errors import ConfigError
-from analytics_assets.lib.feeds.base import (
-    COMMIT_TS,
-    IS_DELETED,
-    LOADED_AT,
-    LSN,
-    META_COLUMNS,
-    OP,
-    SEQ,
-    SOURCE_LSN,
-    UNCHANGED,
-    ChangeBatch,
-    Position,
-    TableChanges,
-    TableState,
-)
-from analytics_assets.lib.partitions import BUCKET_US, business_dates
-from analytics_assets.lib.warehouse.base import (
-    DEAD_LETTER_ID,
-    DEAD_LETTER_SCHEMA,
-    DEAD_LETTERS,
-    DEFAULT_BUSINESS_DATE_COLUMNS,
-    ROW_ID,
-    ApplyResult,
-    TableApplyResult,
-    dead_letter_rows,
-    numbered,
-    resent_since,
-    rows_after,
-    truncate_commit_ts,
-    unchanged_columns,
-    without_rows,
-)
+from analytics_assets.lib.warehouse import statements
+from analytics_assets.lib.warehouse.base import Warehouse
+from analytics_assets.lib.warehouse.names import backquote
 from analytics_assets.settings import Settings, validate_identifier
 
-STATE_TABLE = "_cdc_state"
 LOAD_PREFIX = "_cdc_load_"
-STAGE_PREFIX = "_cdc_stage_"
-
 _BQ_COLUMN_MAX = 300
 
 
-def q(name: str) -> str:
-    """Back-quote an identifier (names are validated first; a backtick could not pass)."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+# -- the dialect: sqlglot's transpilation and what BigQuery needs beyond it ----------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def to_bigquery(sql: str) -> str:
+    """A statement of `statements.py` in BigQuery SQL."""
+    return _bigquery_overrides(sqlglot.parse_one(sql, read="duckdb")).sql("bigquery")
+
+
+def _bigquery_overrides(tree: exp.Expression) -> exp.Expression:
+    """What transpiling does not give: BigQuery's decimal types (NUMERIC has 29 integer and 9
+    fractional digits, else BIGNUMERIC; unparameterized, as the source's precision is not a
+    bound to enforce), `epoch_us` (UNIX_MICROS of a TIMESTAMP; a DATETIME is read as UTC, as
+    DuckDB does) and no explicit NULLS ordering (every ordered column is NOT NULL)."""
+
+    def override(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL:
+            precision, scale = (int(e.name) for e in node.expressions) or (18, 3)
+            numeric = precision - scale <= 29 and scale <= 9
+            return exp.DataType.build("NUMERIC" if numeric else "BIGNUMERIC", dialect="bigquery")
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "epoch_us":
+            ts = exp.cast(node.expressions[0], exp.DataType.build("TIMESTAMP", dialect="bigquery"))
+            return exp.Anonymous(this="UNIX_MICROS", expressions=[ts])
+        if isinstance(node, exp.Ordered):
+            node.set("nulls_first", not node.args.get("desc"))
+        return node
+
+    return tree.transform(override)
+
+
+@functools.lru_cache(maxsize=256)
+def bigquery_type(duckdb_type: str) -> str:
+    """A DuckDB type name (`statements.column_type`, a parameter's) as BigQuery spells it."""
+    built = exp.DataType.build(duckdb_type, dialect="duckdb")
+    return _bigquery_overrides(built).sql("bigquery")
+
+
+def column_type(t: pa.DataType) -> str:
+    """The raw column type CDC creates for an Arrow type, in BigQuery."""
+    return bigquery_type(statements.column_type(t))
 
 
 def validate_column(name: str) -> str:
@@ -96,29 +101,13 @@ def validate_column(name: str) -> str:
     return name
 
 
-def column_type(t: pa.DataType) -> str:
-    if pa.types.is_integer(t):
-        return "INT64"
-    if pa.types.is_boolean(t):
-        return "BOOL"
-    if pa.types.is_floating(t):
-        return "FLOAT64"
-    if pa.types.is_decimal(t):
-        if t.precision - t.scale <= 29 and t.scale <= 9:
-            return "NUMERIC"
-        return "BIGNUMERIC"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP" if t.tz else "DATETIME"
-    if pa.types.is_date(t):
-        return "DATE"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "BYTES"
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return f"ARRAY<{column_type(t.value_type)}>"
-    return "STRING"
+def _relation(placeholder: str) -> re.Pattern:
+    return re.compile(rf"(?<![\w`.]){placeholder}(?![\w`])")
 
 
-# -- statements (BigQuery dialect) ---------------------------------------------------------------
+_RELATIONS = {
+    name: _relation(name) for name in (statements.BATCH, statements.STAGE, statements.DEAD)
+}
 
 
 def bigquery_resource(settings: Settings):
@@ -133,275 +122,9 @@ def bigquery_resource(settings: Settings):
     )
 
 
-def table_ref(dataset: str, table: str) -> str:
-    return f"{q(dataset)}.{q(table)}"
-
-
-def create_state_sql(dataset: str) -> str:
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table_ref(dataset, STATE_TABLE)} ("
-        "table_name STRING NOT NULL, position_lsn INT64 NOT NULL, position_seq INT64 NOT NULL, "
-        "checkpoint STRING NOT NULL, feed STRING, updated_at TIMESTAMP NOT NULL)"
-    )
-
-
-def read_state_sql(dataset: str) -> str:
-    return (
-        "SELECT table_name, position_lsn, position_seq, checkpoint, updated_at "  # noqa: S608 - quoted identifiers
-        f"FROM {table_ref(dataset, STATE_TABLE)}"
-    )
-
-
-def create_raw_sql(
-    dataset: str, table: str, columns: Sequence[tuple[str, str]], key: Sequence[str]
-) -> str:
-    cols = ", ".join(f"{q(c)} {t}" for c, t in columns)
-    cluster = f" CLUSTER BY {', '.join(q(k) for k in key)}" if 0 < len(key) <= 4 else ""
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table_ref(dataset, table)} ({cols}, "
-        f"{LSN} INT64 NOT NULL, {SEQ} INT64 NOT NULL, {OP} STRING NOT NULL, "
-        f"{IS_DELETED} BOOL NOT NULL, {COMMIT_TS} TIMESTAMP, {LOADED_AT} TIMESTAMP NOT NULL, "
-        f"{SOURCE_LSN} INT64){cluster}"
-    )
-
-
-def create_changes_sql(dataset: str, table: str, columns: Sequence[tuple[str, str]]) -> str:
-    cols = ", ".join(f"{q(c)} {t}" for c, t in columns)
-    # Clustered on the position: the replay anti-join only reads blocks at/after the batch.
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table_ref(dataset, table + '_changes')} ({cols}, "
-        f"{LSN} INT64 NOT NULL, {SEQ} INT64 NOT NULL, {OP} STRING NOT NULL, "
-        f"{COMMIT_TS} TIMESTAMP, {LOADED_AT} TIMESTAMP NOT NULL, {SOURCE_LSN} INT64) "
-        f"CLUSTER BY {LSN}, {SEQ}"
-    )
-
-
-def add_column_sql(dataset: str, table: str, column: str, type_: str) -> str:
-    return f"ALTER TABLE {table_ref(dataset, table)} ADD COLUMN IF NOT EXISTS {q(column)} {type_}"
-
-
-def _carried(column: str) -> str:
-    """True when the change carries `column` (it is not in `_unchanged_cols`)."""
-    return f"(NOT ('{_lit(column)}' IN UNNEST({UNCHANGED})))"
-
-
-def stage_sql(
-    stage: str,
-    dataset: str,
-    load_table: str,
-    columns: Sequence[str],
-    key: Sequence[str],
-    unchanged: Sequence[str],
-) -> str:
-    """The loaded rows as a temp table. A column a change does not carry takes the value of the
-    latest earlier change of the same key in the batch; `_miss_<i>` says it must come from the
-    warehouse row instead (as `duckdb.stage_sql`)."""
-    parts, miss = [], []
-    keys = ", ".join(q(k) for k in key)
-    for c in columns:
-        if c in unchanged:
-            i = list(unchanged).index(c)
-            carried = _carried(c)
-            prev = (
-                f"LAST_VALUE(CASE WHEN {carried} THEN {q(c)} END IGNORE NULLS) OVER "
-                f"(PARTITION BY {keys} ORDER BY {LSN}, {SEQ} "
-                f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
-            )
-            parts.append(f"CASE WHEN {carried} THEN {q(c)} ELSE {prev} END AS {q(c)}")
-            miss.append(f"((NOT {carried}) AND ({prev}) IS NULL) AS _miss_{i}")
-        else:
-            parts.append(q(c))
-    meta = f"{LSN}, {SEQ}, {OP}, {IS_DELETED}, {COMMIT_TS}"
-    return (
-        f"CREATE OR REPLACE TEMP TABLE {stage} AS SELECT {', '.join(parts + miss)}, {meta} "  # noqa: S608 - quoted identifiers
-        f"FROM {table_ref(dataset, load_table)}"
-    )
-
-
-def changes_insert_sql(
-    stage: str,
-    dataset: str,
-    table: str,
-    columns: Sequence[str],
-    key: Sequence[str],
-    unchanged: Sequence[str],
-    first_lsn_param: str,
-) -> str:
-    """Append every staged change not yet in the change log (anti-join on the position); values
-    a change did not carry come from the warehouse row as it was before this batch."""
-    sel = []
-    for c in columns:
-        if c in unchanged:
-            i = list(unchanged).index(c)
-            sel.append(f"CASE WHEN s._miss_{i} THEN r.{q(c)} ELSE s.{q(c)} END")
-        else:
-            sel.append(f"s.{q(c)}")
-    join = ""
-    if unchanged:
-        on = " AND ".join(f"r.{q(k)} = s.{q(k)}" for k in key)
-        join = f" LEFT JOIN {table_ref(dataset, table)} AS r ON {on}"
-    log = table_ref(dataset, table + "_changes")
-    cols = [q(c) for c in columns] + [LSN, SEQ, OP, COMMIT_TS, LOADED_AT]
-    return (
-        f"INSERT INTO {log} ({', '.join(cols)}) "  # noqa: S608 - quoted identifiers
-        f"SELECT {', '.join(sel)}, s.{LSN}, s.{SEQ}, s.{OP}, s.{COMMIT_TS}, @loaded_at "
-        f"FROM {stage} AS s{join} WHERE NOT EXISTS (SELECT 1 FROM {log} AS c "
-        f"WHERE c.{LSN} >= @{first_lsn_param} AND c.{LSN} = s.{LSN} AND c.{SEQ} = s.{SEQ})"
-    )
-
-
-def merge_sql(
-    stage: str,
-    dataset: str,
-    table: str,
-    columns: Sequence[str],
-    key: Sequence[str],
-    unchanged: Sequence[str],
-) -> str:
-    """Newest change per key wins; an older change never overwrites a newer row. The source is
-    one row per key (BigQuery refuses a MERGE that matches a target row twice)."""
-    keys = ", ".join(q(k) for k in key)
-    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
-    sets = []
-    for c in columns:
-        if c in key:
-            continue
-        if c in unchanged:
-            i = list(unchanged).index(c)
-            sets.append(f"{q(c)} = CASE WHEN s._miss_{i} THEN t.{q(c)} ELSE s.{q(c)} END")
-        else:
-            sets.append(f"{q(c)} = s.{q(c)}")
-    meta = [LSN, SEQ, OP, IS_DELETED, COMMIT_TS]
-    sets += [f"{m} = s.{m}" for m in meta] + [f"{LOADED_AT} = @loaded_at"]
-    ins_cols = [q(c) for c in columns] + meta + [LOADED_AT]
-    ins_vals = [f"s.{q(c)}" for c in columns] + [f"s.{m}" for m in meta] + ["@loaded_at"]
-    newer = f"(s.{LSN} > t.{LSN} OR (s.{LSN} = t.{LSN} AND s.{SEQ} > t.{SEQ}))"
-    source = (
-        f"(SELECT * FROM {stage} QUALIFY ROW_NUMBER() OVER "  # noqa: S608 - quoted identifiers
-        f"(PARTITION BY {keys} ORDER BY {LSN} DESC, {SEQ} DESC) = 1)"
-    )
-    return (
-        f"MERGE {table_ref(dataset, table)} AS t USING {source} AS s ON {on} "  # noqa: S608 - validated, quoted identifiers; values are parameters
-        f"WHEN MATCHED AND {newer} THEN UPDATE SET {', '.join(sets)} "
-        f"WHEN NOT MATCHED THEN INSERT ({', '.join(ins_cols)}) VALUES ({', '.join(ins_vals)})"
-    )
-
-
-def truncate_sql(dataset: str, table: str, p: str) -> str:
-    """Every row older than the truncate at (@<p>_lsn, @<p>_seq) becomes deleted."""
-    lsn, seq = f"@{p}_lsn", f"@{p}_seq"
-    older = f"({LSN} < {lsn} OR ({LSN} = {lsn} AND {SEQ} < {seq}))"
-    return (
-        f"UPDATE {table_ref(dataset, table)} SET {IS_DELETED} = TRUE, {OP} = 't', "  # noqa: S608 - validated, quoted identifiers; values are parameters
-        f"{LSN} = {lsn}, {SEQ} = {seq}, {COMMIT_TS} = @{p}_commit_ts, "
-        f"{LOADED_AT} = @loaded_at WHERE {older}"
-    )
-
-
-def truncate_change_sql(dataset: str, table: str, p: str) -> str:
-    log = table_ref(dataset, table + "_changes")
-    return (
-        f"INSERT INTO {log} ({LSN}, {SEQ}, {OP}, {COMMIT_TS}, {LOADED_AT}, {SOURCE_LSN}) "  # noqa: S608 - quoted identifiers
-        f"SELECT @{p}_lsn, @{p}_seq, 't', @{p}_commit_ts, @loaded_at, @{p}_source_lsn "
-        "FROM (SELECT 1) AS one "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {log} AS c "
-        f"WHERE c.{LSN} = @{p}_lsn AND c.{SEQ} = @{p}_seq)"
-    )
-
-
-def resent_rows_sql(
-    dataset: str, table: str, load_table: str, key: Sequence[str], since: bool
-) -> str:
-    """`_row` of each loaded event applied before: the same key, `_source_lsn` and op are in the
-    change log (a restarted Debezium connector re-sent it at a new offset) or earlier in the
-    batch (as `duckdb.resent_rows_sql`). With `since`, only change log rows from the batch's
-    oldest commit time on are compared (a re-sent event repeats its commit time)."""
-    on = " AND ".join(f"c.{q(k)} = b.{q(k)}" for k in key)
-    keys = ", ".join(f"b.{q(k)}" for k in key)
-    log = table_ref(dataset, table + "_changes")
-    recent = f" AND c.{COMMIT_TS} >= @since" if since else ""
-    return (
-        f"SELECT {ROW_ID} FROM (SELECT b.{ROW_ID}, ROW_NUMBER() OVER (PARTITION BY {keys}, "  # noqa: S608 - quoted identifiers
-        f"b.{SOURCE_LSN}, b.{OP} ORDER BY b.{LSN}, b.{SEQ}) AS nth, EXISTS (SELECT 1 FROM {log} "
-        f"AS c WHERE {on} AND c.{SOURCE_LSN} = b.{SOURCE_LSN} AND c.{OP} = b.{OP}{recent}) "
-        f"AS logged FROM {table_ref(dataset, load_table)} AS b WHERE b.{SOURCE_LSN} IS NOT NULL) "
-        "AS x WHERE logged OR nth > 1"
-    )
-
-
-def truncate_resent_sql(dataset: str, table: str) -> str:
-    return (
-        f"SELECT COUNT(*) FROM {table_ref(dataset, table + '_changes')} "  # noqa: S608 - quoted identifiers
-        f"WHERE {OP} = 't' AND {SOURCE_LSN} = @source_lsn"
-    )
-
-
-def create_dead_letters_sql(dataset: str) -> str:
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table_ref(dataset, DEAD_LETTERS)} ("
-        "topic STRING NOT NULL, kafka_partition INT64 NOT NULL, kafka_offset INT64 NOT NULL, "
-        "table_name STRING, reason STRING NOT NULL, record_key BYTES, record_value BYTES, "
-        "value_bytes INT64 NOT NULL, first_seen_at TIMESTAMP NOT NULL)"
-    )
-
-
-def dead_letters_insert_sql(dataset: str, load_table: str) -> str:
-    """The loaded dead letters not stored yet (a replayed record is not added twice)."""
-    target = table_ref(dataset, DEAD_LETTERS)
-    cols = [f.name for f in DEAD_LETTER_SCHEMA]
-    same = " AND ".join(f"x.{c} = d.{c}" for c in DEAD_LETTER_ID)
-    return (
-        f"INSERT INTO {target} ({', '.join(cols)}, first_seen_at) "  # noqa: S608 - quoted identifiers
-        f"SELECT {', '.join(f'd.{c}' for c in cols)}, @loaded_at "
-        f"FROM {table_ref(dataset, load_table)} AS d "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS x WHERE {same})"
-    )
-
-
-def store_state_sql(dataset: str, prefixes: Sequence[str]) -> str:
-    """Upsert the positions (one source row per table, all values parameters)."""
-    rows = " UNION ALL ".join(
-        f"SELECT @{p}_table AS table_name, @{p}_lsn AS position_lsn, "
-        f"@{p}_seq AS position_seq, @{p}_checkpoint AS checkpoint, @feed AS feed, "
-        f"@{p}_updated_at AS updated_at"
-        for p in prefixes
-    )
-    cols = "table_name, position_lsn, position_seq, checkpoint, feed, updated_at"
-    return (
-        f"MERGE {table_ref(dataset, STATE_TABLE)} AS t USING ({rows}) AS s "  # noqa: S608 - validated, quoted identifiers; values are parameters
-        "ON t.table_name = s.table_name WHEN MATCHED THEN UPDATE SET "
-        "position_lsn = s.position_lsn, position_seq = s.position_seq, "
-        "checkpoint = s.checkpoint, feed = s.feed, updated_at = s.updated_at "
-        f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES "
-        "(s.table_name, s.position_lsn, s.position_seq, s.checkpoint, s.feed, s.updated_at)"
-    )
-
-
-def before_dates_sql(
-    dataset: str, table: str, load_table: str, column: str, key: Sequence[str], kind: str
-) -> str:
-    """Dates (in @tz) of the warehouse rows this batch's updates and deletes replace. `kind`:
-    TIMESTAMP, DATETIME (read as UTC, as DuckDB does) or DATE."""
-    on = " AND ".join(f"r.{q(k)} = s.{q(k)}" for k in key)
-    value = {
-        "TIMESTAMP": f"DATE(r.{q(column)}, @tz)",
-        "DATETIME": f"DATE(TIMESTAMP(r.{q(column)}), @tz)",
-        "DATE": f"r.{q(column)}",
-    }[kind]
-    return (
-        f"SELECT DISTINCT {value} FROM {table_ref(dataset, table)} AS r "  # noqa: S608 - quoted identifiers
-        f"WHERE EXISTS (SELECT 1 FROM {table_ref(dataset, load_table)} AS s "
-        f"WHERE s.{OP} IN ('u', 'd') AND {on})"
-    )
-
-
-def script_sql(statements: Sequence[str]) -> str:
-    body = "".join(f"{s};\n" for s in statements)
+def script_sql(statements_: Sequence[str]) -> str:
+    body = "".join(f"{s};\n" for s in statements_)
     return f"BEGIN TRANSACTION;\n{body}COMMIT TRANSACTION;"
-
-
-def _lit(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 # -- the adapter ---------------------------------------------------------------------------------
@@ -414,11 +137,10 @@ class Plan:
     load_tables: list[str] = field(default_factory=list)
     statements: list[str] = field(default_factory=list)
     params: dict[str, tuple[str, Any]] = field(default_factory=dict)  # name -> (type, value)
-    states: dict[str, TableState] = field(default_factory=dict)
-    truncates: set[tuple[str, int | None]] = field(default_factory=set)  # (table, source lsn)
+    relations: dict[str, str] = field(default_factory=dict)  # placeholder -> relation now
 
 
-class BigQueryWarehouse:
+class BigQueryWarehouse(Warehouse):
     """`client` is a `google.cloud.bigquery.Client` (or anything with its methods); `resource`
     a dagster-gcp `BigQueryResource` whose client is held open until `close()`."""
 
@@ -432,27 +154,24 @@ class BigQueryWarehouse:
         timezone: str = "UTC",
         feed_kind: str = "slot",
     ):
+        super().__init__(
+            validate_identifier(dataset, "warehouse dataset"),
+            business_date_columns=business_date_columns,
+            timezone=timezone,
+            feed_kind=feed_kind,
+        )
         self._exit = contextlib.ExitStack()
         if client is None:
             if resource is None:
                 raise ValueError("BigQueryWarehouse needs a client or a BigQueryResource")
             client = self._exit.enter_context(resource.get_client())
         self.client = client
-        self.dataset = validate_identifier(dataset, "warehouse dataset")
-        self.business_date_columns = dict(
-            DEFAULT_BUSINESS_DATE_COLUMNS
-            if business_date_columns is None
-            else business_date_columns
-        )
-        self.timezone = timezone
-        self.feed_kind = feed_kind
-        self._plan: Plan | None = None
-        self._state: dict[str, TableState] | None = None
-        self._columns: dict[str, list[str]] = {}
+        self.dataset = self.schema
+        self._plan = Plan()
         self._n = 0
         self._bq().Dataset  # noqa: B018 - fail early when google-cloud-bigquery is missing
         self._create_dataset()
-        self._run(create_state_sql(self.dataset))
+        self._run(to_bigquery(statements.create_state_sql(self.dataset)))
 
     # -- client calls -------------------------------------------------------------------------
 
@@ -502,259 +221,86 @@ class BigQueryWarehouse:
                 f"{self.client.project}.{self.dataset}.{name}", not_found_ok=True
             )
 
-    # -- schema -------------------------------------------------------------------------------
+    def _bound_sql(self, sql: str, params: Mapping[str, Any]) -> tuple[str, dict]:
+        """The statement in BigQuery SQL with this plan's relations and parameter names."""
+        text = to_bigquery(sql)
+        for placeholder, relation in self._plan.relations.items():
+            text = _RELATIONS[placeholder].sub(relation, text)
+        bound = {}
+        for name, value in params.items():
+            typed = (bigquery_type(statements.parameter_type(name)), value)
+            unique = name
+            if self._plan.params.get(name, typed) != typed:
+                self._n += 1
+                unique = f"{name}__{self._n}"
+                text = re.sub(rf"@{name}\b", f"@{unique}", text)
+            bound[unique] = typed
+        return text, bound
 
-    def _existing_columns(self, table: str) -> list[str]:
-        if table not in self._columns:
-            from google.api_core.exceptions import NotFound
+    # -- the executor: load jobs, and one transaction script run at commit ----------------------
 
-            try:
-                got = self.client.get_table(f"{self.client.project}.{self.dataset}.{table}")
-                self._columns[table] = [f.name for f in got.schema]
-            except NotFound:
-                return []
-        return self._columns[table]
+    def _begin(self) -> None:
+        self._plan = Plan()
 
-    def ensure_tables(self, table: str, schema: pa.Schema, key: Sequence[str]) -> None:
-        validate_identifier(table, "table")
-        source = [
-            (validate_column(f.name), column_type(f.type))
-            for f in schema
-            if f.name not in META_COLUMNS
-        ]
-        existing = self._existing_columns(table)
-        if not existing:
-            self._run(create_raw_sql(self.dataset, table, source, key))
-            self._run(create_changes_sql(self.dataset, table, source))
-        else:
-            added = [(c, t) for c, t in source if c not in existing]
-            if SOURCE_LSN not in existing:  # a warehouse from before SOURCE_LSN was stored
-                added.append((SOURCE_LSN, "INT64"))
-            for c, t in added:
-                self._run(add_column_sql(self.dataset, table, c, t))
-                self._run(add_column_sql(self.dataset, table + "_changes", c, t))
-            if not added:
-                return
-        self._columns.pop(table, None)
-        self._columns.pop(table + "_changes", None)
-
-    # -- state --------------------------------------------------------------------------------
-
-    def state(self) -> dict[str, TableState]:
-        if self._state is None:
-            rows = self._run(read_state_sql(self.dataset))
-            self._state = {
-                r[0]: TableState(r[0], Position(int(r[1]), int(r[2])), r[3], r[4]) for r in rows
-            }
-        return dict(self._state)
-
-    # -- apply --------------------------------------------------------------------------------
-
-    def rollback(self) -> None:
-        plan, self._plan = self._plan, None
-        if plan is not None:
-            self._drop(plan.load_tables)
-
-    def commit(self) -> None:
-        plan = self._plan
-        if plan is None:
-            return
+    def _commit_transaction(self) -> None:
+        plan, self._plan = self._plan, Plan()
         try:
-            if plan.statements or plan.states:
-                self._run(self.script(plan), self.script_params(plan))
+            if plan.statements:
+                self._run(script_sql(plan.statements), plan.params)
         finally:
-            self._plan = None
             self._drop(plan.load_tables)
-        if self._state is not None:
-            self._state.update(plan.states)
 
-    def script(self, plan: Plan) -> str:
-        statements = list(plan.statements)
-        if plan.states:
-            statements.append(store_state_sql(self.dataset, self._state_prefixes(plan)))
-        return script_sql(statements)
+    def _rollback_transaction(self) -> None:
+        plan, self._plan = self._plan, Plan()
+        self._drop(plan.load_tables)
 
-    def script_params(self, plan: Plan) -> dict[str, tuple[str, Any]]:
-        params = dict(plan.params)
-        if plan.states:
-            params["feed"] = ("STRING", self.feed_kind)
-            for p, st in zip(self._state_prefixes(plan), plan.states.values(), strict=True):
-                params[f"{p}_table"] = ("STRING", st.table)
-                params[f"{p}_lsn"] = ("INT64", int(st.position.lsn))
-                params[f"{p}_seq"] = ("INT64", int(st.position.seq))
-                params[f"{p}_checkpoint"] = ("STRING", st.checkpoint)
-                params[f"{p}_updated_at"] = ("TIMESTAMP", st.updated_at)
-        return params
+    def _ddl(self, statement: str, cluster_by: Sequence[str] = ()) -> None:
+        tree = sqlglot.parse_one(to_bigquery(statement), read="bigquery")
+        if cluster_by and len(cluster_by) <= 4:  # BigQuery clusters on up to 4 columns
+            columns = [exp.column(c, quoted=True) for c in cluster_by]
+            tree.set("properties", exp.Properties(expressions=[exp.Cluster(expressions=columns)]))
+        self._run(tree.sql("bigquery"))
 
-    @staticmethod
-    def _state_prefixes(plan: Plan) -> list[str]:
-        return [f"st{i}" for i in range(len(plan.states))]
+    def _execute(self, statement: str, params: Mapping[str, Any]) -> None:
+        text, bound = self._bound_sql(statement, params)
+        self._plan.statements.append(text)
+        self._plan.params.update(bound)
 
-    def apply(
-        self,
-        batch: ChangeBatch,
-        *,
-        commit: bool = True,
-        before_commit: Callable[[], None] | None = None,
-    ) -> ApplyResult:
-        t0 = time.perf_counter()
-        now = dt.datetime.now(dt.UTC)
-        if self._plan is None:
-            self._plan = Plan()
-        plan = self._plan
-        try:
-            state = self.state()
-            state.update(plan.states)
-            results = {}
-            for table, tc in batch.tables.items():
-                results[table] = self._apply_table(plan, tc, state.get(table), now)
-            if batch.dead_letters:
-                self._plan_dead_letters(plan, batch, now)
-            if before_commit is not None:
-                before_commit()
-            if commit:
-                self.commit()
-        except BaseException:
-            self.rollback()
-            raise
-        return ApplyResult(results, time.perf_counter() - t0, committed=commit)
-
-    def _next(self, prefix: str) -> str:
-        self._n += 1
-        return f"{prefix}{self._n}"
-
-    def _apply_table(
-        self, plan: Plan, tc: TableChanges, stored: TableState | None, now: dt.datetime
-    ) -> TableApplyResult:
-        table = validate_identifier(tc.table, "table")
-        result = TableApplyResult(table)
-        stored_pos = Position(*stored.position) if stored else None
-        if stored_pos is not None and tc.end <= stored_pos:
-            result.skipped = tc.num_changes
-            return result
-        rows = tc.rows
-        plan.params["loaded_at"] = ("TIMESTAMP", now)
-        columns = [f.name for f in rows.schema if f.name not in META_COLUMNS]
-        if columns:
-            self.ensure_tables(table, rows.schema, tc.key)
-        if rows.num_rows and columns:
-            if not tc.key:
-                raise ValueError(f"table {table} has no primary key: it cannot be merged")
-            fresh = rows_after(rows, stored_pos)
-            result.skipped = rows.num_rows - fresh.num_rows
-            if fresh.num_rows:
-                self._merge_rows(plan, table, fresh, columns, tc.key, result)
-        for pos in tc.truncates:
-            if stored_pos is not None and pos <= stored_pos:
-                result.skipped += 1
-                continue
-            if not self._existing_columns(table):
-                continue  # nothing was ever loaded for it
-            source_lsn = tc.truncate_source_lsns.get(pos)
-            if source_lsn is not None and (
-                (table, source_lsn) in plan.truncates
-                or self._run(
-                    truncate_resent_sql(self.dataset, table),
-                    {"source_lsn": ("INT64", source_lsn)},
-                )[0][0]
-            ):
-                result.skipped += 1  # re-sent by a restarted Debezium connector
-                continue
-            plan.truncates.add((table, source_lsn))
-            p = self._next("tr")
-            plan.params[f"{p}_source_lsn"] = ("INT64", source_lsn)
-            plan.params[f"{p}_lsn"] = ("INT64", int(pos.lsn))
-            plan.params[f"{p}_seq"] = ("INT64", int(pos.seq))
-            plan.params[f"{p}_commit_ts"] = ("TIMESTAMP", truncate_commit_ts(tc, pos))
-            plan.statements.append(truncate_sql(self.dataset, table, p))
-            plan.statements.append(truncate_change_sql(self.dataset, table, p))
-            result.changes_by_op["t"] = result.changes_by_op.get("t", 0) + 1
-            result.first = pos if result.first is None else min(result.first, pos)
-            result.last = pos if result.last is None else max(result.last, pos)
-        plan.states[table] = TableState(table, tc.end, tc.checkpoint, now)
-        return result
-
-    def _plan_dead_letters(self, plan: Plan, batch: ChangeBatch, now: dt.datetime) -> None:
-        """Load the dead letters; the script inserts them (DDL cannot run inside it)."""
-        if DEAD_LETTERS not in self._columns:
-            self._run(create_dead_letters_sql(self.dataset))
-            self._columns[DEAD_LETTERS] = [f.name for f in DEAD_LETTER_SCHEMA]
-        load = f"{LOAD_PREFIX}{DEAD_LETTERS.strip('_')}_{uuid.uuid4().hex[:12]}"
-        plan.load_tables.append(load)
-        self._load(load, dead_letter_rows(batch.dead_letters))
-        plan.params["loaded_at"] = ("TIMESTAMP", now)
-        plan.statements.append(dead_letters_insert_sql(self.dataset, load))
-
-    def _merge_rows(self, plan, table, rows, columns, key, result) -> None:
-        load = f"{LOAD_PREFIX}{table}_{uuid.uuid4().hex[:12]}"
-        plan.load_tables.append(load)
-        if SOURCE_LSN in rows.column_names:  # stored like a column (raw and change log)
-            columns = [*columns, SOURCE_LSN]
-            rows = self._without_resent(table, load, rows, key, result)
-            if not rows.num_rows:
-                return
-        else:
-            self._load(load, rows)
-        positions = sorted(
-            zip(rows.column(LSN).to_pylist(), rows.column(SEQ).to_pylist(), strict=True)
-        )
-        result.first, result.last = Position(*positions[0]), Position(*positions[-1])
-        for item in rows.column(OP).value_counts().to_pylist():
-            result.changes_by_op[item["values"]] = item["counts"]
-        unchanged = unchanged_columns(rows)
-        date_col = self.business_date_columns.get(table)
-        if date_col in columns:
-            result.business_dates = self._business_dates(table, load, rows, date_col, key)
-        stage = self._next(STAGE_PREFIX)
-        first = self._next("first_lsn")
-        plan.params[first] = ("INT64", int(result.first.lsn))
-        plan.statements += [
-            stage_sql(stage, self.dataset, load, columns, key, unchanged),
-            changes_insert_sql(stage, self.dataset, table, columns, key, unchanged, first),
-            merge_sql(stage, self.dataset, table, columns, key, unchanged),
+    def _query(self, statement: str, params: Mapping[str, Any]) -> list[tuple]:
+        text, bound = self._bound_sql(statement, params)
+        return [
+            tuple(r.values()) if hasattr(r, "values") else tuple(r) for r in self._run(text, bound)
         ]
 
-    def _without_resent(self, table, load, rows, key, result) -> pa.Table:
-        """Load the rows, drop the events applied before (`resent_rows_sql`); if there were
-        any, the load table is replaced by the rows without them."""
-        self._load(load, numbered(rows))
-        if not self._existing_columns(table + "_changes"):
-            return rows
-        since = resent_since(rows)
-        found = self._run(
-            resent_rows_sql(self.dataset, table, load, key, since is not None),
-            {"since": ("TIMESTAMP", since)} if since is not None else None,
-        )
-        if not found:
-            return rows
-        result.skipped += len(found)
-        rows = without_rows(rows, [int(r[0]) for r in found])
-        if rows.num_rows:
-            self._load(load, rows)
-        return rows
+    def _register(self, name: str, rows: pa.Table, table: str) -> None:
+        load = f"{LOAD_PREFIX}{table.strip('_')}_{uuid.uuid4().hex[:12]}"
+        if name == statements.BATCH:
+            self._n += 1
+            self._plan.relations[statements.STAGE] = f"_cdc_stage_{self._n}"
+        self._plan.load_tables.append(load)
+        self._load(load, rows)
+        self._plan.relations[name] = f"{backquote(self.dataset)}.{backquote(load)}"
 
-    def _business_dates(self, table, load, rows, column, key) -> set[dt.date]:
-        """Dates of the after images (Arrow) and of the rows they replace (one query)."""
-        col = rows.column(column)
-        is_ts = pa.types.is_timestamp(col.type)
-        if not (is_ts or pa.types.is_date(col.type)):
-            return set()
-        dates = after_dates(col, self.timezone)
-        kind = column_type(col.type)
-        found = self._run(
-            before_dates_sql(self.dataset, table, load, column, key, kind),
-            {"tz": ("STRING", self.timezone)} if is_ts else None,
-        )
-        return dates | {r[0] for r in found if r[0] is not None}
+    def _release(self, name: str) -> None:
+        """Nothing to do: temp tables end with the script, staging tables at commit."""
+
+    def _read_columns(self, table: str) -> list[str]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            got = self.client.get_table(f"{self.client.project}.{self.dataset}.{table}")
+        except NotFound:
+            return []
+        return [f.name for f in got.schema]
+
+    def _column_name(self, name: str) -> str:
+        return validate_column(name)
 
     def close(self) -> None:
         try:
             self.rollback()
         finally:
             self._exit.close()
-
-
-# -- helpers -------------------------------------------------------------------------------------
 
 
 def _schema_field(f: pa.Field):
@@ -764,11 +310,3 @@ def _schema_field(f: pa.Field):
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return bigquery.SchemaField(f.name, column_type(t.value_type), mode="REPEATED")
     return bigquery.SchemaField(f.name, column_type(t), mode="NULLABLE")
-
-
-def after_dates(col: pa.ChunkedArray, tz: str) -> set[dt.date]:
-    if pa.types.is_date(col.type):
-        return {d for d in pc.unique(col).to_pylist() if d is not None}
-    us = pc.cast(pc.cast(pc.drop_null(col), pa.timestamp("us", col.type.tz)), pa.int64())
-    buckets = np.unique(us.to_numpy() // BUCKET_US) if len(us) else np.zeros(0, np.int64)
-    return business_dates(buckets * BUCKET_US, tz)

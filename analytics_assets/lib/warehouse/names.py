@@ -12,3 +12,8 @@ RAW_SUFFIX = "__raw"  # `<column>__raw`: a value its typed column cannot hold (l
 def q(name: str) -> str:
     """Quote an identifier (source column names may be anything)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def backquote(name: str) -> str:
+    """Quote an identifier as BigQuery does (where SQL is written for BigQuery alone)."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics_assets.lib.errors import WarehouseBusy, WarehouseUnavailable
-from analytics_assets.lib.warehouse.names import q
+from analytics_assets.lib.warehouse.names import backquote, q
 from analytics_assets.settings import Settings, validate_identifier
 
 
@@ -190,9 +190,7 @@ def relation(con: Any, layer: str, table: str) -> str:
 def quoted(con: Any, schema: str, table: str) -> str:
     """The quoted name of `schema.table` as the warehouse spells it (e.g. from dbt's manifest)."""
     if dialect(con) == "bigquery":
-        from analytics_assets.lib.warehouse.bigquery import table_ref
-
-        return table_ref(schema, table)
+        return f"{backquote(schema)}.{backquote(table)}"
     return f"{q(schema)}.{q(table)}"
 
 
@@ -211,9 +209,8 @@ def catalog_rows(
         return con.execute(sql, [layer, table]).fetchall()
     from google.api_core.exceptions import NotFound
 
-    from analytics_assets.lib.warehouse.bigquery import q as bq
-
-    source = f"{bq(con.project)}.{bq(con.dataset(layer))}.INFORMATION_SCHEMA.{view.upper()}"
+    dataset = f"{backquote(con.project)}.{backquote(con.dataset(layer))}"
+    source = f"{dataset}.INFORMATION_SCHEMA.{view.upper()}"
     sql = f"select {select} from {source} where table_name = ?{order}"  # noqa: S608 - quoted identifiers
     try:
         return con.execute(sql, [table]).fetchall()
