@@ -63,6 +63,10 @@ class Settings:
     cdc_pause_at: str | None = None
     # per-invocation dbt target folders kept under DBT_TARGET_PATH (each 3-5 MB); older ones go
     dbt_artifact_runs_kept: int = 10
+    # days the change log (raw.<table>_changes) and closed history versions are kept; 0: forever.
+    # dbt reads the same variables (macros/retention.sql); these validate them for every command.
+    change_log_retention_days: int = 30
+    history_retention_days: int = 0
 
     @property
     def is_prod(self) -> bool:
@@ -161,6 +165,8 @@ def get_settings() -> Settings:
         warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
         cdc_pause_at=_env("CDC_PAUSE_AT"),
         dbt_artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT", "10"),
+        change_log_retention_days=_days("CHANGE_LOG_RETENTION_DAYS", "30"),
+        history_retention_days=_days("HISTORY_RETENTION_DAYS", "0"),
     )
 
 
@@ -211,6 +217,14 @@ def _positive_int(name: str, default: str) -> int:
     value = _env(name, default)
     if not value.isdigit() or int(value) <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer.")
+    return int(value)
+
+
+def _days(name: str, default: str) -> int:
+    """A retention in whole days; 0 keeps forever."""
+    value = _env(name, default)
+    if not value.isdigit():
+        raise ConfigError(f"{name}={value!r} must be a whole number of days (0: keep forever).")
     return int(value)
 
 

@@ -1,0 +1,66 @@
+"""history/<table> on the hand-made raw layer (tests/raw_tables.py): an incremental run closes
+the versions of earlier runs, and the retention settings prune the change log (only what the
+history has read) and the closed versions. The randomized equivalence with the source is
+tests/cdc/test_history_equivalence.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.dbt.test_dbt_project import DbtProject
+from tests.raw_tables import create_raw_tables
+
+HISTORY = ("run", "--quiet", "--select", "orders")
+
+
+@pytest.fixture
+def project(tmp_path) -> DbtProject:
+    project = DbtProject(tmp_path)
+    create_raw_tables(project.warehouse)
+    return project
+
+
+def _update_order(project: DbtProject, order_id: int, status: str, lsn: int, when: str) -> None:
+    project.execute(
+        "insert into raw.orders_changes by name select * exclude (status, _lsn, _seq, _op, "  # noqa: S608 - test literals
+        f"_commit_ts), '{status}' as status, {lsn}::bigint as _lsn, 1::bigint as _seq, "
+        f"'u' as _op, {when} as _commit_ts from raw.orders_changes "
+        f"where id = {order_id} and _op = 'r'"
+    )
+
+
+def test_retention_prunes_read_changes_and_old_closed_versions_only(project, monkeypatch):
+    project.run(*HISTORY)
+    _update_order(project, 1, "refunded", 3, "now()")
+    # read by no run yet: an old commit time, but after the newest position the history holds
+    _update_order(project, 2, "refunded", 4, "timestamptz '2024-03-07 00:00:00+00'")
+    monkeypatch.setenv("CHANGE_LOG_RETENTION_DAYS", "1")
+    project.run(*HISTORY)  # reads both updates, then prunes
+    versions = project.query(
+        "select id, status, started_by, ended_by from history.orders where id in (1, 2, 9) "
+        "order by id, valid_from_lsn"
+    )
+    assert versions == [
+        (1, "completed", "r", "u"),
+        (1, "refunded", "u", None),
+        (2, "completed", "r", "u"),
+        (2, "refunded", "u", None),
+        (9, "completed", "r", "d"),  # hard-deleted in raw_tables: its version ended by 'd'
+    ]
+    # the snapshot (lsn 1) and deletes (lsn 2) are older than a day and read: gone; lsn 4 is
+    # the newest position the history holds, so it stays whatever its age
+    assert project.query("select _lsn from raw.orders_changes order by _lsn") == [(3,), (4,)]
+
+    monkeypatch.setenv("HISTORY_RETENTION_DAYS", "1")
+    project.run(*HISTORY)
+    left = project.query("select id, status, valid_to from history.orders where id in (1, 2, 9)")
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    # closed versions that ended before the cutoff are gone; current ones always stay
+    assert sorted((i, s) for i, s, _ in left) == [
+        (1, "completed"),
+        (1, "refunded"),
+        (2, "refunded"),
+    ]
+    assert all(to is None or to >= cutoff for _, _, to in left)
