@@ -107,6 +107,9 @@ VARIABLES: dict[str, Variable] = {
         Variable("DBT_TARGET", "dbt"),
         Variable("DBT_TARGET_PATH", "dbt", "target"),
         Variable("DBT_ARTIFACT_RUNS_KEPT", "dbt", "10"),
+        # history (dbt reads the same variables in macros/retention.sql; these validate them)
+        Variable("CHANGE_LOG_RETENTION_DAYS", "history", "30"),
+        Variable("HISTORY_RETENTION_DAYS", "history", "0"),
     )
 }
 
@@ -195,6 +198,12 @@ class DbtSettings:
 
 
 @dataclass(frozen=True)
+class HistorySettings:
+    change_log_retention_days: int  # raw.<table>_changes kept by commit time; 0: forever
+    history_retention_days: int  # closed versions kept after they ended; 0: forever
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     data_dir: Path
@@ -207,6 +216,7 @@ class Settings:
     freshness: FreshnessSettings
     notify: NotifySettings
     dbt: DbtSettings
+    history: HistorySettings
 
     @property
     def is_prod(self) -> bool:
@@ -295,6 +305,10 @@ def get_settings() -> Settings:
             target=_read("DBT_TARGET") or ("prod" if env == "prod" else "dev"),
             target_path=Path(_read("DBT_TARGET_PATH")),
             artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT"),
+        ),
+        history=HistorySettings(
+            change_log_retention_days=_days("CHANGE_LOG_RETENTION_DAYS"),
+            history_retention_days=_days("HISTORY_RETENTION_DAYS"),
         ),
     )
 
@@ -412,6 +426,14 @@ def _number(name: str, *, low: float, high: float | None = None) -> float:
         bounds = f">= {low}" if high is None else f"between {low} and {high}"
         raise ConfigError(f"{name}={raw!r} must be {bounds}.")
     return value
+
+
+def _days(name: str) -> int:
+    """A retention in whole days; 0 keeps forever."""
+    value = _read(name)
+    if not value.isdigit():
+        raise ConfigError(f"{name}={value!r} must be a whole number of days (0: keep forever).")
+    return int(value)
 
 
 def _date(name: str) -> str:

@@ -130,6 +130,20 @@ def _cdc(lsn: int, is_deleted: bool) -> list:
     return [lsn, is_deleted, is_deleted, at("03-06 00:00"), at("03-06 00:01")]
 
 
+# The change log each raw table would have had: every row read by a snapshot at position (1, n),
+# the rows deleted since then deleted at (2, n).
+CHANGE_LOG_SQL = """
+create table raw.{table}_changes as
+select * exclude (_is_deleted, _lsn, _seq, _op), 1::bigint as _lsn,
+    row_number() over (order by id) as _seq, 'r' as _op, null::bigint as _source_lsn
+from raw.{table}
+union all by name
+select * exclude (_is_deleted, _lsn, _seq, _op), 2::bigint as _lsn,
+    row_number() over (order by id) as _seq, 'd' as _op, null::bigint as _source_lsn
+from raw.{table} where _is_deleted
+"""
+
+
 def create_raw_tables(path: Path) -> None:
     created = at("01-01 00:00")
     with duckdb.connect(str(path)) as con:
@@ -150,3 +164,5 @@ def create_raw_tables(path: Path) -> None:
         con.executemany(
             INSERT_ORDER_ITEM, [[*row, created, created, *_cdc(300, False)] for row in ORDER_ITEMS]
         )
+        for table in ("users", "products", "orders", "order_items"):
+            con.execute(CHANGE_LOG_SQL.format(table=table))

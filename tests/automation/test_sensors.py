@@ -24,7 +24,8 @@ from analytics_assets.lib.partitions import daily_partitions
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
 RAW = ["users", "products", "orders", "order_items"]
-DAILY = ["daily_revenue", "daily_product_sales", "daily_customer_mix"]
+# the daily marts and their restatement log: every asset tagged daily
+DAILY = ["daily_revenue", "daily_product_sales", "daily_customer_mix", "daily_mart_reports"]
 
 
 @pytest.fixture

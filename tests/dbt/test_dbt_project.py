@@ -251,13 +251,20 @@ def test_customer_is_new_on_the_date_of_their_first_completed_order(full_build):
     assert full_build.customer_mix[dt.date(2024, 3, 4)] == (1, 0)
 
 
-def test_daily_marts_carry_the_daily_tag_and_nothing_else_does(full_build):
+def test_daily_marts_and_their_restatement_log_carry_the_daily_tag_and_nothing_else_does(
+    full_build,
+):
     tagged = {
         node["name"]
         for node in full_build.manifest["nodes"].values()
         if node["resource_type"] == "model" and "daily" in node["tags"]
     }
-    assert tagged == {"daily_revenue", "daily_product_sales", "daily_customer_mix"}
+    assert tagged == {
+        "daily_revenue",
+        "daily_product_sales",
+        "daily_customer_mix",
+        "daily_mart_reports",
+    }
 
 
 def test_incremental_window_rewrites_only_its_dates_and_drops_emptied_dates(project, full_build):

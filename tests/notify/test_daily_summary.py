@@ -68,6 +68,34 @@ def test_a_day_without_completed_orders_is_a_day_of_zeros(warehouse):
     assert summary_message(first, before)[1]["revenue_change"] == "new"
 
 
+def test_summary_names_the_closed_days_restated_since_the_last_one(warehouse):
+    from analytics_assets.defs.dbt.restatements import Restatement
+
+    def restated(day, measure, previous, new, hour):
+        at = dt.datetime(2026, 3, 10, hour, tzinfo=dt.UTC)
+        return Restatement("daily_revenue", day, measure, Decimal(previous), Decimal(new),
+                           "orders updated 1", at)  # fmt: skip
+
+    today, previous = read_daily_revenue(warehouse, MARCH_9)
+    text, fields = summary_message(
+        today,
+        previous,
+        [
+            restated(MARCH_8, "total_revenue", "900.00", "950.00", 1),
+            restated(MARCH_8, "total_revenue", "950.00", "1000.00", 2),  # restated twice
+            restated(MARCH_8, "order_count", "49", "50", 2),
+        ],
+    )
+    assert text.endswith(
+        "\n:memo: Restated: 2026-03-08 revenue 900.00 -> 1,000.00 (orders updated 1)"
+    )
+    assert fields["restated_days"] == [
+        {"date": "2026-03-08", "previous_revenue": "900.00", "revenue": "1000.00",
+         "caused_by": "orders updated 1"}
+    ]  # fmt: skip
+    assert summary_message(today, previous)[1]["restated_days"] == []
+
+
 class WriterHoldingTheLock:
     """Another process with the warehouse open read-write, as a dbt run would have it."""
 

@@ -10,6 +10,7 @@ every run is a real dbt build of the selected marts against DuckDB.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 import dagster as dg
@@ -125,3 +126,73 @@ def test_a_dbt_error_reaches_the_run_page_without_colour_codes(platform, missing
     assert ANSI_ESC not in message
     # the marts that read fct_orders errored; daily_product_sales does not read it
     assert _materialized_partitions(run) == {"marts/daily_product_sales": {day}}
+
+
+def test_a_late_payment_on_a_closed_day_is_logged_as_a_restatement(platform, upstream):
+    """The day is built, then an order of it is paid late: the late-data sensor re-runs the day,
+    and the rebuild records previous and new figures, the cause, on the log and on the run's
+    materializations; the daily summary names the restated day."""
+    from analytics_assets.defs.automation.sensors import late_data_sensor
+    from analytics_assets.defs.dbt.restatements import read_restatements
+    from analytics_assets.defs.notify.summary import read_daily_revenue, summary_message
+
+    day = "2026-03-04"
+    assert run_graph(platform.defs, platform.instance, "tag:daily", partition=day).success
+    before = platform.daily_revenue(day)
+
+    def tick(cursor=None):
+        context = dg.build_sensor_context(
+            instance=platform.instance, cursor=cursor, definitions=platform.defs
+        )
+        return late_data_sensor.evaluate_tick(context)
+
+    watching = tick()
+    ((order_id, total),) = platform.source(
+        "update orders set status = 'completed', paid_at = now(), updated_at = now() "
+        "where id = (select min(id) from orders where status = 'pending' "
+        "and (created_at at time zone 'UTC')::date = %s) returning id, total",
+        (day,),
+    )
+    assert run_graph(platform.defs, platform.instance, UPSTREAM).success  # ingest + fct_orders
+    (request,) = tick(watching.cursor).run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == day
+    rerun = run_graph(
+        platform.defs,
+        platform.instance,
+        " or ".join(f'key:"{k.to_user_string()}"' for k in request.asset_selection),
+        partition_range=(day, day),
+    )
+    assert rerun.success, rerun.step_failures()
+
+    after = platform.daily_revenue(day)
+    assert after[0] == before[0] + 1 and after[2] == before[2] + total
+    logged = {
+        (r.mart, r.measure): r
+        for r in read_restatements(platform.settings)
+        if r.date.isoformat() == day
+    }
+    revenue = logged[("daily_revenue", "total_revenue")]
+    assert (revenue.previous, revenue.new) == (before[2], after[2])
+    assert revenue.caused_by == "orders updated 1"
+    assert (
+        logged[("daily_revenue", "order_count")].previous,
+        logged[("daily_revenue", "order_count")].new,
+    ) == (before[0], after[0])
+    # on the asset page: the mart's materialization of that run carries what it restated
+    (metadata,) = [
+        e.step_materialization_data.materialization.metadata
+        for e in rerun.result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+        and e.step_materialization_data.materialization.asset_key.to_user_string()
+        == "marts/daily_revenue"
+    ]
+    assert metadata["restated_days"].value == 1
+    assert f"| {day} | daily_revenue | total_revenue | {before[2]} | {after[2]} |" in (
+        metadata["restatements"].value
+    )
+    text, fields = summary_message(
+        *read_daily_revenue(platform.settings, dt.date(2026, 3, 9)),
+        read_restatements(platform.settings),
+    )
+    assert f"Restated: {day} revenue {before[2]:,.2f} -> {after[2]:,.2f} (orders updated 1)" in text
+    assert [d["date"] for d in fields["restated_days"]] == [day]

@@ -22,7 +22,7 @@ from analytics_assets.settings import get_settings
 
 INGEST_TAG = "analytics/ingest"
 DAILY = dg.AssetSelection.tag("daily", "")
-MODELS = dg.AssetSelection.groups("staging", "intermediate", "marts") - DAILY
+MODELS = dg.AssetSelection.groups("staging", "intermediate", "marts", "history") - DAILY
 BUSINESS_TABLES = ("orders", "order_items")
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

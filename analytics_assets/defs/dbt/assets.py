@@ -20,6 +20,7 @@ from analytics_assets.defs.dbt.adapter_response import (
     stream_with_adapter_response,
 )
 from analytics_assets.defs.dbt.project import get_dbt_project
+from analytics_assets.defs.dbt.restatements import with_restatements
 from analytics_assets.defs.dbt.selection import (
     DAILY_TAG,
     exclude_args,
@@ -38,9 +39,12 @@ def _manifest() -> Mapping[str, Any]:
     return json.loads(get_dbt_project().manifest_path.read_text())
 
 
-def _build(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str]):
+def _build(
+    context: AssetExecutionContext, dbt: DbtCliResource, args: list[str], daily: bool = False
+):
     """`dbt build` of the selected models, minus the tests that compare with a daily mart this
-    run does not build; materializations only for the models that passed their gates."""
+    run does not build; materializations only for the models that passed their gates; on the
+    daily marts, the closed days this build restated (`restatements.py`)."""
     manifest = _manifest()
     translator = AnalyticsDbtTranslator()
     built = {
@@ -57,6 +61,8 @@ def _build(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str])
         )
     invocation = dbt.cli([*args, *exclude_args(left_out), *DEBUG_LOG_ARGS], context=context)
     events = materialize_what_passed(stream_with_adapter_response(invocation), invocation)
+    if daily:
+        events = with_restatements(events, invocation, context.log)
     yield from with_failure_evidence(events, invocation)
 
 
@@ -76,7 +82,7 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
     def dbt_daily_marts(context: AssetExecutionContext, dbt: DbtCliResource):
         window = context.partition_time_window
         context.log.info(f"dbt build for {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d}")
-        yield from _build(context, dbt, dbt_build_args(window.start, window.end))
+        yield from _build(context, dbt, dbt_build_args(window.start, window.end), daily=True)
 
     @dbt_assets(
         manifest=project.manifest_path,

@@ -17,6 +17,7 @@ from dagster._core.event_api import EventRecordsFilter
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from analytics_assets.defs.dbt.restatements import read_restatements
 from analytics_assets.defs.freshness import describe_policy
 from analytics_assets.defs.notify.resources import NotificationError, Notifier, build_notifier
 from analytics_assets.defs.notify.summary import (
@@ -233,24 +234,30 @@ def notify_daily_revenue_summary(context: dg.SensorEvaluationContext, notifier: 
         if r.partition_key
         and (last_date is None or dt.date.fromisoformat(r.partition_key) > last_date)
     }
-    new_state = {"after": result.records[-1].storage_id, "last_date": state["last_date"]}
+    new_state = {**state, "after": result.records[-1].storage_id}
     if not days:
         context.update_cursor(json.dumps(new_state))
         return dg.SkipReason("only days already summarised were re-materialized")
 
     day = max(days)
+    now = dt.datetime.now(dt.UTC)
+    # restatements since the last summary (the day before the first one)
+    since = state.get("posted_at") or (now - dt.timedelta(days=1)).isoformat()
     try:
         today, previous = read_daily_revenue(get_settings(), day)
+        restated = read_restatements(get_settings(), since=dt.datetime.fromisoformat(since))
     except (WarehouseBusy, WarehouseNotReady) as exc:
         # Cursor untouched: the same materializations are looked at again next tick.
         return dg.SkipReason(f"{exc}; retrying next tick")
-    text, fields = summary_message(today, previous)
+    text, fields = summary_message(today, previous, restated)
     try:
         notifier.notify("daily_summary", text, fields)
     except NotificationError as exc:
         context.log.error(f"daily summary not delivered, retrying next tick: {exc}")
         return dg.SkipReason(f"delivery failed, retrying next tick: {exc}")
-    context.update_cursor(json.dumps({**new_state, "last_date": day.isoformat()}))
+    context.update_cursor(
+        json.dumps({**new_state, "last_date": day.isoformat(), "posted_at": now.isoformat()})
+    )
     return dg.SkipReason(f"posted the summary of {day.isoformat()}")
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from analytics_assets.defs.dbt.restatements import Restatement
 from analytics_assets.lib.errors import WarehouseBusy
 from analytics_assets.lib.warehouse.reader import (
     WarehouseNotReady,
@@ -77,8 +79,25 @@ def _change(now: Decimal | int, before: Decimal | int) -> str:
     return f"{pct:+.1f}%"
 
 
-def summary_message(today: DayRevenue, previous: DayRevenue) -> tuple[str, dict[str, Any]]:
-    """The Slack text and the structured fields of one day's summary."""
+def restated_revenue(restated: Sequence[Restatement]) -> list[Restatement]:
+    """The revenue of each closed day that later builds changed: from the first previous figure
+    to the newest one (a day restated twice since the last summary shows both ends)."""
+    days: dict[dt.date, list[Restatement]] = {}
+    for r in restated:
+        if r.mart == "daily_revenue" and r.measure == "total_revenue":
+            days.setdefault(r.date, []).append(r)
+    out = []
+    for day in sorted(days):
+        ordered = sorted(days[day], key=lambda r: r.restated_at)
+        out.append(dataclasses.replace(ordered[-1], previous=ordered[0].previous))
+    return out
+
+
+def summary_message(
+    today: DayRevenue, previous: DayRevenue, restated: Sequence[Restatement] = ()
+) -> tuple[str, dict[str, Any]]:
+    """The Slack text and the structured fields of one day's summary; `restated` (the restatement
+    log's rows since the last summary) adds the closed days whose revenue changed."""
     text = (
         f":bar_chart: Daily revenue {today.date.isoformat()}: "
         f"revenue {today.revenue:,.2f} ({_change(today.revenue, previous.revenue)}), "
@@ -99,4 +118,15 @@ def summary_message(today: DayRevenue, previous: DayRevenue) -> tuple[str, dict[
         "orders_change": _change(today.orders, previous.orders),
         "unique_customers_change": _change(today.customers, previous.customers),
     }
+    days = restated_revenue(restated)
+    if days:
+        text += "\n:memo: Restated: " + "; ".join(
+            f"{r.date.isoformat()} revenue {r.previous:,.2f} -> {r.new:,.2f} ({r.caused_by})"
+            for r in days
+        )
+    fields["restated_days"] = [
+        {"date": r.date.isoformat(), "previous_revenue": str(r.previous), "revenue": str(r.new),
+         "caused_by": r.caused_by}
+        for r in days
+    ]  # fmt: skip
     return text, fields

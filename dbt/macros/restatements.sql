@@ -1,0 +1,36 @@
+{#
+    What the daily marts report, as (mart, measure) pairs summed per business date: the figures
+    marts/daily_mart_reports logs on every build and marts/restatements compares.
+#}
+{% macro reported_measures() %}
+    {{ return({
+        'daily_revenue': ['order_count', 'unique_customers', 'total_revenue'],
+        'daily_product_sales': ['units_sold', 'order_count', 'total_revenue'],
+        'daily_customer_mix': ['new_customers', 'returning_customers',
+                               'new_customer_revenue', 'returning_customer_revenue'],
+    }) }}
+{% endmacro %}
+
+
+{# This dbt invocation's start (UTC) as a timestamp with zone on both warehouses. #}
+{% macro run_started_timestamp() -%}
+    {%- set text = run_started_at.strftime('%Y-%m-%d %H:%M:%S.%f') -%}
+    {{ return(adapter.dispatch('run_started_timestamp')(text)) }}
+{%- endmacro %}
+
+{% macro default__run_started_timestamp(text) -%}
+    timestamp('{{ text }}+00:00')
+{%- endmacro %}
+
+{% macro duckdb__run_started_timestamp(text) -%}
+    cast('{{ text }}+00:00' as timestamptz)
+{%- endmacro %}
+
+
+{# Operation code of the change log -> the word the restatement log uses. #}
+{% macro change_op_name(column_name) -%}
+    case {{ column_name }}
+        when 'c' then 'inserted' when 'u' then 'updated' when 'd' then 'deleted'
+        when 't' then 'truncated' when 'r' then 'snapshot' else {{ column_name }}
+    end
+{%- endmacro %}
