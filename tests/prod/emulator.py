@@ -13,6 +13,7 @@ One server per test session, started on first use on a free port, stopped at the
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -23,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from dagster_gcp import BigQueryResource
+from google.cloud import bigquery
+
+from analytics_assets.lib.warehouse.bigquery import _schema_field
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-bqemulator"
@@ -149,3 +154,23 @@ def _listening_port(log_path: Path) -> int | None:
         if '"rest.listen"' in line:
             return int(json.loads(line)["port"])
     return None
+
+
+def load_from_duckdb(client, con, schema: str, dataset: str) -> None:
+    """Every table of `schema` in `con` into `dataset`, as a Parquet load job with the schema the
+    CDC adapter declares for such columns. (BigQuery would take the schema from the Parquet file
+    itself; the emulator fails a load into a table that does not exist without one.)"""
+    client.create_dataset(dataset, exists_ok=True)
+    tables = con.execute(
+        "select table_name from information_schema.tables where table_schema = ?", [schema]
+    ).fetchall()
+    for (table,) in tables:
+        arrow = con.execute(f'select * from "{schema}"."{table}"').to_arrow_table()  # noqa: S608 - test names
+        buf = io.BytesIO()
+        pq.write_table(arrow, buf)
+        buf.seek(0)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            schema=[_schema_field(f) for f in arrow.schema],
+        )
+        client.load_table_from_file(buf, f"{dataset}.{table}", job_config=config).result()

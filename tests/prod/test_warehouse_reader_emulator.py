@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import json
 from decimal import Decimal
 
 import dagster as dg
 import duckdb
-import pyarrow.parquet as pq
 import pytest
-from google.cloud import bigquery
+from emulator import load_from_duckdb
 from test_warehouse_reader import DAY, HOSTILE, build
 
 from analytics_assets.defs.notify.resources import Notifier
@@ -34,30 +32,9 @@ from analytics_assets.defs.quality.warehouse import (
     raw_columns,
     relation_exists,
 )
-from analytics_assets.lib.warehouse.bigquery import _schema_field
 from analytics_assets.settings import get_settings
 
 ENV = ("ANALYTICS_ENV", "GCP_PROJECT", "BIGQUERY_DATASET", "RAW_SCHEMA", "WAREHOUSE_PATH")
-
-
-def load_from_duckdb(client, con, schema: str, dataset: str) -> None:
-    """Every table of `schema` in `con` into `dataset`, as a Parquet load job with the schema the
-    CDC adapter declares for such columns. (BigQuery would take the schema from the Parquet file
-    itself; the emulator fails a load into a table that does not exist without one.)"""
-    client.create_dataset(dataset, exists_ok=True)
-    tables = con.execute(
-        "select table_name from information_schema.tables where table_schema = ?", [schema]
-    ).fetchall()
-    for (table,) in tables:
-        arrow = con.execute(f'select * from "{schema}"."{table}"').to_arrow_table()  # noqa: S608
-        buf = io.BytesIO()
-        pq.write_table(arrow, buf)
-        buf.seek(0)
-        config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.PARQUET,
-            schema=[_schema_field(f) for f in arrow.schema],
-        )
-        client.load_table_from_file(buf, f"{dataset}.{table}", job_config=config).result()
 
 
 @dataclasses.dataclass
