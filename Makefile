@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install prepare demo dev test lint format bench stack-up stack-down clean
+.PHONY: install prepare bqemulator demo dev test lint format bench stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,28 @@ $(KERNELS): analytics_assets/lib/_pgoutput_kernels.c | $(STAMP)
 
 install: $(STAMP) $(KERNELS)
 
+# The BigQuery API emulator the prod tests run against (tests/prod/emulator.py starts it): its
+# own venv, since it pins a duckdb the project does not use; exact pins, --no-deps, the pinned
+# patch applied. DuckDB cannot download extensions here, so the spatial extension the emulator
+# INSTALLs at start is put, from its PyPI wheel, where INSTALL finds it already installed: the
+# DuckDB home (~/.duckdb) of the server process, which the test setup points at $(BQEMU)/home.
+BQEMU       := .venv-bqemulator
+BQEMU_STAMP := $(BQEMU)/.installed-stamp
+BQEMU_PINS  := tests/bqemulator/requirements.txt
+BQEMU_PATCH := tests/bqemulator/bqemulator-1.4.0-script-parameters.patch
+$(BQEMU_STAMP): $(BQEMU_PINS) $(BQEMU_PATCH) | $(STAMP)
+	rm -rf $(BQEMU) && $(PYTHON) -m venv --without-pip $(BQEMU)
+	$(BIN)/uv pip install -q --no-deps --python $(BQEMU)/bin/python -r $(BQEMU_PINS)
+	site=$$($(BQEMU)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  patch -s -p1 -d "$$site" < $(BQEMU_PATCH) && \
+	  ext=$$($(BQEMU)/bin/python -c 'import duckdb; print(duckdb.__version__, duckdb.sql("pragma platform").fetchone()[0])') && \
+	  set -- $$ext && mkdir -p $(BQEMU)/home/.duckdb/extensions/v$$1/$$2 && \
+	  cp "$$site/duckdb_extension_spatial/extensions/v$$1/spatial.duckdb_extension" \
+	    $(BQEMU)/home/.duckdb/extensions/v$$1/$$2/
+	touch $(BQEMU_STAMP)
+
+bqemulator: $(BQEMU_STAMP)
+
 # Parse the dbt project once so definitions load from a ready manifest. With the zone var the
 # Dagster assets pass (lib/partitions.py dbt_zone_vars), so their runs parse only what changed.
 prepare: install
@@ -41,7 +63,7 @@ dev: prepare
 	eval "$$($(BIN)/analytics-assets stack env)" && cd "$$DAGSTER_HOME" && \
 	  $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
 
-test: prepare
+test: prepare bqemulator
 	$(BIN)/pytest -q
 
 lint: install

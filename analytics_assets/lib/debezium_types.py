@@ -47,6 +47,7 @@ CONNECT_DATE = "org.apache.kafka.connect.data.Date"
 MICRO_TIME = "io.debezium.time.MicroTime"
 TIME = "io.debezium.time.Time"
 NANO_TIME = "io.debezium.time.NanoTime"
+CONNECT_TIME = "org.apache.kafka.connect.data.Time"  # time.precision.mode=connect: millis
 # decimal.handling.mode=string spells numeric NaN/±Infinity as SpecialValueDecimal's names
 SPECIAL_DECIMALS = {
     "NAN": "NaN",
@@ -107,7 +108,7 @@ class ConnectField:
             return pa.date32()
         if s == VARIABLE_DECIMAL or self.type in ("struct", "array", "map"):
             return pa.string()
-        if s in (MICRO_TIME, TIME, NANO_TIME):
+        if s in (MICRO_TIME, TIME, NANO_TIME, CONNECT_TIME):
             return pa.string()  # PostgreSQL's text of the time (24:00:00 is one)
         if self.is_string_decimal:
             # decimal.handling.mode=string keeps the column's precision/scale as parameters
@@ -151,8 +152,8 @@ def decode_values(
         return _epoch_dates(values)
     if s == ZONED_TIMESTAMP:
         return _zoned_timestamps(values)
-    if s in (MICRO_TIME, TIME, NANO_TIME):
-        mul, div = {MICRO_TIME: (1, 1), TIME: (1000, 1)}.get(s, (1, 1000))
+    if s in (MICRO_TIME, TIME, NANO_TIME, CONNECT_TIME):
+        mul, div = {MICRO_TIME: (1, 1), TIME: (1000, 1), CONNECT_TIME: (1000, 1)}.get(s, (1, 1000))
         return pa.array(
             [None if v is None else pg_time_text(_integer(v) * mul // div) for v in values],
             pa.string(),

@@ -1,31 +1,35 @@
 """Kafka test helpers: a stand-in for Debezium's Postgres connector and a CdcEnv that ingests
 through the Kafka feed.
 
-`Connector` runs real statements on the embedded source database and emits the change events
-Debezium's Postgres connector (JSON converter) would emit for them, after the transaction
-commits (rolled-back transactions emit nothing): `c` with the inserted row, `u` with the new
-row, `d` with the old row + a tombstone, a primary-key update as delete(old key) + tombstone +
-create(new key), `t` for a truncate, `r` for snapshot reads. Row images come from the source
-(`returning *`), so the raw tables can be compared with the source row for row.
+`Connector` runs real statements on the embedded source database and emits, after the
+transaction commits (rolled-back transactions emit nothing), the change events Debezium's
+Postgres connector (JSON converter) would emit for them, in the documented format
+(debezium_format.py, checked against the documentation's examples in test_debezium_format.py):
+`c` with the inserted row, `u` with the new row, `d` with the old row + a tombstone, a
+primary-key update as delete(old key) + tombstone + create(new key), `t` for a truncate, `r` for
+snapshot reads. Row images come from the source (`returning *`), positions, transaction ids and
+commit times from the source's WAL, so the raw tables can be compared with the source row for
+row.
 
-Producers use `batch.num.messages=1`: tansu's memory engine reported a high watermark lower
-than the records delivered when a request carried several records (DESIGN.md); one record per
-request is exact. test_kafka_feed.py::test_tansu_quirk_one_record_per_batch pins that.
+Producers use `batch.num.messages=1` unless a test passes its own settings: tansu's memory
+engine reported a high watermark lower than the records delivered when a request carried
+several records (DESIGN.md); one record per request is exact.
+test_kafka_feed.py::test_tansu_quirk_one_record_per_batch pins that.
 """
 
 from __future__ import annotations
 
-import base64
+import datetime as dt
 import json
 import re
 import sys
 import time
 import uuid
-from decimal import Decimal
 from pathlib import Path
 
+import debezium_format as dbz
 import psycopg2
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdc"))
@@ -34,13 +38,8 @@ from cdc_helpers import CdcEnv  # noqa: E402
 
 from analytics_assets.dev import broker as dev_broker  # noqa: E402
 from analytics_assets.dev.broker import free_port  # noqa: E402, F401 - re-exported for the tests
-from analytics_assets.lib.debezium import (  # noqa: E402
-    PLACEHOLDER,
-    SPECIAL_FLOATS,
-    encode_decimal,
-)
+from analytics_assets.lib.debezium import PLACEHOLDER  # noqa: E402
 from analytics_assets.lib.feeds.kafka import KafkaFeed  # noqa: E402
-from analytics_assets.lib.values import days_from_civil  # noqa: E402
 from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse  # noqa: E402
 
 
@@ -56,176 +55,32 @@ def tansu_binary() -> Path:
 PRODUCER_QUIRK = {"batch.num.messages": 1, "linger.ms": 0}  # tansu memory engine: see above
 
 
-def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+def create_topics(bootstrap: str, partitions: dict[str, int], exist_ok: bool = False) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics(
         [NewTopic(t, n, 1) for t, n in partitions.items()], operation_timeout=10
     ).values():
-        fut.result()
-
-
-def _field(name: str, pg_type: str, mode: str, optional: bool) -> dict:
-    """The Kafka Connect schema field Debezium's Postgres connector writes for a column
-    (decimal.handling.mode `mode`, time.precision.mode=adaptive_time_microseconds,
-    binary.handling.mode=bytes, interval.handling.mode=string)."""
-    f = {"field": name, "optional": optional}
-    numeric = re.fullmatch(r"numeric(?:\((\d+),(-?\d+)\))?", pg_type.replace(" ", ""))
-    if pg_type.endswith("[]"):
-        f.update(type="array", items=_field("item", pg_type[:-2], mode, True))
-    elif pg_type in ("bigint", "oid"):
-        f["type"] = "int64"
-    elif pg_type == "integer":
-        f["type"] = "int32"
-    elif pg_type == "smallint":
-        f["type"] = "int16"
-    elif pg_type == "boolean":
-        f["type"] = "boolean"
-    elif pg_type == "double precision":
-        f["type"] = "double"
-    elif pg_type == "real":
-        f["type"] = "float"
-    elif numeric and mode == "double":
-        f["type"] = "double"
-    elif numeric and numeric.group(1) is None:  # unconstrained: variable scale
-        if mode == "precise":
-            f.update(
-                type="struct",
-                name="io.debezium.data.VariableScaleDecimal",
-                version=1,
-                fields=[
-                    {"type": "int32", "optional": False, "field": "scale"},
-                    {"type": "bytes", "optional": False, "field": "value"},
-                ],
-            )
-        else:
-            f["type"] = "string"
-    elif numeric and mode == "precise":
-        precision, scale = numeric.groups()
-        params = {"scale": scale, "connect.decimal.precision": precision}
-        f.update(
-            type="bytes", name="org.apache.kafka.connect.data.Decimal", version=1, parameters=params
-        )
-    elif numeric:
-        f["type"] = "string"
-    elif pg_type == "timestamp with time zone":
-        f.update(type="string", name="io.debezium.time.ZonedTimestamp", version=1)
-    elif pg_type.startswith("timestamp"):
-        f.update(type="int64", name="io.debezium.time.MicroTimestamp", version=1)
-    elif pg_type == "date":
-        f.update(type="int32", name="io.debezium.time.Date", version=1)
-    elif pg_type.startswith("time") and "with time zone" not in pg_type:
-        f.update(type="int64", name="io.debezium.time.MicroTime", version=1)
-    elif pg_type == "bytea":
-        f["type"] = "bytes"
-    elif pg_type in ("json", "jsonb"):
-        f.update(type="string", name="io.debezium.data.Json", version=1)
-    elif pg_type == "uuid":
-        f.update(type="string", name="io.debezium.data.Uuid", version=1)
-    elif pg_type == "interval":
-        f.update(type="string", name="io.debezium.time.Interval", version=1)
-    else:
-        f["type"] = "string"
-    return f
-
-
-SPECIAL_NUMERIC = {"NaN": "NAN", "Infinity": "POSITIVE_INFINITY", "-Infinity": "NEGATIVE_INFINITY"}
-_PG_TS = re.compile(r"(\d{4,})-(\d\d)-(\d\d)(?: (\d\d):(\d\d):(\d\d)(\.\d+)?)?(\+00)?( BC)?")
-
-
-def _pg_instant(text: str) -> tuple[int, int, int, int, int]:
-    """PostgreSQL's text of a date/timestamp (DateStyle ISO, UTC) -> (astronomical year, month,
-    day, epoch days, microseconds into the day)."""
-    m = _PG_TS.fullmatch(text)
-    year, month, day, hh, mi, ss, frac, _, bc = m.groups()
-    y = 1 - int(year) if bc else int(year)
-    tod = (int(hh or 0) * 3600 + int(mi or 0) * 60 + int(ss or 0)) * 10**6
-    tod += int((frac or ".0")[1:].ljust(6, "0"))
-    return y, int(month), int(day), days_from_civil(y, int(month), int(day)), tod
-
-
-def _java_iso(text: str) -> str:
-    """ZonedTimestamp: the instant as Java's ISO_OFFSET_DATE_TIME writes it in UTC
-    (`-0043-03-15T12:00:00.25Z`, `+10000-01-01T00:00:00Z`), or infinity / -infinity."""
-    if text in ("infinity", "-infinity"):
-        return text
-    y, month, day, _, tod = _pg_instant(text)
-    year = f"{y:04d}" if 0 <= y <= 9999 else (f"+{y}" if y > 0 else f"-{-y:04d}")
-    secs, micro = divmod(tod, 10**6)
-    frac = f".{micro:06d}".rstrip("0") if micro else ""
-    clock = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}{frac}"
-    return f"{year}-{month:02d}-{day:02d}T{clock}Z"
-
-
-def _encode(text, field: dict, pg_type: str = ""):
-    """A column value, given as PostgreSQL's text (arrays: as JSON), as Debezium encodes it."""
-    if text is None:
-        return None
-    name, type_ = field.get("name"), field["type"]
-    if type_ == "array":
-        item = pg_type[:-2]
-        return [_encode(_element_text(v), field["items"], item) for v in json.loads(text)]
-    if type_ in ("int16", "int32", "int64"):
-        if name == "io.debezium.time.MicroTimestamp":
-            if text in ("infinity", "-infinity"):
-                return 2**63 - 1 if text == "infinity" else -(2**63)
-            _, _, _, days, tod = _pg_instant(text)
-            return days * 86_400_000_000 + tod
-        if name == "io.debezium.time.Date":
-            if text in ("infinity", "-infinity"):
-                return 2**31 - 1 if text == "infinity" else -(2**31)
-            return _pg_instant(text)[3]
-        if name == "io.debezium.time.MicroTime":
-            hh, mi, ss = text.split(":")
-            return (int(hh) * 3600 + int(mi) * 60) * 10**6 + int(Decimal(ss) * 10**6)
-        return int(text)
-    if type_ == "boolean":
-        return text == "t"
-    if type_ in ("double", "float"):
-        return text if text in SPECIAL_FLOATS else float(text)  # Jackson quotes NaN/Infinity
-    if name == "org.apache.kafka.connect.data.Decimal":
-        if text in SPECIAL_NUMERIC:
-            return None  # precise mode cannot encode NaN/Infinity: Debezium sends null
-        return encode_decimal(Decimal(text), int(field["parameters"]["scale"]))
-    if name == "io.debezium.data.VariableScaleDecimal":
-        if text in SPECIAL_NUMERIC:
-            return None
-        scale = max(0, -Decimal(text).as_tuple().exponent)
-        return {"scale": scale, "value": encode_decimal(Decimal(text), scale)}
-    if name == "io.debezium.time.ZonedTimestamp":
-        return _java_iso(text)
-    if type_ == "bytes":
-        return base64.b64encode(bytes.fromhex(text[2:])).decode()
-    if pg_type.startswith("numeric"):  # decimal.handling.mode=string
-        return SPECIAL_NUMERIC.get(text, text)
-    return text
-
-
-def _placeholder(field: dict):
-    """What Debezium puts for a column a key-only delete image lacks: null when the column is
-    optional, else its type's default (0, "", false, epoch 0, a zero decimal)."""
-    if field.get("optional", True):
-        return None
-    name, type_ = field.get("name"), field["type"]
-    if name == "org.apache.kafka.connect.data.Decimal":
-        return "AA=="
-    if name == "io.debezium.time.ZonedTimestamp":
-        return "1970-01-01T00:00:00Z"
-    if type_ in ("int16", "int32", "int64", "double", "float"):
-        return 0
-    return False if type_ == "boolean" else ""
-
-
-def _element_text(v):
-    """An array element from to_json, as PostgreSQL's text of that element."""
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "t" if v else "f"
-    return json.dumps(v)
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if not (exist_ok and exc.args[0].name() == "TOPIC_ALREADY_EXISTS"):
+                raise
 
 
 class Connector:
-    """Debezium's Postgres connector, emulated for `tables` of the source at `url`."""
+    """Debezium's Postgres connector, emulated for `tables` of the source at `url`.
+
+    Each event's position and time come from the source's own WAL, decoded by a logical
+    replication slot (test_decoding) of the connector's: `source.lsn` is the WAL record
+    of the change, `txId` its transaction, `ts_ms`/`ts_us`/`ts_ns` its commit time, `sequence`
+    `[previous commit LSN, lsn]`, and an unchanged TOAST value is the placeholder when the WAL
+    lacks it. `before` follows the table's REPLICA IDENTITY: FULL has the old row; DEFAULT has
+    no update image and a delete image of the key with Debezium's defaults for the other
+    columns. `mode` is decimal.handling.mode, `time_mode` time.precision.mode,
+    `transaction_metadata` provide.transaction.metadata (BEGIN/END records on
+    `<prefix>.transaction`, a `transaction` block in each event), `producer` extra producer
+    settings (batching, compression).
+    """
 
     def __init__(
         self,
@@ -235,30 +90,47 @@ class Connector:
         tables,
         *,
         mode: str = "precise",
+        time_mode: str = "adaptive_time_microseconds",
         schemas: bool = True,
         partitions: dict[str, int] | None = None,
-        toast_placeholder: bool = False,
-        key_only_deletes: bool = False,
-        placeholder_deletes: bool = False,
+        transaction_metadata: bool = False,
+        producer: dict | None = None,
     ):
         self.url = url
+        self.bootstrap = bootstrap
         self.prefix = prefix
         self.tables = tuple(tables)
         self.mode = mode
+        self.time_mode = time_mode
         self.schemas = schemas
-        self.toast_placeholder = toast_placeholder
-        self.key_only_deletes = key_only_deletes
-        self.placeholder_deletes = placeholder_deletes
+        self.transaction_metadata = transaction_metadata
+        self.db = url.rsplit("/", 1)[1].split("?")[0]
         self.conn = psycopg2.connect(url)
         with self.conn.cursor() as cur:  # row images as text, in the form Debezium reads them
             cur.execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'")
             cur.execute("set extra_float_digits = 3; set bytea_output = 'hex'")
         self.conn.commit()
+        # A slot of its own, active only while a call reads it, so that dropping the test
+        # database (which drops inactive slots) also cleans up after a connector never closed.
+        self.wal = psycopg2.connect(url)
+        self.wal.autocommit = True
+        self.slot = f"dbz_{uuid.uuid4().hex[:12]}"
+        with self.wal.cursor() as cur:
+            cur.execute(
+                "select pg_create_logical_replication_slot(%s, 'test_decoding')", (self.slot,)
+            )
+        self.last_commit_lsn: int | None = None
         self.pg_types: dict[str, list[str]] = {}
+        self.identity: dict[str, str] = {}
         self.fields = {t: self._fields(t) for t in self.tables}
-        create_topics(bootstrap, {self.topic(t): (partitions or {}).get(t, 1) for t in self.tables})
-        self.producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_QUIRK})
-        self.pending: list[tuple] = []
+        topics = {self.topic(t): (partitions or {}).get(t, 1) for t in self.tables}
+        if transaction_metadata:
+            topics[f"{prefix}.transaction"] = 1
+        create_topics(bootstrap, topics)
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, **(PRODUCER_QUIRK if producer is None else producer)}
+        )
+        self.pending: list[tuple[str, str, dict | None, dict | None]] = []  # one per statement
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []  # what resend() repeats
         self.produced = 0
 
@@ -274,9 +146,19 @@ class Connector:
                 (table,),
             )
             rows = cur.fetchall()
+            cur.execute("select relreplident from pg_class where oid = %s::regclass", (table,))
+            self.identity[table] = cur.fetchone()[0]
         self.conn.rollback()
         self.pg_types[table] = [t for _, t, _ in rows]
-        return [_field(n, t, self.mode, opt) for n, t, opt in rows]
+        return [dbz.field(n, t, self.mode, opt, self.time_mode) for n, t, opt in rows]
+
+    def alter(self, table: str, ddl: str) -> None:
+        """A schema change on the source (`alter table <table> <ddl>`), committed; the events
+        after it carry the new schema, as Debezium's do after the next Relation message."""
+        with self.conn.cursor() as cur:
+            cur.execute(f"alter table {table} {ddl}")
+        self.conn.commit()
+        self.fields[table] = self._fields(table)
 
     def _as_text(self, table: str) -> str:
         """The select list of a row image as text (arrays as JSON, to rebuild their elements)."""
@@ -304,8 +186,7 @@ class Connector:
                 list(values.values()),
             )
             after = self._row(cur, table)
-            lsn = self._lsn(cur)
-        self.pending.append((table, "c", None, after, lsn))
+        self.pending.append((table, "c", None, after))
         return after
 
     def update(self, table: str, row_id: int, **values) -> None:
@@ -323,12 +204,7 @@ class Connector:
                 [*values.values(), row_id],
             )
             after = self._row(cur, table)
-            lsn = self._lsn(cur)
-        if after["id"] != before["id"]:  # a primary-key update: two events of one WAL record
-            self.pending.append((table, "d", before, None, lsn))
-            self.pending.append((table, "c", None, after, lsn))
-        else:
-            self.pending.append((table, "u", before, after, lsn))
+        self.pending.append((table, "u", before, after))
 
     def delete(self, table: str, row_id: int) -> None:
         with self.conn.cursor() as cur:
@@ -337,22 +213,13 @@ class Connector:
                 (row_id,),
             )
             before = self._row(cur, table)
-            lsn = self._lsn(cur)
         if before is not None:
-            self.pending.append((table, "d", before, None, lsn))
+            self.pending.append((table, "d", before, None))
 
     def truncate(self, table: str) -> None:
         with self.conn.cursor() as cur:
             cur.execute(f"truncate {table}")
-            lsn = self._lsn(cur)
-        self.pending.append((table, "t", None, None, lsn))
-
-    @staticmethod
-    def _lsn(cur) -> int:
-        """The WAL position right after the statement: Debezium's `source.lsn` of its change
-        (distinct per change, increasing with the changes of a row)."""
-        cur.execute("select pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
-        return int(cur.fetchone()[0])
+        self.pending.append((table, "t", None, None))
 
     def resend(self, count: int) -> None:
         """A connector restart: Debezium re-emits the events after its last committed source
@@ -367,13 +234,39 @@ class Connector:
             cur.execute(f"select id from {table} order by id")  # noqa: S608
             return [r[0] for r in cur.fetchall()]
 
+    def _decoded(self) -> list[tuple[int, int, str]]:
+        """(lsn, xid, text) of every change the slot decoded since the last call."""
+        with self.wal.cursor() as cur:
+            cur.execute(
+                "select lsn - '0/0'::pg_lsn, xid::text::bigint, data "
+                "from pg_logical_slot_get_changes(%s, null, null, 'include-xids', '1', "
+                "'include-timestamp', '1', 'skip-empty-xacts', '1')",
+                (self.slot,),
+            )
+            return [(int(lsn), xid, data) for lsn, xid, data in cur.fetchall()]
+
     def commit(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("select pg_current_xact_id_if_assigned()::text::bigint")
+            xid = cur.fetchone()[0]
         self.conn.commit()
-        ts = int(time.time() * 1000)
-        txid = uuid.uuid4().int % 10**9
-        for table, op, before, after, lsn in self.pending:
-            self._emit(table, op, before, after, ts, txid, lsn)
-        self.pending.clear()
+        statements, self.pending = self.pending, []
+        if xid is None:  # nothing written
+            return
+        mine = [r for r in self._decoded() if r[1] == xid]
+        changes = [r for r in mine if r[2].startswith("table ")]
+        [(commit_lsn, _, commit_text)] = [r for r in mine if r[2].startswith("COMMIT")]
+        assert len(changes) == len(statements), (changes, statements)
+        commit_us = _commit_micros(commit_text)
+        events = []
+        for (table, op, before, after), (lsn, _, text) in zip(statements, changes, strict=True):
+            after = self._toast_placeholders(table, before, after, text) if op == "u" else after
+            if op == "u" and after["id"] != before["id"]:  # a primary-key update: delete+create
+                events += [(table, "d", before, None, lsn), (table, "c", None, after, lsn)]
+            else:
+                events.append((table, op, before, after, lsn))
+        self._emit_transaction(events, xid, commit_us, "false")
+        self.last_commit_lsn = commit_lsn
         self.producer.flush(30)
 
     def rollback(self) -> None:
@@ -381,126 +274,154 @@ class Connector:
         self.pending.clear()
 
     def snapshot(self) -> None:
-        """Debezium's initial snapshot: an `r` event per current row."""
-        ts = int(time.time() * 1000)
+        """Debezium's initial snapshot: an `r` event per current row, all at the snapshot's WAL
+        position and transaction, `snapshot` marking the first, per-table and last records."""
         with self.conn.cursor() as cur:
-            lsn = self._lsn(cur)  # every snapshot event carries the snapshot's position
+            cur.execute("select pg_current_wal_lsn() - '0/0'::pg_lsn, txid_current()")
+            lsn, xid = (int(v) for v in cur.fetchone())
+        read = []
         for table in self.tables:
             with self.conn.cursor() as cur:
                 cur.execute(f"select {self._as_text(table)} from {table} order by id")  # noqa: S608
                 rows = cur.fetchall()
             names = [f["field"] for f in self.fields[table]]
-            for row in rows:
-                self._emit(table, "r", None, dict(zip(names, row, strict=True)), ts, 0, lsn)
+            read.append((table, [dict(zip(names, r, strict=True)) for r in rows]))
         self.conn.rollback()
+        marks = dbz.snapshot_markers([len(rows) for _, rows in read])
+        now_us = time.time_ns() // 1000  # a snapshot record's time is when it was read
+        for (table, rows), table_marks in zip(read, marks, strict=True):
+            for row, mark in zip(rows, table_marks, strict=True):
+                source = self._source(table, now_us, mark, None, lsn, xid)
+                self._send_event(table, "r", None, row, source, None)
+        self.producer.flush(30)
+
+    def heartbeat(self) -> None:
+        """A record on `__debezium-heartbeat.<prefix>` (heartbeat.interval.ms)."""
+        topic = f"__debezium-heartbeat.{self.prefix}"
+        create_topics(self.bootstrap, {topic: 1}, exist_ok=True)
+        key, value = dbz.heartbeat_record(self.prefix, time.time_ns() // 10**6, self.schemas)
+        self._send(topic, _json(key), _json(value))
         self.producer.flush(30)
 
     # -- events -------------------------------------------------------------------------------
 
-    def _image(self, table: str, row: dict | None, *, before: bool = False) -> dict | None:
+    def _toast_placeholders(self, table, before, after, wal_text) -> dict:
+        """An unchanged TOAST value is not in the WAL's new tuple; Debezium writes its
+        placeholder unless REPLICA IDENTITY FULL gave it the old value."""
+        if self.identity[table] == "f":
+            return after
+        unchanged = set(
+            re.findall(r'(?:^|\s)"?([^\s"\[]+)"?\[[^\]]*\]:unchanged-toast-datum', wal_text)
+        )
+        return {k: (PLACEHOLDER if k in unchanged else v) for k, v in after.items()}
+
+    def _source(self, table, ts_us, snapshot, last_commit, lsn, xid) -> dict:
+        return dbz.source_block(
+            server=self.prefix,
+            db=self.db,
+            table=table,
+            commit_us=ts_us,
+            snapshot=snapshot,
+            last_commit_lsn=last_commit,
+            lsn=lsn,
+            tx_id=xid,
+        )
+
+    def _emit_transaction(self, events, xid: int, commit_us: int, snapshot: str) -> None:
+        tx_id = f"{xid}:{events[0][4]}" if events else str(xid)
+        per_table: dict[str, int] = {}
+        if self.transaction_metadata:
+            for table, *_ in events:
+                per_table[table] = per_table.get(table, 0) + 1
+            begin, end = dbz.transaction_records(
+                self.prefix, tx_id, commit_us, commit_us, per_table, self.schemas
+            )
+            self._send(f"{self.prefix}.transaction", _json(begin[0]), _json(begin[1]))
+        order: dict[str, int] = {}
+        for total, (table, op, before, after, lsn) in enumerate(events, 1):
+            source = self._source(table, commit_us, snapshot, self.last_commit_lsn, lsn, xid)
+            block = None
+            if self.transaction_metadata:
+                order[table] = order.get(table, 0) + 1
+                block = {"id": tx_id, "total_order": total, "data_collection_order": order[table]}
+            self._send_event(table, op, before, after, source, block)
+        if self.transaction_metadata:
+            self._send(f"{self.prefix}.transaction", _json(end[0]), _json(end[1]))
+
+    def _image(self, table: str, row: dict | None) -> dict | None:
         if row is None:
             return None
-        image = {}
-        for f, pg_type in zip(self.fields[table], self.pg_types[table], strict=True):
-            image[f["field"]] = _encode(row[f["field"]], f, pg_type)
-        if before and self.key_only_deletes:
-            image = {k: (v if k == "id" else None) for k, v in image.items()}
-        if before and self.placeholder_deletes:  # REPLICA IDENTITY DEFAULT, as Debezium fills it
-            image = {
-                f["field"]: image[f["field"]] if f["field"] == "id" else _placeholder(f)
-                for f in self.fields[table]
-            }
-        return image
+        return {
+            f["field"]: v if (v := row[f["field"]]) == PLACEHOLDER else dbz.encode(v, f, pg_type)
+            for f, pg_type in zip(self.fields[table], self.pg_types[table], strict=True)
+        }
 
-    def _emit(self, table, op, before, after, ts, txid, lsn) -> None:
-        b = self._image(table, before, before=op == "d")
+    def _before(self, table: str, op: str, row: dict | None) -> dict | None:
+        """The old image REPLICA IDENTITY gives: FULL the row; DEFAULT none for an update and
+        the key with Debezium's defaults for a delete."""
+        if op not in ("u", "d") or row is None:
+            return None
+        image = self._image(table, row)
+        if self.identity[table] == "f":
+            return image
+        if op == "u":
+            return None
+        return {
+            f["field"]: image[f["field"]] if f["field"] == "id" else dbz.placeholder(f)
+            for f in self.fields[table]
+        }
+
+    def value_schema(self, table: str, transaction: bool = False) -> dict:
+        return dbz.value_schema(self.topic(table), self.fields[table], transaction)
+
+    def _send_event(self, table, op, before, after, source, transaction) -> None:
+        b = self._before(table, op, before)
         a = self._image(table, after)
-        if op == "u" and self.toast_placeholder and before is not None:
-            for f in self.fields[table]:
-                v = after[f["field"]]
-                if isinstance(v, str) and len(v) > 1000 and v == before[f["field"]]:
-                    a[f["field"]] = PLACEHOLDER  # unchanged TOAST value
-        source = {
-            "version": "2.7.3.Final",
-            "connector": "postgresql",
-            "name": self.prefix,
-            "ts_ms": ts,
-            "snapshot": "true" if op == "r" else "false",
-            "db": "app",
-            "schema": "public",
-            "table": table,
-            "txId": txid,
-            "lsn": lsn,
-        }
-        payload = {
-            "before": b,
-            "after": a,
-            "source": source,
-            "op": op,
-            "ts_ms": int(time.time() * 1000),
-            "transaction": None,
-        }
-        value = {"schema": self._schema(table), "payload": payload} if self.schemas else payload
+        payload = dbz.envelope(b, a, source, op, time.time_ns() // 1000, transaction)
+        topic = self.topic(table)
+        value = (
+            {
+                "schema": self.value_schema(table, transaction is not None),
+                "payload": payload,
+            }
+            if self.schemas
+            else payload
+        )
         row = after if op in ("c", "u", "r") else before
-        key = None if op == "t" else self._key(table, int(row["id"]))
-        # compact, like Kafka Connect's JsonConverter
-        self._send(self.topic(table), key, json.dumps(value, separators=(",", ":")).encode())
+        key = None if op == "t" else self._key(table, row["id"])
+        self._send(topic, key, _json(value))
         if op == "d":  # the tombstone that lets compaction drop the key
-            self._send(self.topic(table), key, None)
+            self._send(topic, key, None)
 
     def _send(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self.producer.produce(topic, key=key, value=value)
         self.sent.append((topic, key, value))
         self.produced += 1
 
-    def _key(self, table: str, row_id: int) -> bytes:
-        if self.schemas:
-            key = {
-                "schema": {
-                    "type": "struct",
-                    "fields": [{"type": "int64", "optional": False, "field": "id"}],
-                    "optional": False,
-                    "name": f"{self.topic(table)}.Key",
-                },
-                "payload": {"id": row_id},
-            }
-        else:
-            key = {"id": row_id}
-        return json.dumps(key).encode()
-
-    def _schema(self, table: str) -> dict:
-        row = {
-            "type": "struct",
-            "fields": self.fields[table],
-            "optional": True,
-            "name": f"{self.topic(table)}.Value",
-        }
-        return {
-            "type": "struct",
-            "fields": [
-                {**row, "field": "before"},
-                {**row, "field": "after"},
-                {
-                    "type": "struct",
-                    "fields": [
-                        {"type": "int64", "optional": False, "field": "ts_ms"},
-                        {"type": "string", "optional": False, "field": "table"},
-                    ],
-                    "optional": False,
-                    "name": "io.debezium.connector.postgresql.Source",
-                    "field": "source",
-                },
-                {"type": "string", "optional": False, "field": "op"},
-                {"type": "int64", "optional": True, "field": "ts_ms"},
-            ],
-            "optional": False,
-            "name": f"{self.topic(table)}.Envelope",
-            "version": 2,
-        }
+    def _key(self, table: str, row_id: str) -> bytes:
+        [id_field] = [f for f in self.fields[table] if f["field"] == "id"]
+        key_field = {**id_field, "optional": False}
+        value = {"id": dbz.encode(row_id, id_field)}
+        return _json(dbz.key_record(self.topic(table), [key_field], value, self.schemas))
 
     def close(self) -> None:
         self.producer.flush(30)
         self.conn.close()
+        with self.wal.cursor() as cur:
+            cur.execute("select pg_drop_replication_slot(%s)", (self.slot,))
+        self.wal.close()
+
+
+def _json(value) -> bytes:
+    """Compact, like Kafka Connect's JsonConverter."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _commit_micros(commit_text: str) -> int:
+    """test_decoding's `COMMIT <xid> (at 2026-03-01 12:00:00.123456+00)` -> epoch microseconds."""
+    at = re.search(r"\(at (.+)\)", commit_text).group(1)
+    when = dt.datetime.fromisoformat(at)
+    return (when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
 class KafkaEnv(CdcEnv):

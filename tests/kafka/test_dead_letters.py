@@ -68,7 +68,7 @@ class Bad:
             "op": op,
             "ts_ms": 1_772_000_000_000,
         }
-        value = {"schema": self.con._schema(table), "payload": payload}
+        value = {"schema": self.con.value_schema(table), "payload": payload}
         return json.dumps(value, separators=(",", ":")).encode()
 
     def all_kinds(self) -> None:

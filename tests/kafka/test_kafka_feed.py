@@ -105,7 +105,7 @@ def test_snapshot_and_stream_equal_the_source(kenv, mode, schemas, partitions):
         }
     # rows that exist before the connector starts arrive as its snapshot (op 'r')
     kenv.execute("insert into users (email, full_name) values ('pre@ex.com', 'Zoë')")
-    con = kenv.connector(mode=mode, schemas=schemas, partitions=partitions, toast_placeholder=True)
+    con = kenv.connector(mode=mode, schemas=schemas, partitions=partitions)
     try:
         con.snapshot()
         mixed_workload(con, rounds=2)

@@ -49,8 +49,8 @@ WORKLOAD = st.lists(st.one_of(TXN, TXN, INGEST, RESEND), min_size=2, max_size=12
 CONNECTOR = st.fixed_dictionaries(
     {
         "schemas": st.just(True),
-        "toast_placeholder": st.booleans(),
-        "key_only_deletes": st.booleans(),
+        # FULL: old images in updates and deletes; DEFAULT: TOAST placeholders, key-only deletes
+        "replica_identity_full": st.booleans(),
         "users_partitions": st.sampled_from([1, 3]),
     }
 )
@@ -100,6 +100,8 @@ def test_random_workloads_ingests_and_crashes_keep_raw_equal_to_source(
     env = fresh_kafka_env()
     env.tables = ("users", "orders")
     parts = {"users": connector.pop("users_partitions"), "orders": 1}
+    if connector.pop("replica_identity_full"):
+        env.execute(*(f"alter table {t} replica identity full" for t in env.tables))
     con = env.connector(partitions=parts, **connector)
     try:
         for step in workload:

@@ -50,7 +50,7 @@ def test_decimals_wider_than_28_and_38_digits_arrive_exactly(kenv):
 
 def test_a_key_only_delete_with_placeholders_keeps_the_last_known_values(kenv):
     kenv.tables = ("orders",)
-    con = kenv.connector(placeholder_deletes=True)
+    con = kenv.connector()  # REPLICA IDENTITY DEFAULT: key-only deletes
     try:
         con.insert("orders", user_id=7, total="12.50", status="paid", paid_at="2026-01-02")
         con.commit()

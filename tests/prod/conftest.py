@@ -115,3 +115,29 @@ def analytics_env(dbt_target_path) -> Callable[..., contextlib.AbstractContextMa
     with use("dev"):
         importlib.import_module("analytics_assets.definitions")
     return use
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(tmp_path_factory):
+    """The BigQuery API emulator server (tests/prod/emulator.py), started once per session by the
+    first test that asks for it, stopped at the end."""
+    import emulator
+
+    server = emulator.start(tmp_path_factory.mktemp("bqemulator") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def emulated_bigquery(bq_emulator, monkeypatch):
+    """prod's BigQuery resource (`bigquery_resource`, the one seam the CDC warehouse and the
+    warehouse reader get their client from) pointed at the emulator, for this test."""
+    from analytics_assets.lib.warehouse import bigquery as bigquery_module
+
+    def resource(settings):
+        return bq_emulator.resource(
+            settings.warehouse.gcp_project, settings.warehouse.bigquery_location or "US"
+        )
+
+    monkeypatch.setattr(bigquery_module, "bigquery_resource", resource)
+    return bq_emulator

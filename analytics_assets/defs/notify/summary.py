@@ -25,6 +25,7 @@ from analytics_assets.settings import Settings, get_settings
 __all__ = ["DayRevenue", "WarehouseBusy", "WarehouseNotReady", "read_daily_revenue"]
 
 DAILY_REVENUE_TABLE = "marts.daily_revenue"
+CENT = Decimal("0.01")
 
 DAY_SQL = """
 select revenue_date, cast(total_revenue as string), order_count, unique_customers
@@ -65,8 +66,12 @@ def read_daily_revenue(warehouse: Settings | Path, day: dt.date) -> tuple[DayRev
             raise WarehouseNotReady(f"{DAILY_REVENUE_TABLE} is not built yet")
         sql = DAY_SQL.format(mart=relation(con, "marts", "daily_revenue"))
         rows = con.execute(sql, [previous, day]).fetchall()
+    # In cents whatever scale the warehouse writes a NUMERIC with (BigQuery's CAST drops trailing
+    # zeros, "14.7"; DuckDB's decimal(18, 2) keeps them), so both post the same figure.
     found = {
-        r[0]: DayRevenue(date=r[0], revenue=Decimal(r[1]), orders=int(r[2]), customers=int(r[3]))
+        r[0]: DayRevenue(
+            date=r[0], revenue=Decimal(r[1]).quantize(CENT), orders=int(r[2]), customers=int(r[3])
+        )
         for r in rows
     }
     return found.get(day, DayRevenue.empty(day)), found.get(previous, DayRevenue.empty(previous))
