@@ -12,18 +12,19 @@
 {% endmacro %}
 
 
-{# This dbt invocation's start (UTC) as a timestamp with zone on both warehouses. #}
+{# This dbt invocation's start (UTC) as a timestamp with zone on both warehouses; as epoch
+   microseconds, since the BigQuery emulator misreads a fractional-second timestamp literal. #}
 {% macro run_started_timestamp() -%}
-    {%- set text = run_started_at.strftime('%Y-%m-%d %H:%M:%S.%f') -%}
-    {{ return(adapter.dispatch('run_started_timestamp')(text)) }}
+    {%- set micros = (run_started_at.timestamp() * 1000000) | round | int -%}
+    {{ return(adapter.dispatch('run_started_timestamp')(micros)) }}
 {%- endmacro %}
 
-{% macro default__run_started_timestamp(text) -%}
-    timestamp('{{ text }}+00:00')
+{% macro default__run_started_timestamp(micros) -%}
+    timestamp_micros({{ micros }})
 {%- endmacro %}
 
-{% macro duckdb__run_started_timestamp(text) -%}
-    cast('{{ text }}+00:00' as timestamptz)
+{% macro duckdb__run_started_timestamp(micros) -%}
+    make_timestamptz({{ micros }})
 {%- endmacro %}
 
 

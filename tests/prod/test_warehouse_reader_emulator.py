@@ -137,10 +137,15 @@ def test_daily_summary_reads_the_emulated_mart(warehouses):
         DayRevenue(DAY, Decimal("14.75"), 2, 2),
         DayRevenue(dt.date(2026, 3, 8), Decimal("1000.00"), 50, 40),
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BIGQUERY_DATASET", "no_such_dataset")  # the marts dataset does not exist
-        with pytest.raises(WarehouseNotReady, match="not built yet"):
-            read_daily_revenue(warehouses.prod, DAY)
+    # the marts dataset does not exist
+    missing = dataclasses.replace(
+        warehouses.prod,
+        warehouse=dataclasses.replace(
+            warehouses.prod.warehouse, bigquery_dataset="no_such_dataset"
+        ),
+    )
+    with pytest.raises(WarehouseNotReady, match="not built yet"):
+        read_daily_revenue(missing, DAY)
 
 
 def test_daily_summary_sensor_posts_from_the_emulator_in_prod(warehouses, tmp_path, monkeypatch):
