@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from analytics_assets.defs.automation.cadence import apply_cadence
 from analytics_assets.defs.automation.sensors import build_automation_defs
 from analytics_assets.defs.cdc.assets import build_cdc_assets
 from analytics_assets.defs.dbt.assets import build_dbt_assets
@@ -30,7 +31,7 @@ def build_definitions() -> dg.Definitions:
         build_quality_defs(),
     )
     # Global policies last, over every domain's assets (as dagster-open-platform does).
-    return apply_freshness(defs)
+    return apply_cadence(apply_freshness(defs))
 
 
 defs = build_definitions()

@@ -63,6 +63,8 @@ class Settings:
     cdc_pause_at: str | None = None
     # per-invocation dbt target folders kept under DBT_TARGET_PATH (each 3-5 MB); older ones go
     dbt_artifact_runs_kept: int = 10
+    # minutes between refreshes of the unpartitioned models off the near-real-time path
+    models_refresh_minutes: int = 15
 
     @property
     def is_prod(self) -> bool:
@@ -149,7 +151,7 @@ def get_settings() -> Settings:
         lag_max_pending=_positive_int("CDC_LAG_MAX_PENDING", "500"),
         lag_max_seconds=_positive_int("CDC_LAG_MAX_SECONDS", "30"),
         lag_max_bytes=_positive_int("CDC_LAG_MAX_BYTES", str(1 << 20)),
-        ingest_max_idle_minutes=_positive_int("CDC_MAX_IDLE_MINUTES", "10"),
+        ingest_max_idle_minutes=_positive_int("CDC_MAX_IDLE_MINUTES", "2"),
         partition_grace_minutes=_positive_int("PARTITION_GRACE_MINUTES", "30"),
         cdc_feed=feed,
         cdc_topic_prefix=_env("CDC_TOPIC_PREFIX", "app"),
@@ -161,6 +163,7 @@ def get_settings() -> Settings:
         warehouse_lock_timeout=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "30"),
         cdc_pause_at=_env("CDC_PAUSE_AT"),
         dbt_artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT", "10"),
+        models_refresh_minutes=_minutes_dividing_an_hour("MODELS_REFRESH_MINUTES", "15"),
     )
 
 
@@ -212,6 +215,16 @@ def _positive_int(name: str, default: str) -> int:
     if not value.isdigit() or int(value) <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer.")
     return int(value)
+
+
+def _minutes_dividing_an_hour(name: str, default: str) -> int:
+    """A cadence in minutes that a cron expression repeats evenly every hour."""
+    value = _positive_int(name, default)
+    if 60 % value:
+        raise ConfigError(
+            f"{name}={value} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)."
+        )
+    return value
 
 
 # An IANA name (Area/Location, Etc/GMT+9, UTC): it also goes into dbt's SQL as a literal.

@@ -192,7 +192,11 @@ def test_lag_above_threshold_ingests_every_captured_table(platform):
     )
     assert request.tags["analytics/ingest"] == "true"
     assert request.tags["analytics/lagging"] == "users"
-    assert dg.AssetKey(["marts", "fct_orders"]) in request.asset_selection
+    models = sorted(k.to_user_string() for k in request.asset_selection if k.path[0] != "raw")
+    assert models == ["marts/revenue_minutely", "staging/stg_app__orders"], (
+        "the fast path: revenue_minutely and its upstream models, nothing else"
+    )
+    assert request.tags["analytics/fast_path"] == "true"
     observed = _observed(result, "raw")
     assert observed["users"]["lag_pending_changes"].value == 20
     assert observed["products"]["lag_pending_changes"].value == 1
@@ -406,3 +410,12 @@ def test_contiguous_dates_become_single_ranges():
         ("2026-03-05", "2026-03-07"),
         ("2026-03-09", "2026-03-09"),
     ]
+
+
+def test_the_next_ingest_is_requested_once_the_running_one_has_applied_its_changes():
+    for status in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED"):
+        assert logic.ingest_holds_back_the_next(status, ingest_step_done=False), status
+    assert not logic.ingest_holds_back_the_next("STARTED", ingest_step_done=True), (
+        "its dbt step is running: what is pending now waits for a run of its own, queued"
+    )
+    assert logic.ingest_holds_back_the_next("CANCELING", ingest_step_done=True)

@@ -22,6 +22,8 @@ from analytics_assets.defs.dbt.adapter_response import (
 from analytics_assets.defs.dbt.project import get_dbt_project
 from analytics_assets.defs.dbt.selection import (
     DAILY_TAG,
+    FAST_PATH_ARGS,
+    FAST_PATH_TAG,
     exclude_args,
     left_out_tests,
     materialize_what_passed,
@@ -38,9 +40,15 @@ def _manifest() -> Mapping[str, Any]:
     return json.loads(get_dbt_project().manifest_path.read_text())
 
 
-def _build(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str]):
-    """`dbt build` of the selected models, minus the tests that compare with a daily mart this
-    run does not build; materializations only for the models that passed their gates."""
+def _build(
+    context: AssetExecutionContext,
+    dbt: DbtCliResource,
+    args: list[str],
+    candidates: set[str] | None = None,
+):
+    """`dbt build` of the selected models, minus the tests that compare with a model of
+    `candidates` (default: a daily mart) this run does not build; materializations only for the
+    models that passed their gates. A lag-driven run (the fast path) leaves out unit tests."""
     manifest = _manifest()
     translator = AnalyticsDbtTranslator()
     built = {
@@ -49,13 +57,14 @@ def _build(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str])
         if props["resource_type"] == "model"
         and translator.get_asset_key(props) in context.selected_asset_keys
     }
-    left_out = left_out_tests(manifest, built)
+    left_out = left_out_tests(manifest, built, candidates)
     for test in left_out:
         context.log.info(
             f"dbt test {test.name} not run: it compares with {', '.join(test.unbuilt)}, "
             "which this run does not build"
         )
-    invocation = dbt.cli([*args, *exclude_args(left_out), *DEBUG_LOG_ARGS], context=context)
+    fast = FAST_PATH_ARGS if context.run.tags.get(FAST_PATH_TAG) == "true" else ()
+    invocation = dbt.cli([*args, *exclude_args(left_out), *fast, *DEBUG_LOG_ARGS], context=context)
     events = materialize_what_passed(stream_with_adapter_response(invocation), invocation)
     yield from with_failure_evidence(events, invocation)
 
@@ -86,6 +95,8 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
         dagster_dbt_translator=translator,
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
-        yield from _build(context, dbt, dbt_build_args())
+        # any model this run does not build may be stale: every one is a candidate
+        models = {u for u, n in _manifest()["nodes"].items() if n["resource_type"] == "model"}
+        yield from _build(context, dbt, dbt_build_args(), models)
 
     return [dbt_daily_marts, dbt_models]
