@@ -65,6 +65,8 @@ class Settings:
     dbt_artifact_runs_kept: int = 10
     # minutes between refreshes of the unpartitioned models off the near-real-time path
     models_refresh_minutes: int = 15
+    # the read copy of the DuckDB warehouse that readers open (dev); None: beside the file
+    warehouse_read_path: Path | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -164,6 +166,9 @@ def get_settings() -> Settings:
         cdc_pause_at=_env("CDC_PAUSE_AT"),
         dbt_artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT", "10"),
         models_refresh_minutes=_minutes_dividing_an_hour("MODELS_REFRESH_MINUTES", "15"),
+        warehouse_read_path=Path(_env("WAREHOUSE_READ_PATH")).resolve()
+        if _env("WAREHOUSE_READ_PATH")
+        else None,
     )
 
 

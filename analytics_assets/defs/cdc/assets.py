@@ -82,6 +82,7 @@ def _ingest(context: AssetExecutionContext, settings):
                 f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
             ),
         )
+        _publish(context, settings, getattr(warehouse, "con", None))
     finally:
         warehouse.close()  # let go of the DuckDB file before the next step needs it
     context.log.info(
@@ -99,6 +100,20 @@ def _ingest(context: AssetExecutionContext, settings):
                 asset_key=changes,
                 metadata={k: v for k, v in metadata.items() if k.startswith("changes")},
             )
+
+
+def _publish(context, settings, con) -> None:
+    """The read copy readers open (lib/read_copy.py), before the materializations say the
+    changes are in. A failure costs readers freshness, not the ingest: it is committed."""
+    from analytics_assets.lib.read_copy import publish_read_copy
+
+    try:
+        seconds = publish_read_copy(settings, con)
+    except OSError as exc:
+        context.log.warning(f"read copy not published: {exc}")
+        return
+    if seconds:
+        context.log.info(f"read copy published in {seconds:.2f}s")
 
 
 def _observe_sources(context, tables, lag) -> None:

@@ -30,7 +30,9 @@ from analytics_assets.defs.dbt.selection import (
 )
 from analytics_assets.defs.quality.dbt_evidence import with_failure_evidence
 from analytics_assets.lib.dbt_translator import AnalyticsDbtTranslator
+from analytics_assets.lib.errors import WarehouseLocked
 from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
+from analytics_assets.settings import get_settings
 
 DAILY_SELECTOR = f"tag:{DAILY_TAG}"
 
@@ -66,7 +68,33 @@ def _build(
     fast = FAST_PATH_ARGS if context.run.tags.get(FAST_PATH_TAG) == "true" else ()
     invocation = dbt.cli([*args, *exclude_args(left_out), *fast, *DEBUG_LOG_ARGS], context=context)
     events = materialize_what_passed(stream_with_adapter_response(invocation), invocation)
-    yield from with_failure_evidence(events, invocation)
+    yield from _published_first(context, with_failure_evidence(events, invocation))
+
+
+def _published_first(context: AssetExecutionContext, events):
+    """`events` (held until dbt exits), after publishing the warehouse's read copy: readers
+    see a model by the time Dagster says it is materialized."""
+    from analytics_assets.lib.read_copy import publish_read_copy
+
+    def publish():
+        try:
+            seconds = publish_read_copy(get_settings())
+        except (OSError, WarehouseLocked) as exc:
+            context.log.warning(f"read copy not published: {exc}")
+            return
+        if seconds:
+            context.log.info(f"read copy published in {seconds:.2f}s")
+
+    published = False
+    try:
+        for event in events:
+            if not published:
+                publish()
+                published = True
+            yield event
+    finally:
+        if not published:
+            publish()
 
 
 def build_dbt_assets() -> list[dg.AssetsDefinition]:

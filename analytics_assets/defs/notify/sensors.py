@@ -25,6 +25,7 @@ from analytics_assets.defs.notify.summary import (
     summary_message,
 )
 from analytics_assets.lib.errors import WarehouseBusy
+from analytics_assets.lib.read_copy import for_readers
 from analytics_assets.settings import get_settings
 
 DAILY_REVENUE_KEY = dg.AssetKey(["marts", "daily_revenue"])
@@ -240,7 +241,7 @@ def notify_daily_revenue_summary(context: dg.SensorEvaluationContext, notifier: 
 
     day = max(days)
     try:
-        today, previous = read_daily_revenue(get_settings(), day)
+        today, previous = read_daily_revenue(for_readers(get_settings()), day)
     except (WarehouseBusy, WarehouseNotReady) as exc:
         # Cursor untouched: the same materializations are looked at again next tick.
         return dg.SkipReason(f"{exc}; retrying next tick")
