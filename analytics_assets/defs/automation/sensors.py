@@ -9,7 +9,7 @@ import json
 
 import dagster as dg
 
-from analytics_assets.defs.automation.cadence import DAILY, DAILY_UPSTREAM, FAST_PATH
+from analytics_assets.defs.automation.cadence import CLOSE_RUN, DAILY, FAST_PATH
 from analytics_assets.defs.automation.logic import (
     cdc_watermark,
     contiguous_ranges,
@@ -299,10 +299,10 @@ def close_decision(now: dt.datetime, lag) -> tuple[str, bool, str]:
     name="partition_close_sensor",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    target=DAILY | DAILY_UPSTREAM,
+    target=CLOSE_RUN,
     description="Builds yesterday's daily partitions as soon as the CDC watermark passes the "
-    "end of the day plus PARTITION_GRACE_MINUTES, with the unpartitioned models they read "
-    "(which otherwise refresh every MODELS_REFRESH_MINUTES).",
+    "end of the day plus PARTITION_GRACE_MINUTES, after the unpartitioned models (which "
+    "otherwise refresh every MODELS_REFRESH_MINUTES) in the same run.",
 )
 def partition_close_sensor(context: dg.SensorEvaluationContext):
     key, closed, why = close_decision(dt.datetime.now(dt.UTC), read_lag())
@@ -314,7 +314,7 @@ def partition_close_sensor(context: dg.SensorEvaluationContext):
     return dg.RunRequest(
         run_key=f"close-{key}",
         partition_key=key,
-        asset_selection=_keys(DAILY | DAILY_UPSTREAM, context),
+        asset_selection=_keys(CLOSE_RUN, context),
         tags={"analytics/reason": why},
     )
 
@@ -327,10 +327,10 @@ def daily_marts_backstop() -> dg.ScheduleDefinition:
         name="daily_marts_backstop",
         cron_schedule="0 1 * * *",
         execution_timezone=get_settings().timezone,
-        target=DAILY | DAILY_UPSTREAM,
+        target=CLOSE_RUN,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Backstop at 01:00 in PARTITION_TIMEZONE: builds yesterday's daily "
-        "partitions (with the unpartitioned models they read) if they are closed, and skips "
+        "partitions (after the unpartitioned models) if they are closed, and skips "
         "saying why if the CDC watermark has not passed the day yet.",
     )
     def backstop(context: dg.ScheduleEvaluationContext):
@@ -341,7 +341,7 @@ def daily_marts_backstop() -> dg.ScheduleDefinition:
         return dg.RunRequest(
             run_key=f"backstop-{key}",
             partition_key=key,
-            asset_selection=_keys(DAILY | DAILY_UPSTREAM, context),
+            asset_selection=_keys(CLOSE_RUN, context),
             tags={"analytics/reason": why},
         )
 
