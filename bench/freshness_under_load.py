@@ -332,8 +332,10 @@ def main(argv: list[str] | None = None) -> dict:
                 for r in _runs(instance, after=traffic_start)
                 if r.create_timestamp.timestamp() <= traffic_end + catchup_s
             ]
-            # where a lag-driven run's time goes, phase by phase
+            # where a lag-driven run's time goes, phase by phase; runs take turns, so a run
+            # requested while another ran waits for its end before Dagster can launch it
             phases: dict[str, list[float]] = {}
+            ends = sorted(r.end_time for r in runs if r.end_time)
             for r in runs:
                 if r.dagster_run.tags.get(INGEST_TAG) != "true" or r.start_time is None:
                     continue
@@ -345,8 +347,13 @@ def main(argv: list[str] | None = None) -> dict:
                 ingest, dbt = stats.get("cdc_ingest"), stats.get("dbt_models")
                 if ingest is None or dbt is None or not r.end_time:
                     continue
+                requested = r.create_timestamp.timestamp()
+                before = [e for e in ends if e <= r.start_time]
+                free = max(requested, before[-1]) if before else requested
                 for name, value in (
-                    ("request -> start", r.start_time - r.create_timestamp.timestamp()),
+                    ("request -> start", r.start_time - requested),
+                    ("  queued behind another run", free - requested),
+                    ("  dequeue + launch + run worker start", r.start_time - free),
                     ("start -> ingest step", ingest.start_time - r.start_time),
                     ("ingest step", ingest.end_time - ingest.start_time),
                     ("ingest step -> dbt step", dbt.start_time - ingest.end_time),
