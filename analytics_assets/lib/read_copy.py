@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from analytics_assets.lib.errors import WarehouseUnavailable
 
@@ -78,6 +78,20 @@ def publish_read_copy(settings: Settings, con: duckdb.DuckDBPyConnection | None 
             con.close()
         partial.unlink(missing_ok=True)
     return time.monotonic() - started
+
+
+def publish_or_warn(settings: Settings, log: Any, con: duckdb.DuckDBPyConnection | None = None):
+    """Publish as a step does: the time goes to `log` (a Dagster logger); a failure is a warning,
+    since the writer's commit stands and readers keep the previous copy until the next one."""
+    from analytics_assets.lib.errors import WarehouseLocked
+
+    try:
+        seconds = publish_read_copy(settings, con)
+    except (OSError, WarehouseLocked) as exc:
+        log.warning(f"read copy not published: {exc}")
+        return
+    if seconds:
+        log.info(f"read copy published in {seconds:.2f}s")
 
 
 def connect_read_copy(settings: Settings) -> duckdb.DuckDBPyConnection:

@@ -67,6 +67,7 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
 def _ingest(context: AssetExecutionContext, settings):
     """One ingest of the selected tables, then a materialization per raw asset."""
     from analytics_assets.lib import cdc
+    from analytics_assets.lib.read_copy import publish_or_warn
 
     tables = selected_tables(set(context.selected_asset_keys), settings.captured_tables)
     feed = cdc.make_feed(settings)
@@ -82,7 +83,8 @@ def _ingest(context: AssetExecutionContext, settings):
                 f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
             ),
         )
-        _publish(context, settings, getattr(warehouse, "con", None))
+        # readers' copy, before the materializations say the changes are in (lib/read_copy.py)
+        publish_or_warn(settings, context.log, getattr(warehouse, "con", None))
     finally:
         warehouse.close()  # let go of the DuckDB file before the next step needs it
     context.log.info(
@@ -100,20 +102,6 @@ def _ingest(context: AssetExecutionContext, settings):
                 asset_key=changes,
                 metadata={k: v for k, v in metadata.items() if k.startswith("changes")},
             )
-
-
-def _publish(context, settings, con) -> None:
-    """The read copy readers open (lib/read_copy.py), before the materializations say the
-    changes are in. A failure costs readers freshness, not the ingest: it is committed."""
-    from analytics_assets.lib.read_copy import publish_read_copy
-
-    try:
-        seconds = publish_read_copy(settings, con)
-    except OSError as exc:
-        context.log.warning(f"read copy not published: {exc}")
-        return
-    if seconds:
-        context.log.info(f"read copy published in {seconds:.2f}s")
 
 
 def _observe_sources(context, tables, lag) -> None:

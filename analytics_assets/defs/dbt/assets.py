@@ -30,7 +30,6 @@ from analytics_assets.defs.dbt.selection import (
 )
 from analytics_assets.defs.quality.dbt_evidence import with_failure_evidence
 from analytics_assets.lib.dbt_translator import AnalyticsDbtTranslator
-from analytics_assets.lib.errors import WarehouseLocked
 from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
 from analytics_assets.settings import get_settings
 
@@ -74,16 +73,10 @@ def _build(
 def _published_first(context: AssetExecutionContext, events):
     """`events` (held until dbt exits), after publishing the warehouse's read copy: readers
     see a model by the time Dagster says it is materialized."""
-    from analytics_assets.lib.read_copy import publish_read_copy
+    from analytics_assets.lib.read_copy import publish_or_warn
 
     def publish():
-        try:
-            seconds = publish_read_copy(get_settings())
-        except (OSError, WarehouseLocked) as exc:
-            context.log.warning(f"read copy not published: {exc}")
-            return
-        if seconds:
-            context.log.info(f"read copy published in {seconds:.2f}s")
+        publish_or_warn(get_settings(), context.log)
 
     published = False
     try:
