@@ -111,6 +111,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 def cmd_cdc(args: argparse.Namespace) -> int:
     from analytics_assets.lib import cdc
+    from analytics_assets.lib.read_copy import publish_read_copy
 
     settings = get_settings()
     tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
@@ -148,6 +149,8 @@ def cmd_cdc(args: argparse.Namespace) -> int:
                     warehouse=warehouse,
                     progress=lambda p: bar.update(p["changes"]),
                 )
+            # readers open the read copy: publish it as the lag-driven runs do
+            publish_read_copy(settings, getattr(warehouse, "con", None))
         finally:
             warehouse.close()
         snap = ", ".join(result.snapshot_tables) or "none"

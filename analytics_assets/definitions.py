@@ -10,6 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from analytics_assets.defs import automation, cdc, dbt, notify, quality, sources
+from analytics_assets.defs.automation.cadence import apply_cadence
 from analytics_assets.defs.freshness import apply_freshness
 from analytics_assets.settings import get_settings
 
@@ -23,7 +24,7 @@ def build_definitions() -> dg.Definitions:
         dg.Definitions(executor=executor), *(domain.definitions() for domain in DOMAINS)
     )
     # Global policies last, over every domain's assets (as dagster-open-platform does).
-    return apply_freshness(defs)
+    return apply_cadence(apply_freshness(defs))
 
 
 defs = build_definitions()

@@ -74,7 +74,7 @@ VARIABLES: dict[str, Variable] = {
         Variable("CDC_LAG_MAX_PENDING", "cdc", "500"),
         Variable("CDC_LAG_MAX_SECONDS", "cdc", "30"),
         Variable("CDC_LAG_MAX_BYTES", "cdc", str(1 << 20)),
-        Variable("CDC_MAX_IDLE_MINUTES", "cdc", "10"),
+        Variable("CDC_MAX_IDLE_MINUTES", "cdc", "2"),
         Variable("CDC_PAUSE_AT", "cdc"),
         # partitions
         Variable("PARTITION_START_DATE", "partitions", DEFAULT_START_DATE),
@@ -83,6 +83,7 @@ VARIABLES: dict[str, Variable] = {
         # warehouse
         Variable("WAREHOUSE_PATH", "warehouse", shown=".data/warehouse.duckdb"),
         Variable("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "warehouse", "30"),
+        Variable("WAREHOUSE_READ_PATH", "warehouse", shown=".data/read/warehouse.duckdb"),
         Variable("RAW_SCHEMA", "warehouse", "raw"),
         Variable("GCP_PROJECT", "warehouse", GCP_PROJECT_NOT_SET),
         Variable("BIGQUERY_DATASET", "warehouse", "analytics"),
@@ -107,6 +108,7 @@ VARIABLES: dict[str, Variable] = {
         Variable("DBT_TARGET", "dbt"),
         Variable("DBT_TARGET_PATH", "dbt", "target"),
         Variable("DBT_ARTIFACT_RUNS_KEPT", "dbt", "10"),
+        Variable("MODELS_REFRESH_MINUTES", "dbt", "15"),
         # history (dbt reads the same variables in macros/retention.sql; these validate them)
         Variable("CHANGE_LOG_RETENTION_DAYS", "history", "30"),
         Variable("HISTORY_RETENTION_DAYS", "history", "0"),
@@ -154,6 +156,7 @@ class PartitionSettings:
 class WarehouseSettings:
     path: Path  # the DuckDB file (dev)
     lock_timeout_seconds: float  # an ingest waits this long for another holder of the file
+    read_path: Path  # the read copy of the DuckDB file that readers open (dev)
     # BigQuery (prod): the raw CDC tables go to dataset `raw_schema` of `gcp_project`
     raw_schema: str
     gcp_project: str
@@ -195,6 +198,8 @@ class DbtSettings:
     target: str
     target_path: Path  # relative to dbt/ unless absolute
     artifact_runs_kept: int
+    # minutes between refreshes of the unpartitioned models off the near-real-time path
+    models_refresh_minutes: int
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,7 @@ def get_settings() -> Settings:
         state = read_stack_state()
         if state:
             source_url = state["source_url"]
+    warehouse = Path(_read("WAREHOUSE_PATH") or ddir / "warehouse.duckdb").resolve()
     return Settings(
         env=env,
         data_dir=ddir,
@@ -286,8 +292,11 @@ def get_settings() -> Settings:
             grace_minutes=_positive_int("PARTITION_GRACE_MINUTES"),
         ),
         warehouse=WarehouseSettings(
-            path=Path(_read("WAREHOUSE_PATH") or ddir / "warehouse.duckdb").resolve(),
+            path=warehouse,
             lock_timeout_seconds=_seconds("WAREHOUSE_LOCK_TIMEOUT_SECONDS"),
+            read_path=Path(
+                _read("WAREHOUSE_READ_PATH") or warehouse.parent / "read" / warehouse.name
+            ).resolve(),
             raw_schema=validate_identifier(_read("RAW_SCHEMA"), "RAW_SCHEMA"),
             gcp_project=_read("GCP_PROJECT"),
             bigquery_dataset=validate_identifier(_read("BIGQUERY_DATASET"), "BIGQUERY_DATASET"),
@@ -305,6 +314,7 @@ def get_settings() -> Settings:
             target=_read("DBT_TARGET") or ("prod" if env == "prod" else "dev"),
             target_path=Path(_read("DBT_TARGET_PATH")),
             artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT"),
+            models_refresh_minutes=_minutes_dividing_an_hour("MODELS_REFRESH_MINUTES"),
         ),
         history=HistorySettings(
             change_log_retention_days=_days("CHANGE_LOG_RETENTION_DAYS"),
@@ -425,6 +435,16 @@ def _number(name: str, *, low: float, high: float | None = None) -> float:
     if value < low or (high is not None and value > high):
         bounds = f">= {low}" if high is None else f"between {low} and {high}"
         raise ConfigError(f"{name}={raw!r} must be {bounds}.")
+    return value
+
+
+def _minutes_dividing_an_hour(name: str) -> int:
+    """A cadence in minutes that a cron expression repeats evenly every hour."""
+    value = _positive_int(name, "minutes")
+    if 60 % value:
+        raise ConfigError(
+            f"{name}={value} must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)."
+        )
     return value
 
 

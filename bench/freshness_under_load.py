@@ -1,7 +1,7 @@
 """Freshness under load: live traffic at 1,000 changes/s for 5 minutes while a real Dagster
 instance (daemon + run workers) lets the project's sensors drive the runs; p50/p95/max of (change
-visible in raw / in revenue_minutely) minus (its commit time). Targets: p95 <= 30 s for raw,
-<= 60 s for revenue_minutely.
+visible in raw / in revenue_minutely) minus (its commit time). Targets: p95 <= 15 s for raw,
+<= 20 s for revenue_minutely (on a quiet machine; the load average is printed beside them).
 
 Everything runs on a scratch embedded PostgreSQL (source database + Dagster storage) with its own
 DAGSTER_HOME (the project's dagster.yaml: one run at a time, the DuckDB single writer), DuckDB
@@ -21,9 +21,12 @@ the daemon and measures:
   build read the change. A final check compares revenue_minutely with the source minute by
   minute.
 
-A sampler thread also polls the warehouse every second as a reader would, opening DuckDB
-read-only only while no run is in flight (a reader holding the file would make a run's writer
-fail to open it): its raw figures include waiting for the run to finish (its dbt step too).
+A sampler thread also polls the warehouse every second as a reader would (a BI tool, a
+notebook): it opens the read copy each writer publishes after its commit (lib/read_copy.py),
+whether a run is in flight or not, and reports the fraction of its polls that were served.
+
+Where a lag-driven run's time goes: request -> start (queue, launch, the run worker's import of
+the code location), start -> ingest step, the ingest step, the dbt step, and the rest of the run.
 
     python bench/freshness_under_load.py [--rate 1000] [--seconds 300] [--json out.json]
     python bench/freshness_under_load.py --quick     # 60 s of traffic
@@ -44,8 +47,8 @@ from statistics import median
 
 from _common import ROOT, Result, arg_parser, scratch_stack
 
-RAW_TARGET_S = 30.0
-REVENUE_TARGET_S = 60.0
+RAW_TARGET_S = 15.0
+REVENUE_TARGET_S = 20.0
 TABLES = ("orders", "order_items")
 CLOSE_TICK = "Checking for new runs for sensor: partition_close_sensor"
 IN_FLIGHT_NAMES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
@@ -124,15 +127,16 @@ def _open_warehouse(path: Path, wait: float = 0.0):
 
 
 class Sampler(threading.Thread):
-    """Every `interval` s: if no run is in flight, read the newest commit time visible in each
-    raw change log (a reader's view); records (sample time, {table: epoch seconds})."""
+    """Every `interval` s, as a reader would: open the warehouse's read copy and read the newest
+    commit time visible in each raw change log; records (sample time, {table: epoch seconds})
+    and counts the polls made while a run was in flight."""
 
-    def __init__(self, warehouse: Path, interval: float = 1.0):
+    def __init__(self, read_copy: Path, interval: float = 1.0):
         super().__init__(daemon=True)
-        self.warehouse, self.interval = warehouse, interval
+        self.read_copy, self.interval = read_copy, interval
         self.stop = threading.Event()
         self.samples: list[tuple[float, dict[str, float | None]]] = []
-        self.attempts = self.busy = self.locked = self.errors = 0
+        self.attempts = self.busy = self.busy_served = self.errors = 0
 
     def run(self) -> None:
         import duckdb
@@ -141,13 +145,9 @@ class Sampler(threading.Thread):
         while not self.stop.wait(self.interval):
             self.attempts += 1
             try:
-                if _runs(instance, RUNNING_NAMES):
-                    self.busy += 1
-                    continue
-                con = _open_warehouse(self.warehouse)
-                if con is None:
-                    self.locked += 1
-                    continue
+                in_flight = bool(_runs(instance, RUNNING_NAMES))
+                self.busy += in_flight
+                con = duckdb.connect(str(self.read_copy), read_only=True)
                 try:
                     seen = {}
                     for table in TABLES:
@@ -158,6 +158,7 @@ class Sampler(threading.Thread):
                 finally:
                     con.close()
                 self.samples.append((time.time(), seen))
+                self.busy_served += in_flight
             except (duckdb.Error, OSError) as exc:  # a table not created yet, a stopping server
                 self.errors += 1
                 if self.errors <= 3:
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
             warmup_runs = len(_runs(instance))
             print(f"warm-up done in {warm_s:.0f} s ({warmup_runs} runs)", flush=True)
 
-            sampler = Sampler(warehouse)
+            from analytics_assets.lib.read_copy import read_copy_path
+
+            sampler = Sampler(read_copy_path(settings.get_settings()))
             sampler.start()
             traffic_start = time.time()
             traffic = subprocess.Popen(
@@ -329,13 +332,35 @@ def main(argv: list[str] | None = None) -> dict:
                 for r in _runs(instance, after=traffic_start)
                 if r.create_timestamp.timestamp() <= traffic_end + catchup_s
             ]
-            steps: dict[str, list[float]] = {}  # where an ingest run's time goes
+            # where a lag-driven run's time goes, phase by phase; runs take turns, so a run
+            # requested while another ran waits for its end before Dagster can launch it
+            phases: dict[str, list[float]] = {}
+            ends = sorted(r.end_time for r in runs if r.end_time)
             for r in runs:
-                if r.dagster_run.tags.get(INGEST_TAG) != "true":
+                if r.dagster_run.tags.get(INGEST_TAG) != "true" or r.start_time is None:
                     continue
-                for stat in instance.get_run_step_stats(r.dagster_run.run_id):
-                    if stat.start_time and stat.end_time:
-                        steps.setdefault(stat.step_key, []).append(stat.end_time - stat.start_time)
+                stats = {
+                    st.step_key: st
+                    for st in instance.get_run_step_stats(r.dagster_run.run_id)
+                    if st.start_time and st.end_time
+                }
+                ingest, dbt = stats.get("cdc_ingest"), stats.get("dbt_models")
+                if ingest is None or dbt is None or not r.end_time:
+                    continue
+                requested = r.create_timestamp.timestamp()
+                before = [e for e in ends if e <= r.start_time]
+                free = max(requested, before[-1]) if before else requested
+                for name, value in (
+                    ("request -> start", r.start_time - requested),
+                    ("  queued behind another run", free - requested),
+                    ("  dequeue + launch + run worker start", r.start_time - free),
+                    ("start -> ingest step", ingest.start_time - r.start_time),
+                    ("ingest step", ingest.end_time - ingest.start_time),
+                    ("ingest step -> dbt step", dbt.start_time - ingest.end_time),
+                    ("dbt step", dbt.end_time - dbt.start_time),
+                    ("dbt step -> run end", r.end_time - dbt.end_time),
+                ):
+                    phases.setdefault(name, []).append(value)
         finally:
             if sampler is not None:
                 sampler.stop.set()
@@ -345,6 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
             if args.keep_log:
                 Path(args.keep_log).write_text((tmp / "daemon.log").read_text())
 
+        warehouse_mb = warehouse.stat().st_size / 1e6
         # the daemon is down: the warehouse is free; read the change logs
         con = _open_warehouse(warehouse, wait=60)
         if con is None:
@@ -433,10 +459,13 @@ def main(argv: list[str] | None = None) -> dict:
     result.figure("changes not visible in raw by the end", unseen)
     result.figure("changes without a later revenue_minutely build", len(raw_lat) - len(rev_lat))
     for k, v in smp_p.items():
-        result.figure(f"sampler (reader between runs): raw visible - commit, {k} s", round(v, 1))
+        result.figure(
+            f"sampler (reader of the read copy): raw visible - commit, {k} s", round(v, 1)
+        )
     result.figure(
-        "sampler polls: read / run in flight / locked / errors",
-        f"{len(sampler.samples)} / {sampler.busy} / {sampler.locked} / {sampler.errors}",
+        "sampler polls: served / made (while a run was in flight: served / made) / errors",
+        f"{len(sampler.samples)} / {sampler.attempts} ({sampler.busy_served} / {sampler.busy}) "
+        f"/ {sampler.errors}",
     )
     result.figure("runs launched (traffic + catch-up)", len(runs))
     result.figure(
@@ -446,13 +475,6 @@ def main(argv: list[str] | None = None) -> dict:
     if durations:
         result.figure("run duration, median s", round(sorted(durations)[len(durations) // 2], 1))
         result.figure("run duration, max s", round(max(durations), 1))
-    launch = [
-        r.start_time - r.create_timestamp.timestamp()
-        for r in runs
-        if r.dagster_run.tags.get(INGEST_TAG) == "true" and r.start_time is not None
-    ]
-    if launch:
-        result.figure("ingest runs: requested -> started, median s", round(median(launch), 1))
     ingests = sorted(
         (r for r in runs if r.dagster_run.tags.get(INGEST_TAG) == "true"),
         key=lambda r: r.create_timestamp.timestamp(),
@@ -472,9 +494,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if idle:
         result.figure("ingest runs: run end -> next request, median s", round(median(idle), 1))
-    for step in ("cdc_ingest", "dbt_models"):
-        if steps.get(step):
-            result.figure(f"ingest runs: step {step}, median s", round(median(steps[step]), 1))
+    for name, values in phases.items():
+        p = _percentiles(values)
+        result.figure(
+            f"lag-driven runs: {name}, median / p95 s",
+            f"{median(values):.1f} / {p['p95']:.1f}",
+        )
     result.figure(
         "revenue_minutely builds (traffic + catch-up)",
         len([t for t in revenue_events if t >= traffic_start]),
@@ -484,11 +509,24 @@ def main(argv: list[str] | None = None) -> dict:
     result.figure("catch-up after the traffic s", round(catchup_s))
     result.figure("revenue_minutely equals the source, minute by minute, at the end", matches)
     result.figure(
+        "warehouse file at the end MB (what each read-copy publish copies)",
+        round(warehouse_mb, 1),
+    )
+    result.figure(
         "load average (1 min): start / max / end",
         (f"{loads[0]:.2f} / {max(loads):.2f} / {os.getloadavg()[0]:.2f}"),
     )
-    result.ratio("raw p95 / 30 s", raw_p["p95"] / RAW_TARGET_S, 1.0)
-    result.ratio("revenue_minutely p95 / 60 s", rev_p["p95"] / REVENUE_TARGET_S, 1.0)
+    result.ratio(f"raw p95 / {RAW_TARGET_S:g} s", raw_p["p95"] / RAW_TARGET_S, 1.0)
+    result.ratio(
+        f"revenue_minutely p95 / {REVENUE_TARGET_S:g} s", rev_p["p95"] / REVENUE_TARGET_S, 1.0
+    )
+    if sampler.attempts:
+        result.ratio(
+            "sampler polls served / made",
+            len(sampler.samples) / sampler.attempts,
+            0.95,
+            better="higher",
+        )
     if generated:
         result.ratio(
             "achieved / requested change rate",
@@ -501,8 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
         "of the first revenue_minutely build after it; commit = _commit_ts from the WAL"
     )
     result.note(
-        "the sampler reads DuckDB only while no run is in flight, so its figures include waiting "
-        "for the whole run (ingest and dbt) to release the file"
+        "the sampler opens the read copy every second, runs in flight or not: its raw figures "
+        "are what a BI tool pointed at the read copy sees"
     )
     if isinstance(slot_pending, int) and slot_pending:
         result.note(
@@ -510,6 +548,14 @@ def main(argv: list[str] | None = None) -> dict:
             "changes of orders + order_items still pending for the sensors after all were in "
             "raw): each ingest re-read the changes since the warm-up and skipped the applied ones"
         )
+    result.note(
+        "request -> start is Dagster's own floor but for the queue: the daemon dequeues every "
+        "1 s (dagster.yaml), then the code server spawns a fresh run worker that imports "
+        "dagster, dagster-dbt (and with it dbt-core) and loads the definitions before the run "
+        "starts (bench/definitions_load.py measures that import; the project's own share is "
+        "its 'load / floor' ratio). The lag sensor queues the next ingest while the previous "
+        "run's dbt step runs, so the sensor's 5 s loop is off the cycle"
+    )
     result.note(
         "one machine runs PostgreSQL, the traffic, the daemon and the run workers; other jobs "
         "may share it (see the load average)"

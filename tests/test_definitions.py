@@ -33,6 +33,9 @@ def graph_snapshot(defs: dg.Definitions) -> dict:
             "checks": sorted(c.name for c in graph.get_check_keys_for_assets([key])),
             "materializable": node.is_materializable,
             "freshness": describe_policy(node.freshness_policy),
+            "automation": node.automation_condition.get_label()
+            if node.automation_condition
+            else None,
         }
     return out
 

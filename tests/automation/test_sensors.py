@@ -193,7 +193,11 @@ def test_lag_above_threshold_ingests_every_captured_table(platform):
     )
     assert request.tags["analytics/ingest"] == "true"
     assert request.tags["analytics/lagging"] == "users"
-    assert dg.AssetKey(["marts", "fct_orders"]) in request.asset_selection
+    models = sorted(k.to_user_string() for k in request.asset_selection if k.path[0] != "raw")
+    assert models == ["marts/revenue_minutely", "staging/stg_app__orders"], (
+        "the fast path: revenue_minutely and its upstream models, nothing else"
+    )
+    assert request.tags["analytics/fast_path"] == "true"
     observed = _observed(result, "raw")
     assert observed["users"]["lag_pending_changes"].value == 20
     assert observed["products"]["lag_pending_changes"].value == 1
@@ -407,3 +411,33 @@ def test_contiguous_dates_become_single_ranges():
         ("2026-03-05", "2026-03-07"),
         ("2026-03-09", "2026-03-09"),
     ]
+
+
+def test_the_next_ingest_is_requested_once_the_running_one_has_applied_its_changes():
+    for status in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED"):
+        assert logic.ingest_holds_back_the_next(status, ingest_step_done=False), status
+    assert not logic.ingest_holds_back_the_next("STARTED", ingest_step_done=True), (
+        "its dbt step is running: what is pending now waits for a run of its own, queued"
+    )
+    assert logic.ingest_holds_back_the_next("CANCELING", ingest_step_done=True)
+
+
+def test_a_close_run_builds_the_unpartitioned_models_then_the_day_in_one_run(platform):
+    """In a new warehouse only the raw tables exist (the lag-driven runs build the fast path;
+    the other models come on their cadence): the run that closes a day builds them first, so
+    the marts read a current fct_orders and their tests find every view they read."""
+    defs, instance, _ = platform
+    _ingest(defs, instance)
+    (request,) = _backstop(defs, instance, dt.datetime(2026, 3, 11, 1, tzinfo=dt.UTC)).run_requests
+    selected = {k.to_user_string() for k in request.asset_selection}
+    assert {"marts/fct_orders", "staging/stg_app__products", "marts/daily_revenue"} <= selected
+    job = defs.get_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(request.asset_selection)
+    )
+    result = job.execute_in_process(
+        instance=instance, partition_key=request.partition_key, raise_on_error=False
+    )
+    assert result.success
+    assert instance.get_materialized_partitions(dg.AssetKey(["marts", "daily_revenue"])) == {
+        "2026-03-10"
+    }

@@ -84,3 +84,37 @@ def test_a_failed_error_test_withholds_every_model_it_reads(manifest):
     assert withheld_models(manifest, passed) == {}
     warned = {"results": [*results["results"][:3], {"unique_id": cross, "status": "warn"}]}
     assert withheld_models(manifest, warned) == {}
+
+
+def _models(manifest):
+    return {uid for uid, n in manifest["nodes"].items() if n["resource_type"] == "model"}
+
+
+def test_a_run_of_some_unpartitioned_models_leaves_out_tests_that_read_one_it_does_not_build(
+    manifest,
+):
+    built = _ids(manifest, "stg_app__order_items")
+    left_out = {t.name: t.unbuilt for t in left_out_tests(manifest, built, _models(manifest))}
+    relationship = (
+        "relationships_stg_app__order_items_product_id__product_id__ref_stg_app__products_"
+    )
+    assert left_out == {relationship: ("stg_app__products",)}
+
+
+def test_the_fast_path_runs_every_data_test_of_its_models_and_none_that_reads_another(manifest):
+    """What dbt's eager selection would run for revenue_minutely and stg_app__orders, minus what
+    the run leaves out: only tests whose models are all built in the run (sources are ingested
+    by the same run)."""
+    built = _ids(manifest, "revenue_minutely", "stg_app__orders")
+    left_out = {t.name for t in left_out_tests(manifest, built, _models(manifest))}
+    run = {
+        n["name"]: set(n["depends_on"]["nodes"])
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "test"
+        and set(n["depends_on"]["nodes"]) & built
+        and n["name"] not in left_out
+    }
+    assert all({p for p in parents if p.startswith("model.")} <= built for parents in run.values())
+    assert "unique_revenue_minutely_revenue_minute" in run
+    assert "relationships_stg_app__orders_user_id__id__source_app_users_" in run
+    assert len(run) == 16

@@ -1,5 +1,5 @@
 """The daily revenue summary: numbers read from a real DuckDB `marts.daily_revenue`, posted when
-the mart lands a new day, and patient with a warehouse that a run holds locked."""
+the mart lands a new day, read from the warehouse's read copy while a run holds the file."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from analytics_assets.defs.notify.summary import (
     read_daily_revenue,
     summary_message,
 )
+from analytics_assets.lib.read_copy import publish_read_copy
+from analytics_assets.settings import get_settings
 
 MARCH_8, MARCH_9, MARCH_10 = dt.date(2026, 3, 8), dt.date(2026, 3, 9), dt.date(2026, 3, 10)
 
@@ -119,7 +121,9 @@ class WriterHoldingTheLock:
         self.proc.wait(timeout=10)
 
 
-def test_sensor_posts_each_new_day_once_and_waits_out_a_locked_warehouse(warehouse, sink):
+def test_sensor_posts_each_new_day_once_from_the_read_copy_while_a_writer_holds_the_file(
+    warehouse, sink
+):
     notifier = build_notify_defs().resources["notifier"]
 
     with dg.instance_for_test() as instance:
@@ -139,18 +143,18 @@ def test_sensor_posts_each_new_day_once_and_waits_out_a_locked_warehouse(warehou
         cursor, _ = tick(None)  # starts watching
         land(MARCH_9)
 
-        writer = WriterHoldingTheLock(warehouse)
-        try:
-            locked_cursor, why = tick(cursor)
-        finally:
-            writer.release()
-        # the message names the process holding the file
-        assert f"locked by another process (PID {writer.proc.pid}" in why
-        assert "retrying next tick" in why
-        assert locked_cursor == cursor  # nothing consumed
+        # no read copy yet (nothing was published): wait for it, consume nothing
+        unpublished_cursor, why = tick(cursor)
+        assert "does not exist yet" in why and "retrying next tick" in why
+        assert unpublished_cursor == cursor
         assert sink.lines() == []
 
-        cursor, _ = tick(cursor)
+        publish_read_copy(get_settings())
+        writer = WriterHoldingTheLock(warehouse)  # a run holds the warehouse itself
+        try:
+            cursor, _ = tick(cursor)
+        finally:
+            writer.release()
         cursor, why = tick(cursor)
         assert why == "no new materialization of marts/daily_revenue"
 

@@ -153,6 +153,24 @@ def test_reconciliation_after_an_ingest_without_rebuild_only_warns(platform, bui
     assert _meta(evaluation, "stale") is True
 
 
+def test_a_partition_rebuilt_from_an_older_fct_orders_is_stale_not_wrong(platform, built):
+    """fct_orders refreshes on its own cadence: a daily partition rebuilt after an ingest, before
+    fct_orders took the ingest, holds fct_orders' older data. A WARN (rebuild), not an ERROR."""
+    platform.source(
+        "update orders set status = 'refunded', updated_at = now() where id = (select min(id) "
+        "from orders where status = 'completed' and deleted_at is null "
+        "and (created_at at time zone 'UTC')::date = %s)",
+        (DAY,),
+    )
+    ingest = run_graph(platform.defs, platform.instance, "group:raw")
+    assert ingest.success, ingest.step_failures()
+    rebuilt = run_graph(platform.defs, platform.instance, f'key:"{REVENUE}"', partition=DAY)
+    evaluation = rebuilt.evaluation("source_reconciliation", REVENUE)
+    assert rebuilt.success, rebuilt.step_failures()
+    assert not evaluation.passed and evaluation.severity.value == "WARN", evaluation.description
+    assert _meta(evaluation, "stale") is True
+
+
 # -- volume ----------------------------------------------------------------------------------------
 
 

@@ -137,3 +137,23 @@ def test_locked_warehouse_is_a_clear_bounded_error_then_ingest_succeeds(cdc, hol
         f"\n[lock] library refused after {waited:.2f}s, CLI after {cli_seconds:.2f}s: {lines[0]}"
         f"\n[lock] rows compared {sum(len(cdc.source_rows(t)) for t in cdc.tables)}"
     )
+
+
+def test_a_cli_ingest_publishes_the_read_copy_readers_open(cdc, cli_env):
+    import duckdb
+
+    seed(cdc, 40)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analytics_assets.cli", "cdc", "ingest", "--quiet"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    warehouse = Path(cli_env["WAREHOUSE_PATH"])
+    con = duckdb.connect(str(warehouse.parent / "read" / warehouse.name), read_only=True)
+    try:
+        assert con.execute("select count(*) from raw.users").fetchone()[0] == 40
+    finally:
+        con.close()

@@ -9,20 +9,22 @@ import json
 
 import dagster as dg
 
+from analytics_assets.defs.automation.cadence import CLOSE_RUN, DAILY, FAST_PATH
 from analytics_assets.defs.automation.logic import (
     contiguous_ranges,
+    ingest_holds_back_the_next,
     lagging_tables,
     partition_closed,
     watermark_from_lag,
 )
 from analytics_assets.defs.cdc.assets import raw_keys
+from analytics_assets.defs.dbt.selection import FAST_PATH_TAG
 from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL
 from analytics_assets.lib.partitions import daily_partitions, last_ended_day
 from analytics_assets.settings import get_settings
 
 INGEST_TAG = "analytics/ingest"
-DAILY = dg.AssetSelection.tag("daily", "")
-MODELS = dg.AssetSelection.groups("staging", "intermediate", "marts", "history") - DAILY
+INGEST_STEP = "cdc_ingest"  # the step key of the CDC ingest asset (defs/cdc/assets.py)
 BUSINESS_TABLES = ("orders", "order_items")
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -44,10 +46,20 @@ def read_lag():
 
 
 def _ingest_in_flight(instance: dg.DagsterInstance) -> str | None:
+    """The id of an ingest run in flight that holds back the next request (see
+    `ingest_holds_back_the_next`), else None."""
     records = instance.get_run_records(
-        dg.RunsFilter(tags={INGEST_TAG: "true"}, statuses=IN_FLIGHT), limit=1
+        dg.RunsFilter(tags={INGEST_TAG: "true"}, statuses=IN_FLIGHT), limit=2
     )
-    return records[0].dagster_run.run_id if records else None
+    for record in records:
+        run = record.dagster_run
+        done = run.status == dg.DagsterRunStatus.STARTED and any(
+            stat.step_key == INGEST_STEP and stat.end_time is not None
+            for stat in instance.get_run_step_stats(run.run_id, step_keys=[INGEST_STEP])
+        )
+        if ingest_holds_back_the_next(run.status.value, done):
+            return run.run_id
+    return None
 
 
 def _last_ingest_failed(instance: dg.DagsterInstance) -> str | None:
@@ -82,11 +94,11 @@ def lag_observations(lag) -> list[dg.AssetObservation]:
     # a tick costs one lag query, bounded by CDC_LAG_MAX_BYTES; the sensor daemon's loop is 5 s
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    target=dg.AssetSelection.groups("raw") | MODELS,
+    target=dg.AssetSelection.groups("raw") | FAST_PATH,
     description="Reads CDC lag for every captured table in one round trip, records it on the raw "
     "tables and, when a table's lag crosses the thresholds (or nothing was ingested for "
     "CDC_MAX_IDLE_MINUTES), starts an ingest run of every captured table (so the replication "
-    "slot advances) plus the unpartitioned models.",
+    "slot advances) plus the near-real-time models (revenue_minutely and its upstream models).",
 )
 def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     settings = get_settings()
@@ -142,7 +154,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
         # hold the slot back and every later ingest would re-read the WAL since its checkpoint.
         # Each raw/<table> materialization still reports exactly the changes it applied.
         captured = list(settings.source.tables)
-        selection = [k for t in captured for k in raw_keys(t)] + _keys(MODELS, context)
+        selection = [k for t in captured for k in raw_keys(t)] + _keys(FAST_PATH, context)
         context.log.info(f"requesting ingest of {captured} ({why}: {', '.join(tables)})")
         run_requests.append(
             dg.RunRequest(
@@ -150,6 +162,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
                 asset_selection=selection,
                 tags={
                     INGEST_TAG: "true",
+                    FAST_PATH_TAG: "true",
                     "analytics/reason": why,
                     "analytics/lagging": ",".join(tables),
                 },
@@ -286,9 +299,10 @@ def close_decision(now: dt.datetime, lag) -> tuple[str, bool, str]:
     name="partition_close_sensor",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    target=DAILY,
+    target=CLOSE_RUN,
     description="Builds yesterday's daily partitions as soon as the CDC watermark passes the "
-    "end of the day plus PARTITION_GRACE_MINUTES.",
+    "end of the day plus PARTITION_GRACE_MINUTES, after the unpartitioned models (which "
+    "otherwise refresh every MODELS_REFRESH_MINUTES) in the same run.",
 )
 def partition_close_sensor(context: dg.SensorEvaluationContext):
     key, closed, why = close_decision(dt.datetime.now(dt.UTC), read_lag())
@@ -297,7 +311,12 @@ def partition_close_sensor(context: dg.SensorEvaluationContext):
     done = context.instance.get_materialized_partitions(dg.AssetKey(["marts", "daily_revenue"]))
     if key in done:
         return dg.SkipReason(f"partition {key} already built")
-    return dg.RunRequest(run_key=f"close-{key}", partition_key=key, tags={"analytics/reason": why})
+    return dg.RunRequest(
+        run_key=f"close-{key}",
+        partition_key=key,
+        asset_selection=_keys(CLOSE_RUN, context),
+        tags={"analytics/reason": why},
+    )
 
 
 def daily_marts_backstop() -> dg.ScheduleDefinition:
@@ -308,11 +327,11 @@ def daily_marts_backstop() -> dg.ScheduleDefinition:
         name="daily_marts_backstop",
         cron_schedule="0 1 * * *",
         execution_timezone=get_settings().partitions.timezone,
-        target=DAILY,
+        target=CLOSE_RUN,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Backstop at 01:00 in PARTITION_TIMEZONE: builds yesterday's daily "
-        "partitions if they are closed, and skips saying why if the CDC watermark has not passed "
-        "the day yet.",
+        "partitions (after the unpartitioned models) if they are closed, and skips "
+        "saying why if the CDC watermark has not passed the day yet.",
     )
     def backstop(context: dg.ScheduleEvaluationContext):
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
@@ -320,7 +339,10 @@ def daily_marts_backstop() -> dg.ScheduleDefinition:
         if not closed:
             return dg.SkipReason(why)
         return dg.RunRequest(
-            run_key=f"backstop-{key}", partition_key=key, tags={"analytics/reason": why}
+            run_key=f"backstop-{key}",
+            partition_key=key,
+            asset_selection=_keys(CLOSE_RUN, context),
+            tags={"analytics/reason": why},
         )
 
     return backstop

@@ -67,6 +67,7 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
 def _ingest(context: AssetExecutionContext, settings):
     """One ingest of the selected tables, then a materialization per raw asset."""
     from analytics_assets.lib import cdc
+    from analytics_assets.lib.read_copy import publish_or_warn
 
     tables = selected_tables(set(context.selected_asset_keys), settings.source.tables)
     feed = cdc.make_feed(settings)
@@ -82,6 +83,8 @@ def _ingest(context: AssetExecutionContext, settings):
                 f"batch {p['batch']}: {p['changes']} changes applied, up to {p['position']}"
             ),
         )
+        # readers' copy, before the materializations say the changes are in (lib/read_copy.py)
+        publish_or_warn(settings, context.log, getattr(warehouse, "con", None))
     finally:
         warehouse.close()  # let go of the DuckDB file before the next step needs it
     context.log.info(

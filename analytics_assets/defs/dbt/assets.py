@@ -23,6 +23,8 @@ from analytics_assets.defs.dbt.project import get_dbt_project
 from analytics_assets.defs.dbt.restatements import with_restatements
 from analytics_assets.defs.dbt.selection import (
     DAILY_TAG,
+    FAST_PATH_ARGS,
+    FAST_PATH_TAG,
     exclude_args,
     left_out_tests,
     materialize_what_passed,
@@ -30,6 +32,7 @@ from analytics_assets.defs.dbt.selection import (
 from analytics_assets.defs.dbt.translator import AnalyticsDbtTranslator
 from analytics_assets.defs.quality.dbt_evidence import with_failure_evidence
 from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
+from analytics_assets.settings import get_settings
 
 DAILY_SELECTOR = f"tag:{DAILY_TAG}"
 
@@ -40,11 +43,16 @@ def _manifest() -> Mapping[str, Any]:
 
 
 def _build(
-    context: AssetExecutionContext, dbt: DbtCliResource, args: list[str], daily: bool = False
+    context: AssetExecutionContext,
+    dbt: DbtCliResource,
+    args: list[str],
+    candidates: set[str] | None = None,
+    daily: bool = False,
 ):
-    """`dbt build` of the selected models, minus the tests that compare with a daily mart this
-    run does not build; materializations only for the models that passed their gates; on the
-    daily marts, the closed days this build restated (`restatements.py`)."""
+    """`dbt build` of the selected models, minus the tests that compare with a model of
+    `candidates` (default: a daily mart) this run does not build; materializations only for the
+    models that passed their gates; on the daily marts, the closed days this build restated
+    (`restatements.py`). A lag-driven run (the fast path) leaves out unit tests."""
     manifest = _manifest()
     translator = AnalyticsDbtTranslator()
     built = {
@@ -53,17 +61,38 @@ def _build(
         if props["resource_type"] == "model"
         and translator.get_asset_key(props) in context.selected_asset_keys
     }
-    left_out = left_out_tests(manifest, built)
+    left_out = left_out_tests(manifest, built, candidates)
     for test in left_out:
         context.log.info(
             f"dbt test {test.name} not run: it compares with {', '.join(test.unbuilt)}, "
             "which this run does not build"
         )
-    invocation = dbt.cli([*args, *exclude_args(left_out), *DEBUG_LOG_ARGS], context=context)
+    fast = FAST_PATH_ARGS if context.run.tags.get(FAST_PATH_TAG) == "true" else ()
+    invocation = dbt.cli([*args, *exclude_args(left_out), *fast, *DEBUG_LOG_ARGS], context=context)
     events = materialize_what_passed(stream_with_adapter_response(invocation), invocation)
     if daily:
         events = with_restatements(events, invocation, context.log)
-    yield from with_failure_evidence(events, invocation)
+    yield from _published_first(context, with_failure_evidence(events, invocation))
+
+
+def _published_first(context: AssetExecutionContext, events):
+    """`events` (held until dbt exits), after publishing the warehouse's read copy: readers
+    see a model by the time Dagster says it is materialized."""
+    from analytics_assets.lib.read_copy import publish_or_warn
+
+    def publish():
+        publish_or_warn(get_settings(), context.log)
+
+    published = False
+    try:
+        for event in events:
+            if not published:
+                publish()
+                published = True
+            yield event
+    finally:
+        if not published:
+            publish()
 
 
 def build_dbt_assets() -> list[dg.AssetsDefinition]:
@@ -92,6 +121,8 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
         dagster_dbt_translator=translator,
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
-        yield from _build(context, dbt, dbt_build_args())
+        # any model this run does not build may be stale: every one is a candidate
+        models = {u for u, n in _manifest()["nodes"].items() if n["resource_type"] == "model"}
+        yield from _build(context, dbt, dbt_build_args(), models)
 
     return [dbt_daily_marts, dbt_models]

@@ -16,6 +16,8 @@ from analytics_assets.lib.partitions import dbt_zone_vars
 from analytics_assets.lib.retention import prune_dbt_run_folders
 from analytics_assets.settings import DBT_PROJECT_DIR, get_settings
 
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+
 
 def dbt_executable() -> str:
     """`dbt` from the venv Dagster runs in, even when that venv's bin is not on PATH."""
@@ -52,22 +54,42 @@ class AnalyticsDbtCliResource(DbtCliResource):
     here: it loads all of dbt-core): when the executable is the dbt of this very environment, its
     version is the installed dbt-core package's."""
 
-    def cli(self, args, **kwargs):
+    def cli(self, args, *, target_path: Path | None = None, context=None, **kwargs):
         """Each invocation writes its own target folder (3-5 MB): the oldest go first, so the
         folders left are this one and the DBT_ARTIFACT_RUNS_KEPT - 1 newest before it. Pruned
-        before the new one starts, so this invocation's own folder is never among them."""
+        before the new one starts, so this invocation's own folder is never among them.
+
+        The folder starts with the project's `partial_parse.msgpack` (written by the parse
+        beside the manifest), so dbt re-reads only what changed instead of parsing the whole
+        project: dagster-dbt looks for that file in DBT_TARGET_PATH itself, not in the
+        per-target folder this project parses into. dbt still parses in full when the file
+        does not fit (other vars, a changed profile or file)."""
         base = artifacts_base()
         prune_dbt_run_folders(
             base if base.is_absolute() else Path(self.project_dir) / base,
             get_settings().dbt.artifact_runs_kept - 1,
         )
-        return super().cli(args, **kwargs)
+        target_path = target_path or self._get_unique_target_path(context=context)
+        _seed_partial_parse(Path(self.project_dir), target_path)
+        return super().cli(args, target_path=target_path, context=context, **kwargs)
 
     @functools.cached_property
     def _cli_version(self) -> version.Version:
         if Path(self.dbt_executable).parent == Path(sys.executable).parent:
             return version.parse(importlib.metadata.version("dbt-core"))
         return super()._cli_version
+
+
+def _seed_partial_parse(project_dir: Path, target_path: Path) -> None:
+    # where get_dbt_project parses (not the cached project: the settings may have changed)
+    project_target = artifacts_base() / get_settings().dbt.target
+    source = (
+        project_target if project_target.is_absolute() else project_dir / project_target
+    ) / PARTIAL_PARSE_FILE
+    folder = target_path if target_path.is_absolute() else project_dir / target_path
+    if source.exists() and not (folder / PARTIAL_PARSE_FILE).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / PARTIAL_PARSE_FILE)
 
 
 def dbt_cli_resource() -> DbtCliResource:

@@ -26,6 +26,7 @@ from analytics_assets.defs.notify.summary import (
     summary_message,
 )
 from analytics_assets.lib.errors import WarehouseBusy
+from analytics_assets.lib.read_copy import for_readers
 from analytics_assets.settings import get_settings
 
 DAILY_REVENUE_KEY = dg.AssetKey(["marts", "daily_revenue"])
@@ -244,8 +245,10 @@ def notify_daily_revenue_summary(context: dg.SensorEvaluationContext, notifier: 
     # restatements since the last summary (the day before the first one)
     since = state.get("posted_at") or (now - dt.timedelta(days=1)).isoformat()
     try:
-        today, previous = read_daily_revenue(get_settings(), day)
-        restated = read_restatements(get_settings(), since=dt.datetime.fromisoformat(since))
+        today, previous = read_daily_revenue(for_readers(get_settings()), day)
+        restated = read_restatements(
+            for_readers(get_settings()), since=dt.datetime.fromisoformat(since)
+        )
     except (WarehouseBusy, WarehouseNotReady) as exc:
         # Cursor untouched: the same materializations are looked at again next tick.
         return dg.SkipReason(f"{exc}; retrying next tick")

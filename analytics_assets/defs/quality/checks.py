@@ -42,6 +42,7 @@ from analytics_assets.lib.partitions import daily_partitions
 from analytics_assets.settings import get_settings, require_source_url
 
 DAILY_REVENUE = dg.AssetKey(["marts", "daily_revenue"])
+FCT_ORDERS = dg.AssetKey(["marts", "fct_orders"])
 SCHEMA_DRIFT = "schema_drift"
 SLOT_HEALTH = "slot_health"
 DEAD_LETTERS = "dead_letters"
@@ -325,13 +326,19 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
 
 
 def _built_at(instance: dg.DagsterInstance, partition: str) -> dt.datetime | None:
-    """When this partition of the mart was last materialized, per the Dagster instance."""
+    """As of when this partition of the mart holds data: its last materialization, or that of
+    fct_orders, the table it is built from, when older (fct_orders refreshes on its own
+    cadence, so a partition rebuilt since holds fct_orders' older view of raw)."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=DAILY_REVENUE, asset_partitions=[partition]), limit=1
     ).records
     if not records:
         return None
-    return dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC)
+    built = records[0].timestamp
+    fct = instance.get_latest_materialization_event(FCT_ORDERS)
+    if fct is not None:
+        built = min(built, fct.timestamp)
+    return dt.datetime.fromtimestamp(built, dt.UTC)
 
 
 def _last_metadata(

@@ -1,0 +1,22 @@
+"""Every dbt invocation of the assets starts from the project's parse (`partial_parse.msgpack`
+beside the manifest), instead of parsing the whole project again: dagster-dbt gives each
+invocation a fresh target folder and looks for the file only in DBT_TARGET_PATH itself."""
+
+from __future__ import annotations
+
+import json
+
+from analytics_assets.defs.dbt.project import PARTIAL_PARSE_FILE, dbt_cli_resource, get_dbt_project
+from analytics_assets.lib.partitions import dbt_zone_vars
+
+
+def test_an_invocation_reuses_the_projects_parse_instead_of_a_full_parse():
+    project = get_dbt_project()  # parses once if the manifest is missing
+    assert (project.manifest_path.parent / PARTIAL_PARSE_FILE).exists()
+    args = ["ls", "--select", "revenue_minutely", "--vars", json.dumps(dbt_zone_vars())]
+    invocation = dbt_cli_resource().cli([*args, "--log-level", "debug"])
+    messages = [e.raw_event.get("info", {}).get("msg", "") for e in invocation.stream_raw_events()]
+    assert invocation.wait().is_successful()
+    assert (invocation.target_path / PARTIAL_PARSE_FILE).exists()
+    assert any("Partial parsing enabled" in m for m in messages), messages[:20]
+    assert not any("Unable to do partial parsing" in m for m in messages)
