@@ -11,10 +11,10 @@ import sys
 import dagster as dg
 import psycopg2
 import pytest
-from analytics_assets.defs.sources.traffic import generate_history
 
 from analytics_assets import settings
 from analytics_assets.defs.automation.sensors import cdc_lag_sensor
+from analytics_assets.dev.traffic import generate_history
 from analytics_assets.lib import cdc as cdc_module
 
 END = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
