@@ -325,43 +325,42 @@ def _one_change(cur, rng: random.Random, users: list[int], products: list[tuple]
         )
         return 2
     if roll < 0.70:
-        cur.execute(
-            "update orders set status = 'paid', paid_at = now(), updated_at = now() "
-            "where id = (select id from orders where status = 'pending' and deleted_at is null "
-            "order by id desc limit 1 offset %s)",
-            (rng.randint(0, 5),),
+        return _update_one_order(
+            cur,
+            "status = 'paid', paid_at = now()",
+            "status = 'pending' and deleted_at is null",
+            "id desc",
+            rng.randint(0, 5),
         )
-        return max(cur.rowcount, 1)
     if roll < 0.88:
-        cur.execute(
-            "update orders set status = 'completed', updated_at = now() "
-            "where id = (select id from orders where status = 'paid' and deleted_at is null "
-            "order by id desc limit 1 offset %s)",
-            (rng.randint(0, 20),),
+        return _update_one_order(
+            cur,
+            "status = 'completed'",
+            "status = 'paid' and deleted_at is null",
+            "id desc",
+            rng.randint(0, 20),
         )
-        return max(cur.rowcount, 1)
     if roll < 0.93:
-        cur.execute(
-            "update orders set status = 'cancelled', updated_at = now() "
-            "where id = (select id from orders where status = 'pending' order by id limit 1)"
-        )
-        return max(cur.rowcount, 1)
+        return _update_one_order(cur, "status = 'cancelled'", "status = 'pending'", "id", 0)
     if roll < 0.96:
         # A refund: touches an order created days ago (late data for its daily partition).
-        cur.execute(
-            "update orders set status = 'refunded', updated_at = now() "
-            "where id = (select id from orders where status = 'completed' "
-            "order by id limit 1 offset %s)",
-            (rng.randint(0, 50),),
+        return _update_one_order(
+            cur, "status = 'refunded'", "status = 'completed'", "id", rng.randint(0, 50)
         )
-        return max(cur.rowcount, 1)
     if roll < 0.98:
-        cur.execute(
-            "update orders set deleted_at = now(), updated_at = now() "
-            "where id = (select id from orders where deleted_at is null "
-            "order by id desc limit 1 offset %s)",
-            (rng.randint(0, 50),),
+        return _update_one_order(
+            cur, "deleted_at = now()", "deleted_at is null", "id desc", rng.randint(0, 50)
         )
-        return max(cur.rowcount, 1)
     cur.execute("delete from order_items where id = (select max(id) from order_items)")
+    return max(cur.rowcount, 1)
+
+
+def _update_one_order(cur, assignments: str, where: str, order_by: str, offset: int) -> int:
+    """Sets `assignments` on the `offset`-th order matching `where`. Counts at least one change,
+    so the rate loop advances even when no order matched."""
+    cur.execute(
+        f"update orders set {assignments}, updated_at = now() where id = ("  # noqa: S608 - fixed fragments, value bound
+        f"select id from orders where {where} order by {order_by} limit 1 offset %s)",
+        (offset,),
+    )
     return max(cur.rowcount, 1)

@@ -14,7 +14,8 @@ from cdc_helpers import Crash, crash_at
 from graph_runs import run_graph
 
 from analytics_assets import settings
-from analytics_assets.defs.quality.checks import DEAD_LETTERS, build_quality_checks, raw_key
+from analytics_assets.defs.cdc.assets import raw_key
+from analytics_assets.defs.quality.checks import DEAD_LETTERS, build_quality_checks
 
 BAD_ID = 9_999_001  # the id every bad record carries: it must never reach raw
 

@@ -17,7 +17,7 @@ from analytics_assets.defs.automation.logic import (
     partition_closed,
     watermark_from_lag,
 )
-from analytics_assets.defs.cdc.assets import raw_keys
+from analytics_assets.defs.cdc.assets import changes_key, raw_key
 from analytics_assets.defs.dbt.selection import FAST_PATH_TAG
 from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL
 from analytics_assets.lib.partitions import daily_partitions, last_ended_day
@@ -85,7 +85,7 @@ def lag_observations(lag) -> list[dg.AssetObservation]:
         }
         if item.pending_sampled:  # a bounded read of a large backlog: say what was counted
             metadata["lag_pending_changes_counted"] = dg.MetadataValue.text(PENDING_SAMPLED_LABEL)
-        events.append(dg.AssetObservation(asset_key=raw_keys(table)[0], metadata=metadata))
+        events.append(dg.AssetObservation(asset_key=raw_key(table), metadata=metadata))
     return events
 
 
@@ -154,7 +154,8 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
         # hold the slot back and every later ingest would re-read the WAL since its checkpoint.
         # Each raw/<table> materialization still reports exactly the changes it applied.
         captured = list(settings.source.tables)
-        selection = [k for t in captured for k in raw_keys(t)] + _keys(FAST_PATH, context)
+        selection = [k for t in captured for k in (raw_key(t), changes_key(t))]
+        selection += _keys(FAST_PATH, context)
         context.log.info(f"requesting ingest of {captured} ({why}: {', '.join(tables)})")
         run_requests.append(
             dg.RunRequest(
@@ -191,7 +192,7 @@ def _source_observations(context, lag) -> list[dg.AssetObservation]:
 def _minutes_since_last_ingest(instance, tables, now) -> float | None:
     latest = None
     # one storage query for all tables (one per table cost ~70 ms a tick with 50 tables)
-    events = instance.get_latest_materialization_events([raw_keys(t)[0] for t in tables])
+    events = instance.get_latest_materialization_events([raw_key(t) for t in tables])
     for event in events.values():
         if event is not None:
             ts = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
@@ -226,7 +227,7 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
         # First tick: start from now; history before the sensor ran is not "late".
         for table in BUSINESS_TABLES:
             latest = context.instance.fetch_materializations(
-                raw_keys(table)[0], limit=1, ascending=False
+                raw_key(table), limit=1, ascending=False
             ).records
             last_seen = max([last_seen, *(r.storage_id for r in latest)])
         return dg.SensorResult(
@@ -234,7 +235,7 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
             cursor=json.dumps({"after": last_seen or None, "pending": {}}),
         )
     for table in BUSINESS_TABLES:
-        for record in _materialization_records(context.instance, raw_keys(table)[0], after):
+        for record in _materialization_records(context.instance, raw_key(table), after):
             last_seen = max(last_seen, record.storage_id)
             meta = record.asset_materialization.metadata.get("business_dates")
             for day in meta.value if meta is not None and meta.value else []:

@@ -11,12 +11,17 @@ from analytics_assets.settings import get_settings
 INGEST_POOL = "cdc_ingest"
 
 
-def raw_keys(table: str) -> tuple[dg.AssetKey, dg.AssetKey]:
-    return dg.AssetKey(["raw", table]), dg.AssetKey(["raw", f"{table}_changes"])
+def raw_key(table: str) -> dg.AssetKey:
+    """The warehouse copy of source table `table` (its change log is `changes_key`)."""
+    return dg.AssetKey(["raw", table])
+
+
+def changes_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", f"{table}_changes"])
 
 
 def selected_tables(keys: set[dg.AssetKey], tables: tuple[str, ...]) -> list[str]:
-    return [t for t in tables if any(k in keys for k in raw_keys(t))]
+    return [t for t in tables if raw_key(t) in keys or changes_key(t) in keys]
 
 
 def build_cdc_assets() -> list[dg.AssetsDefinition]:
@@ -24,7 +29,7 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
     kind = "bigquery" if settings.is_prod else "duckdb"
     specs = []
     for table in settings.source.tables:
-        current, changes = raw_keys(table)
+        current, changes = raw_key(table), changes_key(table)
         for key, description in (
             (current, f"Current state of app table {table}, one row per key, deletes flagged."),
             (changes, f"Every change to app table {table}: op, position and commit time."),
@@ -94,7 +99,7 @@ def _ingest(context: AssetExecutionContext, settings):
     _observe_sources(context, tables, {t: result.tables[t].lag_after for t in tables})
     for table in tables:
         metadata = as_metadata(result.tables[table].metadata())
-        current, changes = raw_keys(table)
+        current, changes = raw_key(table), changes_key(table)
         if current in context.selected_asset_keys:
             yield dg.MaterializeResult(asset_key=current, metadata=metadata)
         if changes in context.selected_asset_keys:

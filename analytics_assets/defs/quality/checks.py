@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from analytics_assets.defs.cdc.assets import raw_key
 from analytics_assets.defs.quality import (
     dead_letters,
     reconciliation,
@@ -48,10 +49,6 @@ SLOT_HEALTH = "slot_health"
 DEAD_LETTERS = "dead_letters"
 RECONCILIATION = "source_reconciliation"
 VOLUME = "volume_anomaly"
-
-
-def raw_key(table: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", table])
 
 
 @contextlib.contextmanager

@@ -21,7 +21,12 @@ import dagster as dg
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from analytics_assets.defs.quality.masking import mask_rows
-from analytics_assets.defs.quality.verdict import FailedCheck, as_metadata, raise_for_blocking
+from analytics_assets.defs.quality.verdict import (
+    FailedCheck,
+    as_metadata,
+    check_event,
+    raise_for_blocking,
+)
 from analytics_assets.defs.quality.warehouse import connect, fetch_dicts
 from analytics_assets.lib.errors import WarehouseUnavailable
 from analytics_assets.lib.metadata import without_ansi
@@ -114,24 +119,19 @@ def _with_evidence(event, evidence: Evidence | None):
     if evidence is None:
         return event
     metadata = {**(event.metadata or {}), **evidence.metadata()}
-    if isinstance(event, dg.AssetCheckResult):
-        return dg.AssetCheckResult(
-            passed=event.passed,
-            asset_key=event.asset_key,
-            check_name=event.check_name,
-            metadata=metadata,
-            severity=event.severity,
-            description=evidence.summary(),
-        )
-    return dg.AssetCheckEvaluation(
-        asset_key=event.asset_key,
-        check_name=event.check_name,
+    partition = (
+        {}
+        if isinstance(event, dg.AssetCheckResult)
+        else {"blocking": event.blocking, "partition": event.partition}
+    )
+    return check_event(
+        type(event),
+        dg.AssetCheckKey(event.asset_key, event.check_name),
         passed=event.passed,
-        metadata=metadata,
         severity=event.severity,
         description=evidence.summary(),
-        blocking=event.blocking,
-        partition=event.partition,
+        metadata=metadata,
+        **partition,
     )
 
 

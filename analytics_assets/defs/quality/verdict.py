@@ -57,29 +57,47 @@ class Verdict:
         return as_metadata(self.metadata)
 
     def result(self, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(
-            asset_key=key.asset_key,
-            check_name=key.name,
-            passed=self.passed,
-            severity=self.severity,
-            description=self.description,
-            metadata=self.dagster_metadata(),
-        )
+        return self._event(dg.AssetCheckResult, key)
 
     def evaluation(
         self, key: dg.AssetCheckKey, *, blocking: bool, partition: str | None
     ) -> dg.AssetCheckEvaluation:
         """For a partition of a multi-partition run, where a result cannot name its partition."""
-        return dg.AssetCheckEvaluation(
-            asset_key=key.asset_key,
-            check_name=key.name,
+        return self._event(dg.AssetCheckEvaluation, key, blocking=blocking, partition=partition)
+
+    def _event(self, kind: type, key: dg.AssetCheckKey, **partition: Any):
+        return check_event(
+            kind,
+            key,
             passed=self.passed,
             severity=self.severity,
             description=self.description,
             metadata=self.dagster_metadata(),
-            blocking=blocking,
-            partition=partition,
+            **partition,
         )
+
+
+def check_event(
+    kind: type,
+    key: dg.AssetCheckKey,
+    *,
+    passed: bool,
+    severity: dg.AssetCheckSeverity,
+    description: str,
+    metadata: dict[str, Any],
+    **partition: Any,
+):
+    """A check's `dg.AssetCheckResult` or `dg.AssetCheckEvaluation` (`kind`): the two carry the
+    same fields, and an evaluation also `blocking` and `partition` (given as `partition`)."""
+    return kind(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=passed,
+        severity=severity,
+        description=description,
+        metadata=metadata,
+        **partition,
+    )
 
 
 @dataclass(frozen=True)
