@@ -129,11 +129,11 @@ def test_a_reader_process_reads_throughout_lag_driven_runs_and_sees_each_one(pla
         runs = 0
         _lag_driven_run(defs, instance)  # the snapshot and the first build
         seen = [reader.ask("read")]
-        assert seen[0] == [list(r) for r in _source(env.source_url, RECENT_ORDERS)][0]
+        assert seen[0] == [list(r) for r in _source(env.source.url, RECENT_ORDERS)][0]
         for n in range(1, 3):
             runs = n
             _source(
-                env.source_url,
+                env.source.url,
                 "insert into orders (user_id, status, total, created_at, updated_at) "
                 "select user_id, 'paid', %s, now(), now() from orders order by id limit 3; "
                 "update orders set status = 'cancelled' "
@@ -145,7 +145,7 @@ def test_a_reader_process_reads_throughout_lag_driven_runs_and_sees_each_one(pla
             assert probe == "locked", "the run held the warehouse file while the reader read"
             assert read == seen[-1], "the reader got the last published state, not an error"
             seen.append(reader.ask("read"))
-            assert seen[-1] == [list(r) for r in _source(env.source_url, RECENT_ORDERS)][0]
+            assert seen[-1] == [list(r) for r in _source(env.source.url, RECENT_ORDERS)][0]
             assert seen[-1] != seen[-2]
         assert len(during) == 2
     finally:

@@ -81,15 +81,19 @@ class AnalyticsDbtCliResource(DbtCliResource):
 
 
 def _seed_partial_parse(project_dir: Path, target_path: Path) -> None:
+    """Start the invocation's folder from the newest parse: the project's (`make prepare`), or a
+    recent invocation's, which dbt wrote after parsing anew when the project's did not fit this
+    process's environment (say, a WAREHOUSE_PATH the stack sets), so only the first run pays."""
+    base = artifacts_base()
+    base = base if base.is_absolute() else project_dir / base
     # where get_dbt_project parses (not the cached project: the settings may have changed)
-    project_target = artifacts_base() / get_settings().dbt.target
-    source = (
-        project_target if project_target.is_absolute() else project_dir / project_target
-    ) / PARTIAL_PARSE_FILE
+    parses = [base / get_settings().dbt.target / PARTIAL_PARSE_FILE]
+    parses += base.glob(f"*/{PARTIAL_PARSE_FILE}")
+    newest = max((p for p in parses if p.exists()), key=lambda p: p.stat().st_mtime, default=None)
     folder = target_path if target_path.is_absolute() else project_dir / target_path
-    if source.exists() and not (folder / PARTIAL_PARSE_FILE).exists():
+    if newest is not None and not (folder / PARTIAL_PARSE_FILE).exists():
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, folder / PARTIAL_PARSE_FILE)
+        shutil.copyfile(newest, folder / PARTIAL_PARSE_FILE)
 
 
 def dbt_cli_resource() -> DbtCliResource:
