@@ -198,5 +198,6 @@ def _summary(instance, first: str, last: str, t0: float) -> None:
     else:
         print("\n checks: none ran (nothing was rebuilt)")
     print(f" warehouse: {settings.warehouse.path}")
+    print(f" read copy: {settings.warehouse.read_path} (open this one while the platform runs)")
     print(" Dagster UI: `make dev` (instance storage in the embedded Postgres)")
     print(f" took {time.monotonic() - t0:.1f}s\n")
