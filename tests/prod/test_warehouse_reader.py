@@ -294,10 +294,18 @@ def test_daily_summary_sensor_posts_from_bigquery_in_prod(warehouses, tmp_path, 
     """A sensor tick with ANALYTICS_ENV=prod reads the summary from BigQuery (the FAKE client:
     BigQuery cannot run here) and posts it; the notifier writes to a local file, Slack being out
     of reach too."""
+    line = post_summary_in_prod("raw_prod", tmp_path, monkeypatch)
+    assert line["fields"]["date"] == DAY.isoformat() and line["fields"]["revenue"] == "14.75"
+    assert any("`analytics_ci_marts`.`daily_revenue`" in s for s, _ in warehouses.issued())
+
+
+def post_summary_in_prod(raw_schema: str, tmp_path, monkeypatch) -> dict:
+    """Two ticks of the daily summary sensor with ANALYTICS_ENV=prod, a daily_revenue
+    materialization of DAY between them; the one notification posted (to a local file)."""
     for name, value in (
         ("ANALYTICS_ENV", "prod"),
         ("GCP_PROJECT", "test-project"),
-        ("RAW_SCHEMA", "raw_prod"),
+        ("RAW_SCHEMA", raw_schema),
     ):
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -319,5 +327,4 @@ def test_daily_summary_sensor_posts_from_bigquery_in_prod(warehouses, tmp_path, 
         _, result = tick(context.cursor)
     assert result.skip_message == f"posted the summary of {DAY.isoformat()}"
     [line] = [json.loads(x) for x in sink.read_text().splitlines()]
-    assert line["fields"]["date"] == DAY.isoformat() and line["fields"]["revenue"] == "14.75"
-    assert any("`analytics_ci_marts`.`daily_revenue`" in s for s, _ in warehouses.issued())
+    return line

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from decimal import Decimal
 
-import dagster as dg
 import duckdb
 import pytest
 from emulator import load_from_duckdb
-from test_warehouse_reader import DAY, HOSTILE, build
+from test_warehouse_reader import DAY, HOSTILE, build, post_summary_in_prod
 
-from analytics_assets.defs.notify.resources import Notifier
-from analytics_assets.defs.notify.sensors import DAILY_REVENUE_KEY, notify_daily_revenue_summary
 from analytics_assets.defs.notify.summary import DayRevenue, WarehouseNotReady, read_daily_revenue
 from analytics_assets.defs.quality import dead_letters, reconciliation, volume
 from analytics_assets.defs.quality.warehouse import (
@@ -151,29 +147,5 @@ def test_daily_summary_reads_the_emulated_mart(warehouses):
 def test_daily_summary_sensor_posts_from_the_emulator_in_prod(warehouses, tmp_path, monkeypatch):
     """A sensor tick with ANALYTICS_ENV=prod reads the summary from the emulated BigQuery and
     posts it; the notifier writes to a local file (Slack is out of reach)."""
-    for name, value in (
-        ("ANALYTICS_ENV", "prod"),
-        ("GCP_PROJECT", "test-project"),
-        ("RAW_SCHEMA", warehouses.raw),
-    ):
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    sink = tmp_path / "notifications.jsonl"
-    with dg.instance_for_test() as instance:
-
-        def tick(cursor):
-            context = dg.build_sensor_context(
-                instance=instance,
-                cursor=cursor,
-                resources={"notifier": Notifier(sink_path=str(sink))},
-            )
-            return context, notify_daily_revenue_summary(context)
-
-        context, _ = tick(None)
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key=DAILY_REVENUE_KEY, partition=DAY.isoformat())
-        )
-        _, result = tick(context.cursor)
-    assert result.skip_message == f"posted the summary of {DAY.isoformat()}"
-    [line] = [json.loads(x) for x in sink.read_text().splitlines()]
+    line = post_summary_in_prod(warehouses.raw, tmp_path, monkeypatch)
     assert line["fields"]["date"] == DAY.isoformat() and line["fields"]["revenue"] == "14.75"
