@@ -82,7 +82,8 @@ class PeekReader:
     """Reads the slot from `start` to `upto` as one or more peeks (binary COPY), decodes the
     rows in chunks (`transform`, in stream order) and hands the results on through a bounded
     queue. Decoding here, off the applying thread, overlaps it with the warehouse's work (numpy,
-    Arrow and DuckDB release the GIL for their heavy parts).
+    Arrow and DuckDB release the GIL for their heavy parts; BENCHMARKS.md compares it with
+    decoding on the applying thread).
 
     A peek is materialized whole on the server before its first row is sent, so one peek over a
     large backlog leaves the client idle while the server decodes all of it. A backlog that

@@ -222,11 +222,19 @@ def stage_sql(shape: TableChangesShape) -> str:
     )
 
 
+def _position(alias: str) -> str:
+    """A change's position as one value, (lsn, seq), for `not in` against a list of them."""
+    return f"struct_pack(lsn := {alias}.{LSN}, seq := {alias}.{SEQ})"
+
+
 def changes_insert_sql(shape: TableChangesShape, source: str) -> str:
     """Append every change of `source` (STAGE, or BATCH when every change carries every column)
     not in the change log yet: the anti-join on the position (from `$first_lsn` on, so only the
     log's newest blocks are read) keeps a change applied before, resent with its position, out.
-    Values a change did not carry come from the warehouse row as it was before this batch."""
+    It is a `not in` over the positions rather than a correlated `not exists`, which DuckDB
+    runs as a delim join that first copies the whole batch (positions are never NULL, so the
+    two agree). Values a change did not carry come from the warehouse row as it was before
+    this batch."""
     raw, log = _ref(shape.schema, shape.table), _ref(shape.schema, shape.table + "_changes")
     join = f" left join {raw} as r on {_on('r', 's', shape.key)}" if shape.unchanged else ""
     cols = [q(c) for c in shape.columns] + [LSN, SEQ, OP, COMMIT_TS, LOADED_AT]
@@ -234,8 +242,8 @@ def changes_insert_sql(shape: TableChangesShape, source: str) -> str:
     return (
         f"insert into {log} ({', '.join(cols)}) "  # noqa: S608 - quoted identifiers
         f"select {', '.join(sel)}, s.{LSN}, s.{SEQ}, s.{OP}, s.{COMMIT_TS}, $loaded_at "
-        f"from {source} as s{join} where not exists (select 1 from {log} as c "
-        f"where c.{LSN} >= $first_lsn and c.{LSN} = s.{LSN} and c.{SEQ} = s.{SEQ})"
+        f"from {source} as s{join} where {_position('s')} not in (select {_position('c')} "
+        f"from {log} as c where c.{LSN} >= $first_lsn)"
     )
 
 
