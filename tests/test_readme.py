@@ -7,6 +7,8 @@ Not run here, by rule (listed in the log): `make ...` (`make demo` takes minutes
 `analytics-assets demo` (what `make demo` runs), lines with <placeholders>, and anything that is not
 one of the project's two CLIs. Adjusted, and said so in the log:
 - `stack down` runs last (the README lists it among the stack commands);
+- a command the README repeats word for word (`.venv/bin/` or not) runs once: the second run would
+  assert nothing the first did not (the test runs every CLI from .venv/bin either way);
 - `traffic live` runs for 2 seconds instead of the README's minute;
 - `traffic history` without `--end` gets one that ends the day after the README's latest partition
   date (and more `--days` if its dates span more), so every partition the README materializes
@@ -209,7 +211,13 @@ def test_readme_commands_run_on_a_fresh_stack(own_server_dir):
     with open(artifacts_dir() / "commands.log", "w") as log:
         log.write("not run:\n" + "".join(f"  {s}\n" for s in skipped) + "\n")
         try:
+            ran: set[tuple[str, ...]] = set()
             for command in planned:
+                words = (_program(command.argv[0]), *command.argv[1:])
+                if words in ran and not command.apply_env:
+                    log.write(f"$ {command.line}\n  not run again: the same command ran above\n")
+                    continue
+                ran.add(words)
                 _run(command, env, dates, log)
             _assert_marts_hold(env, dates)
         except BaseException:
