@@ -13,8 +13,10 @@ DuckDB still writes, so that descriptor stays open and copies of the file read t
 (`copy_out`).
 
 A waiter announces itself with a shared lock on a sidecar file (`<file>.turns`). A process that
-opens the file again and again (dbt with `keep_open: false`, node after node) is polite: it lets
-announced waiters go first, so a refresh holds the fast path back by one dbt node at most.
+opens the file again and again (dbt with `keep_open: false`, node after node) is polite: when it
+finds the file free and someone waiting, it lets them take it first, then waits in line. So the
+fast path waits for one node of a refresh at most, and a refresh for one turn of the fast path
+between its nodes.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import contextlib
 import errno
 import fcntl
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 POLL_SECONDS = 0.005  # a waiter's retry interval; a failed lock attempt is one system call
-POLITE_MAX_SECONDS = 5.0  # a polite process then waits in line like any other waiter
+POLITE_MAX_SECONDS = 1.0  # a waiter that does not take the free file by then loses its place
 MAX_KEPT = 32  # past this many, descriptors of files no connection holds are closed
 
 _descriptors: dict[str, int] = {}
@@ -102,6 +105,15 @@ def _try(fd: int, kind: int) -> bool:
     return True
 
 
+_FLOCK = "hhqqi4x"  # struct flock on Linux: type, whence, start, len, pid (padded)
+
+
+def _held_by_another(fd: int) -> bool:
+    """Whether another process holds a lock on the file of `fd` (F_GETLK: nothing is taken)."""
+    probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    return struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, probe))[0] != fcntl.F_UNLCK
+
+
 def _someone_waiting(path: Path) -> bool:
     with _sidecar(path) as side:
         return not _try(side, fcntl.LOCK_EX)  # closing the sidecar lets go of the test lock
@@ -123,13 +135,15 @@ def wait_turn(path: Path, timeout: float, *, shared: bool = False, polite: bool 
     if not path.exists():
         return True
     deadline = time.monotonic() + timeout
-    if polite:
-        polite_until = min(deadline, time.monotonic() + POLITE_MAX_SECONDS)
-        while _someone_waiting(path) and time.monotonic() < polite_until:
-            time.sleep(POLL_SECONDS)
     fd = _descriptor(path)
     if _open_elsewhere(fd):  # DuckDB in this process has it open: the lock is already ours
         return True
+    if polite:  # while the file is free and someone waits, let them take it first
+        polite_until = min(deadline, time.monotonic() + POLITE_MAX_SECONDS)
+        while (
+            time.monotonic() < polite_until and _someone_waiting(path) and not _held_by_another(fd)
+        ):
+            time.sleep(POLL_SECONDS)
     kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     if _try(fd, kind):
         return True
