@@ -8,8 +8,9 @@ exits), before it reports the materializations: what Dagster shows as materializ
 copy.
 
 Publishing: with the warehouse open for writing, CHECKPOINT (the file then holds every
-committed change and the WAL is empty), copy the file beside the copy (through the descriptor
-that holds the writer's turn, `warehouse/turns.py`), fsync, and rename it over the copy. The rename is atomic: a reader opens the previous copy or the new one, never a
+committed change and the WAL is empty), copy the file beside the copy (through DuckDB's own
+descriptor: closing another would drop its lock, `warehouse/turns.py`), fsync, and rename it
+over the copy. The rename is atomic: a reader opens the previous copy or the new one, never a
 half-written file, and a reader that has the previous one open keeps reading it (its inode
 lives until closed); nothing ever waits for a reader. The copy keeps the warehouse's file name
 in its own folder (`<dir>/read/<name>` unless WAREHOUSE_READ_PATH says otherwise) because

@@ -47,17 +47,9 @@ def connect_waiting(
     (`turns.py`); then `WarehouseLocked` names that process (and `setting`, the one that sets
     the wait). Nothing is written before the file is ours, so a refused ingest leaves no
     partial state."""
-    if turns.wait_turn(path, lock_timeout, shared=read_only):
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except BaseException:
-            turns.release(path)
-            raise
-    try:  # DuckDB's own refusal names the holder
-        return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" not in str(exc).lower():
-            raise
+    try:
+        return turns.connect(path, lock_timeout, read_only=read_only)
+    except turns.Refused as exc:
         waited = f"waited {lock_timeout:g}s" + (f" ({setting})" if setting else "")
         raise WarehouseLocked(
             f"the DuckDB warehouse {path} is locked by another process "
