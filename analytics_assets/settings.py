@@ -82,7 +82,7 @@ VARIABLES: dict[str, Variable] = {
         Variable("PARTITION_GRACE_MINUTES", "partitions", "30"),
         # warehouse
         Variable("WAREHOUSE_PATH", "warehouse", shown=".data/warehouse.duckdb"),
-        Variable("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "warehouse", "30"),
+        Variable("WAREHOUSE_LOCK_TIMEOUT_SECONDS", "warehouse", "300"),
         Variable("WAREHOUSE_READ_PATH", "warehouse", shown=".data/read/warehouse.duckdb"),
         Variable("RAW_SCHEMA", "warehouse", "raw"),
         Variable("GCP_PROJECT", "warehouse", GCP_PROJECT_NOT_SET),

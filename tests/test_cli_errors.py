@@ -139,3 +139,17 @@ def test_a_folder_a_wrong_case_or_sql_is_not_a_time_zone(zone, monkeypatch, caps
     assert code == cli.EXIT_USER_ERROR
     assert err.strip().splitlines() == [_zone_error(zone)]
     assert "Traceback" not in out + err
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly():
+    # `analytics-assets check list | head`: the reader is gone before the list is written
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "analytics_assets.cli", "check", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

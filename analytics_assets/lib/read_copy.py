@@ -8,7 +8,8 @@ exits), before it reports the materializations: what Dagster shows as materializ
 copy.
 
 Publishing: with the warehouse open for writing, CHECKPOINT (the file then holds every
-committed change and the WAL is empty), copy the file beside the copy, fsync, and rename it
+committed change and the WAL is empty), copy the file beside the copy (through DuckDB's own
+descriptor: closing another would drop its lock, `warehouse/turns.py`), fsync, and rename it
 over the copy. The rename is atomic: a reader opens the previous copy or the new one, never a
 half-written file, and a reader that has the previous one open keeps reading it (its inode
 lives until closed); nothing ever waits for a reader. The copy keeps the warehouse's file name
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,7 @@ def publish_read_copy(settings: Settings, con: duckdb.DuckDBPyConnection | None 
     it the file is opened for writing here (waiting like an ingest does for another writer)."""
     if settings.is_prod:
         return 0.0
+    from analytics_assets.lib.warehouse import turns
     from analytics_assets.lib.warehouse.duckdb import connect_waiting
 
     started = time.monotonic()
@@ -68,9 +69,7 @@ def publish_read_copy(settings: Settings, con: duckdb.DuckDBPyConnection | None 
         con = connect_waiting(source, settings.warehouse.lock_timeout_seconds)
     try:
         con.execute("checkpoint")
-        shutil.copyfile(source, partial)
-        with open(partial, "rb+") as f:
-            os.fsync(f.fileno())
+        turns.copy_out(source, partial)
         os.replace(partial, target)
     finally:
         if own:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from analytics_assets.defs.dbt.selection import REALTIME_TAG
 from analytics_assets.settings import get_settings
 
 DAILY = dg.AssetSelection.tag("daily", "")
 MODELS = dg.AssetSelection.groups("staging", "intermediate", "marts", "history") - DAILY
-FAST_PATH = dg.AssetSelection.tag("realtime", "").upstream() & MODELS
+FAST_PATH = dg.AssetSelection.tag(REALTIME_TAG, "").upstream() & MODELS
 CADENCE_MODELS = MODELS - FAST_PATH
 CLOSE_RUN = DAILY | MODELS
 

@@ -8,6 +8,7 @@ left out, and a model whose blocking test failed is not reported materialized: s
 
 import functools
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from analytics_assets.defs.dbt.selection import (
     FAST_PATH_ARGS,
     FAST_PATH_TAG,
     exclude_args,
+    fast_path_models,
     left_out_tests,
     materialize_what_passed,
 )
@@ -35,6 +37,9 @@ from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
 from analytics_assets.settings import get_settings
 
 DAILY_SELECTOR = f"tag:{DAILY_TAG}"
+# Runs beside the fast path share this pool (one at a time); the fast path's steps have none, so
+# a model refresh or a backfill never holds a lag-driven run in the queue (dagster.yaml).
+MODELS_POOL = "warehouse_models"
 
 
 @functools.cache
@@ -48,11 +53,15 @@ def _build(
     args: list[str],
     candidates: set[str] | None = None,
     daily: bool = False,
+    keep_open: bool = False,
 ):
     """`dbt build` of the selected models, minus the tests that compare with a model of
     `candidates` (default: a daily mart) this run does not build; materializations only for the
     models that passed their gates; on the daily marts, the closed days this build restated
-    (`restatements.py`). A lag-driven run (the fast path) leaves out unit tests."""
+    (`restatements.py`). A lag-driven run (the fast path) leaves out unit tests.
+
+    `keep_open`: dbt holds the dev warehouse file for the whole invocation (the fast path) or
+    opens it per node, so the fast path gets its turn between nodes (`lib/warehouse/turns.py`)."""
     manifest = _manifest()
     translator = AnalyticsDbtTranslator()
     built = {
@@ -68,6 +77,7 @@ def _build(
             "which this run does not build"
         )
     fast = FAST_PATH_ARGS if context.run.tags.get(FAST_PATH_TAG) == "true" else ()
+    os.environ.update(DBT_DUCKDB_KEEP_OPEN=str(keep_open))  # dbt/profiles.yml reads it
     invocation = dbt.cli([*args, *exclude_args(left_out), *fast, *DEBUG_LOG_ARGS], context=context)
     events = materialize_what_passed(stream_with_adapter_response(invocation), invocation)
     if daily:
@@ -98,6 +108,7 @@ def _published_first(context: AssetExecutionContext, events):
 def build_dbt_assets() -> list[dg.AssetsDefinition]:
     project = get_dbt_project()
     translator = AnalyticsDbtTranslator()
+    fast_path = " ".join(fast_path_models(_manifest()))
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -107,6 +118,7 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
         partitions_def=daily_partitions(),
         backfill_policy=dg.BackfillPolicy.single_run(),
         dagster_dbt_translator=translator,
+        pool=MODELS_POOL,
     )
     def dbt_daily_marts(context: AssetExecutionContext, dbt: DbtCliResource):
         window = context.partition_time_window
@@ -116,13 +128,25 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        exclude=DAILY_SELECTOR,
+        select=fast_path,
+        name="dbt_fast_path",
+        dagster_dbt_translator=translator,
+    )
+    def dbt_fast_path(context: AssetExecutionContext, dbt: DbtCliResource):
+        models = {u for u, n in _manifest()["nodes"].items() if n["resource_type"] == "model"}
+        yield from _build(context, dbt, dbt_build_args(), models, keep_open=True)
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        exclude=f"{DAILY_SELECTOR} {fast_path}",
         name="dbt_models",
         dagster_dbt_translator=translator,
+        pool=MODELS_POOL,
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
         # any model this run does not build may be stale: every one is a candidate
         models = {u for u, n in _manifest()["nodes"].items() if n["resource_type"] == "model"}
         yield from _build(context, dbt, dbt_build_args(), models)
 
-    return [dbt_daily_marts, dbt_models]
+    return [dbt_daily_marts, dbt_fast_path, dbt_models]

@@ -6,7 +6,6 @@ connection. A batch's Arrow rows are registered as views (no copy), statements r
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,7 @@ import duckdb
 import numpy as np
 
 from analytics_assets.lib.errors import WarehouseLocked
-from analytics_assets.lib.warehouse import statements
+from analytics_assets.lib.warehouse import statements, turns
 from analytics_assets.lib.warehouse.base import Warehouse
 from analytics_assets.lib.warehouse.names import q
 from analytics_assets.lib.warehouse.statements import BATCH, STAGE
@@ -44,27 +43,19 @@ def connect_waiting(
     setting: str | None = "WAREHOUSE_LOCK_TIMEOUT_SECONDS",
 ) -> duckdb.DuckDBPyConnection:
     """Open the DuckDB file (for writing, unless `read_only`). Another process holding it (an
-    ingest, a run, a notebook) gets `lock_timeout` seconds to let go; then `WarehouseLocked`
-    names that process (and `setting`, the one that sets the wait). Nothing is written before
-    the file is ours, so a refused ingest leaves no partial state."""
-    deadline = time.monotonic() + lock_timeout
-    pause = 0.05
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise
-            left = deadline - time.monotonic()
-            if left <= 0:
-                waited = f"waited {lock_timeout:g}s" + (f" ({setting})" if setting else "")
-                raise WarehouseLocked(
-                    f"the DuckDB warehouse {path} is locked by another process "
-                    f"({_lock_holder(str(exc))}); {waited}. Another ingest or run is writing "
-                    "it, or a notebook holds it open: wait for it or close it, then run again"
-                ) from None
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 1.0)
+    ingest, a dbt node, a notebook) gets `lock_timeout` seconds to let go, waiting in line
+    (`turns.py`); then `WarehouseLocked` names that process (and `setting`, the one that sets
+    the wait). Nothing is written before the file is ours, so a refused ingest leaves no
+    partial state."""
+    try:
+        return turns.connect(path, lock_timeout, read_only=read_only)
+    except turns.Refused as exc:
+        waited = f"waited {lock_timeout:g}s" + (f" ({setting})" if setting else "")
+        raise WarehouseLocked(
+            f"the DuckDB warehouse {path} is locked by another process "
+            f"({_lock_holder(str(exc))}); {waited}. Another ingest or run is writing "
+            "it, or a notebook holds it open: wait for it or close it, then run again"
+        ) from None
 
 
 def _lock_holder(message: str) -> str:
