@@ -551,10 +551,10 @@ def main(argv: list[str] | None = None) -> dict:
         "1 s (dagster.yaml), then the code server spawns a fresh run worker that imports "
         "dagster, dagster-dbt (and with it dbt-core) and loads the definitions before the run "
         "starts (bench/definitions_load.py measures that import; the project's own share is "
-        "its 'load / floor' ratio). The lag sensor queues the next ingest once the previous "
-        "run has started its ingest and the daemon starts it at once (two lag-driven runs in "
-        "flight), so the sensor's 5 s loop and the run worker start overlap the previous run; "
-        "that run's ingest step then waits for the previous run to let go of the warehouse"
+        "its 'load / floor' ratio). The lag sensor queues the next ingest while the previous "
+        "run's dbt step runs and the daemon starts it at once (two lag-driven runs in flight), "
+        "so the sensor's 5 s loop and the run worker start are off the cycle; that run's ingest "
+        "step then waits for the previous dbt step to let go of the warehouse"
     )
     result.note(
         "one machine runs PostgreSQL, the traffic, the daemon and the run workers; other jobs "

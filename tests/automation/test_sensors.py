@@ -413,14 +413,13 @@ def test_contiguous_dates_become_single_ranges():
     ]
 
 
-def test_the_next_ingest_is_requested_once_the_running_one_has_started_its_ingest():
+def test_the_next_ingest_is_requested_once_the_running_one_has_applied_its_changes():
     for status in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED"):
-        assert logic.ingest_holds_back_the_next(status, ingest_step_started=False), status
-    assert not logic.ingest_holds_back_the_next("STARTED", ingest_step_started=True), (
-        "its ingest is under way: what arrives now waits for the next run, whose worker starts "
-        "meanwhile"
+        assert logic.ingest_holds_back_the_next(status, ingest_step_done=False), status
+    assert not logic.ingest_holds_back_the_next("STARTED", ingest_step_done=True), (
+        "its dbt step is running: what is pending now waits for a run of its own, queued"
     )
-    assert logic.ingest_holds_back_the_next("CANCELING", ingest_step_started=True)
+    assert logic.ingest_holds_back_the_next("CANCELING", ingest_step_done=True)
 
 
 def test_a_close_run_builds_the_unpartitioned_models_then_the_day_in_one_run(platform):

@@ -89,12 +89,11 @@ def contiguous_ranges(keys: Iterable[str]) -> list[tuple[str, str]]:
     return ranges
 
 
-def ingest_holds_back_the_next(status: str, ingest_step_started: bool) -> bool:
+def ingest_holds_back_the_next(status: str, ingest_step_done: bool) -> bool:
     """Whether an ingest run in flight (its status name) holds back the next lag-driven request.
 
-    One that has not started its ingest step yet will apply what is pending now, so asking
-    again would only queue a run with nothing to do. Once its ingest step has started, what
-    arrives from then on is what it will not apply: the next run is requested then, so its run
-    worker starts (seconds) while this one ingests and runs dbt, and its ingest takes the
-    warehouse as soon as this run lets go (two lag-driven runs in flight, dagster.yaml)."""
-    return not (status == "STARTED" and ingest_step_started)
+    One that has not finished its ingest step yet will apply what is pending now, so asking
+    again would only queue a run with nothing to do. Once its ingest step is done, what is
+    pending is what it will not apply: the next run is requested then and waits in the queue,
+    so it starts as soon as this one ends instead of a sensor tick later."""
+    return not (status == "STARTED" and ingest_step_done)

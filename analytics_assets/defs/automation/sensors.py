@@ -53,11 +53,11 @@ def _ingest_in_flight(instance: dg.DagsterInstance) -> str | None:
     )
     for record in records:
         run = record.dagster_run
-        started = run.status == dg.DagsterRunStatus.STARTED and any(
-            stat.step_key == INGEST_STEP and stat.start_time is not None
+        done = run.status == dg.DagsterRunStatus.STARTED and any(
+            stat.step_key == INGEST_STEP and stat.end_time is not None
             for stat in instance.get_run_step_stats(run.run_id, step_keys=[INGEST_STEP])
         )
-        if ingest_holds_back_the_next(run.status.value, started):
+        if ingest_holds_back_the_next(run.status.value, done):
             return run.run_id
     return None
 
