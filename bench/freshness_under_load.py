@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
                     for st in instance.get_run_step_stats(r.dagster_run.run_id)
                     if st.start_time and st.end_time
                 }
-                ingest, dbt = stats.get("cdc_ingest"), stats.get("dbt_fast_path")
+                ingest, dbt = stats.get("cdc_ingest"), stats.get("dbt_models")
                 if ingest is None or dbt is None or not r.end_time:
                     continue
                 requested = r.create_timestamp.timestamp()

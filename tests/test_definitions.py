@@ -71,3 +71,27 @@ def test_daily_marts_are_partitioned_and_backfill_in_one_run():
         assert node.backfill_policy == dg.BackfillPolicy.single_run()
     staging = graph.get(dg.AssetKey(["staging", "stg_app__orders"]))
     assert staging.partitions_def is None
+
+
+def test_every_model_a_daily_marts_test_reads_is_upstream_of_the_marts():
+    """A run of the daily marts and their parents (`+tag:daily`) in a new warehouse builds every
+    model their tests read: daily_product_sales checks its products against the catalogue."""
+    import json
+
+    from analytics_assets.definitions import defs
+    from analytics_assets.defs.dbt.project import get_dbt_project
+    from analytics_assets.defs.dbt.translator import AnalyticsDbtTranslator
+
+    nodes = json.loads(get_dbt_project().manifest_path.read_text())["nodes"]
+    key = AnalyticsDbtTranslator().get_asset_key
+    daily = {u for u, n in nodes.items() if n["resource_type"] == "model" and "daily" in n["tags"]}
+    upstream = dg.AssetSelection.tag("daily", "").upstream().resolve(defs.resolve_asset_graph())
+    read_by_tests = {
+        key(nodes[d])
+        for n in nodes.values()
+        if n["resource_type"] == "test" and daily & set(n["depends_on"]["nodes"])
+        for d in n["depends_on"]["nodes"]
+        if d.startswith("model.")
+    }
+    assert read_by_tests, "the daily marts have tests reading models"
+    assert sorted(k.to_user_string() for k in read_by_tests - upstream) == []

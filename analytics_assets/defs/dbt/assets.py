@@ -27,7 +27,6 @@ from analytics_assets.defs.dbt.selection import (
     FAST_PATH_ARGS,
     FAST_PATH_TAG,
     exclude_args,
-    fast_path_models,
     left_out_tests,
     materialize_what_passed,
 )
@@ -37,9 +36,10 @@ from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
 from analytics_assets.settings import get_settings
 
 DAILY_SELECTOR = f"tag:{DAILY_TAG}"
-# Runs beside the fast path share this pool (one at a time); the fast path's steps have none, so
-# a model refresh or a backfill never holds a lag-driven run in the queue (dagster.yaml).
-MODELS_POOL = "warehouse_models"
+# Runs of the daily marts (closes, late data, backfills) share this pool; the unpartitioned
+# models have none, so neither a model refresh nor a backfill holds a lag-driven run in the
+# queue: they run side by side, taking turns on the dev warehouse (dagster.yaml).
+DAILY_MARTS_POOL = "daily_marts"
 
 
 @functools.cache
@@ -60,7 +60,7 @@ def _build(
     models that passed their gates; on the daily marts, the closed days this build restated
     (`restatements.py`). A lag-driven run (the fast path) leaves out unit tests.
 
-    `keep_open`: dbt holds the dev warehouse file for the whole invocation (the fast path) or
+    `keep_open`: dbt holds the dev warehouse file for the whole invocation (a lag-driven run) or
     opens it per node, so the fast path gets its turn between nodes (`lib/warehouse/turns.py`)."""
     manifest = _manifest()
     translator = AnalyticsDbtTranslator()
@@ -108,7 +108,6 @@ def _published_first(context: AssetExecutionContext, events):
 def build_dbt_assets() -> list[dg.AssetsDefinition]:
     project = get_dbt_project()
     translator = AnalyticsDbtTranslator()
-    fast_path = " ".join(fast_path_models(_manifest()))
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -118,7 +117,7 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
         partitions_def=daily_partitions(),
         backfill_policy=dg.BackfillPolicy.single_run(),
         dagster_dbt_translator=translator,
-        pool=MODELS_POOL,
+        pool=DAILY_MARTS_POOL,
     )
     def dbt_daily_marts(context: AssetExecutionContext, dbt: DbtCliResource):
         window = context.partition_time_window
@@ -128,25 +127,14 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        select=fast_path,
-        name="dbt_fast_path",
-        dagster_dbt_translator=translator,
-    )
-    def dbt_fast_path(context: AssetExecutionContext, dbt: DbtCliResource):
-        models = {u for u, n in _manifest()["nodes"].items() if n["resource_type"] == "model"}
-        yield from _build(context, dbt, dbt_build_args(), models, keep_open=True)
-
-    @dbt_assets(
-        manifest=project.manifest_path,
-        project=project,
-        exclude=f"{DAILY_SELECTOR} {fast_path}",
+        exclude=DAILY_SELECTOR,
         name="dbt_models",
         dagster_dbt_translator=translator,
-        pool=MODELS_POOL,
     )
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
         # any model this run does not build may be stale: every one is a candidate
         models = {u for u, n in _manifest()["nodes"].items() if n["resource_type"] == "model"}
-        yield from _build(context, dbt, dbt_build_args(), models)
+        fast = context.run.tags.get(FAST_PATH_TAG) == "true"
+        yield from _build(context, dbt, dbt_build_args(), models, keep_open=fast)
 
-    return [dbt_daily_marts, dbt_fast_path, dbt_models]
+    return [dbt_daily_marts, dbt_models]

@@ -39,24 +39,6 @@ FAST_PATH_TAG = "analytics/fast_path"
 FAST_PATH_ARGS = ("--exclude-resource-type", "unit_test")
 
 
-def fast_path_models(manifest: Mapping[str, Any]) -> list[str]:
-    """Names of the models tagged `realtime` and of the models upstream of them (no daily
-    mart): what the lag-driven runs build. Names, not `+tag:realtime`: that would also pick the
-    sources, and with them drop their tests from the other models' selection."""
-    nodes = manifest["nodes"]
-    todo = [
-        u for u, n in nodes.items() if n["resource_type"] == "model" and REALTIME_TAG in n["tags"]
-    ]
-    found: set[str] = set()
-    while todo:
-        uid = todo.pop()
-        if uid in found or DAILY_TAG in nodes[uid]["tags"]:
-            continue
-        found.add(uid)
-        todo += [d for d in nodes[uid]["depends_on"]["nodes"] if d.startswith("model.")]
-    return sorted(nodes[u]["name"] for u in found)
-
-
 @dataclass(frozen=True)
 class LeftOutTest:
     name: str

@@ -5,6 +5,9 @@
 )) }}
 
 -- Units, line revenue and orders per product and business date, over completed orders.
+-- Its product ids are checked against the catalogue (relationships test), so the catalogue is
+-- upstream: a run of the marts and their parents builds it in a new warehouse.
+-- depends_on: {{ ref('stg_app__products') }}
 
 with
 
