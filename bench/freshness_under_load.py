@@ -4,7 +4,7 @@ visible in raw / in revenue_minutely) minus (its commit time). Targets: p95 <= 1
 <= 20 s for revenue_minutely (on a quiet machine; the load average is printed beside them).
 
 Everything runs on a scratch embedded PostgreSQL (source database + Dagster storage) with its own
-DAGSTER_HOME (the project's dagster.yaml: runs side by side, taking turns on the DuckDB file), DuckDB
+DAGSTER_HOME (the project's dagster.yaml: one run at a time, the DuckDB single writer), DuckDB
 warehouse and dbt target dir; `dagster-daemon run` (no webserver) evaluates the sensors and
 launches each run in its own worker process. After a warm-up (the first ingest, the sensors'
 first ticks and the runs they start), `analytics-assets traffic live` writes the traffic in its
@@ -552,9 +552,8 @@ def main(argv: list[str] | None = None) -> dict:
         "dagster, dagster-dbt (and with it dbt-core) and loads the definitions before the run "
         "starts (bench/definitions_load.py measures that import; the project's own share is "
         "its 'load / floor' ratio). The lag sensor queues the next ingest while the previous "
-        "run's dbt step runs and the daemon starts it at once (two lag-driven runs in flight), "
-        "so the sensor's 5 s loop and the run worker start are off the cycle; that run's ingest "
-        "step then waits for the previous dbt step to let go of the warehouse"
+        "run's dbt step runs, so the sensor's 5 s loop is off the cycle; the daemon starts it "
+        "once the previous run ends (one run at a time, dagster.yaml)"
     )
     result.note(
         "one machine runs PostgreSQL, the traffic, the daemon and the run workers; other jobs "

@@ -96,10 +96,8 @@ def test_instance_config_passes_dagsters_validation(path, monkeypatch, tmp_path)
     assert {"storage_data", "run_coordinator_data", "compute_logs_data"} <= checked
 
 
-# (ingest runs in flight, pool default limit): production runs one ingest at a time; the dev
-# stack lets the next lag-driven run start its worker while the previous one runs dbt, their
-# ingests taking turns on the DuckDB file (lib/warehouse/turns.py)
-INGEST_LIMITS = {"dagster.yaml": (2, 2), "dagster.prod.yaml": (1, 1)}
+# (ingest runs in flight, pool default limit), per instance file
+INGEST_LIMITS = {"dagster.yaml": (1, 1), "dagster.prod.yaml": (1, 1)}
 
 
 @pytest.mark.parametrize("path", INSTANCE_FILES, ids=lambda p: p.name)

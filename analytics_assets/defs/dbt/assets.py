@@ -36,9 +36,7 @@ from analytics_assets.lib.partitions import daily_partitions, dbt_build_args
 from analytics_assets.settings import get_settings
 
 DAILY_SELECTOR = f"tag:{DAILY_TAG}"
-# Runs of the daily marts (closes, late data, backfills) share this pool; the unpartitioned
-# models have none, so neither a model refresh nor a backfill holds a lag-driven run in the
-# queue: they run side by side, taking turns on the dev warehouse (dagster.yaml).
+# Runs of the daily marts (closes, late data, backfills) share this pool (dagster.yaml).
 DAILY_MARTS_POOL = "daily_marts"
 
 
@@ -53,15 +51,16 @@ def _build(
     args: list[str],
     candidates: set[str] | None = None,
     daily: bool = False,
-    keep_open: bool = False,
+    keep_open: bool = True,
 ):
     """`dbt build` of the selected models, minus the tests that compare with a model of
     `candidates` (default: a daily mart) this run does not build; materializations only for the
     models that passed their gates; on the daily marts, the closed days this build restated
     (`restatements.py`). A lag-driven run (the fast path) leaves out unit tests.
 
-    `keep_open`: dbt holds the dev warehouse file for the whole invocation (a lag-driven run) or
-    opens it per node, so the fast path gets its turn between nodes (`lib/warehouse/turns.py`)."""
+    `keep_open`: dbt holds the dev warehouse file for the whole invocation (every step today:
+    dev runs go one at a time) or opens it per node, letting another writer in between nodes
+    (`lib/warehouse/turns.py`)."""
     manifest = _manifest()
     translator = AnalyticsDbtTranslator()
     built = {
@@ -134,7 +133,6 @@ def build_dbt_assets() -> list[dg.AssetsDefinition]:
     def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
         # any model this run does not build may be stale: every one is a candidate
         models = {u for u, n in _manifest()["nodes"].items() if n["resource_type"] == "model"}
-        fast = context.run.tags.get(FAST_PATH_TAG) == "true"
-        yield from _build(context, dbt, dbt_build_args(), models, keep_open=fast)
+        yield from _build(context, dbt, dbt_build_args(), models)
 
     return [dbt_daily_marts, dbt_models]
