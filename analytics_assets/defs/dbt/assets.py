@@ -8,7 +8,6 @@ left out, and a model whose blocking test failed is not reported materialized: s
 
 import functools
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,16 +50,11 @@ def _build(
     args: list[str],
     candidates: set[str] | None = None,
     daily: bool = False,
-    keep_open: bool = True,
 ):
     """`dbt build` of the selected models, minus the tests that compare with a model of
     `candidates` (default: a daily mart) this run does not build; materializations only for the
     models that passed their gates; on the daily marts, the closed days this build restated
-    (`restatements.py`). A lag-driven run (the fast path) leaves out unit tests.
-
-    `keep_open`: dbt holds the dev warehouse file for the whole invocation (every step today:
-    dev runs go one at a time) or opens it per node, letting another writer in between nodes
-    (`lib/warehouse/turns.py`)."""
+    (`restatements.py`). A lag-driven run (the fast path) leaves out unit tests."""
     manifest = _manifest()
     translator = AnalyticsDbtTranslator()
     built = {
@@ -76,7 +70,6 @@ def _build(
             "which this run does not build"
         )
     fast = FAST_PATH_ARGS if context.run.tags.get(FAST_PATH_TAG) == "true" else ()
-    os.environ.update(DBT_DUCKDB_KEEP_OPEN=str(keep_open))  # dbt/profiles.yml reads it
     invocation = dbt.cli([*args, *exclude_args(left_out), *fast, *DEBUG_LOG_ARGS], context=context)
     events = materialize_what_passed(stream_with_adapter_response(invocation), invocation)
     if daily:
