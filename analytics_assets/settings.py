@@ -109,6 +109,7 @@ VARIABLES: dict[str, Variable] = {
         Variable("DBT_TARGET_PATH", "dbt", "target"),
         Variable("DBT_ARTIFACT_RUNS_KEPT", "dbt", "10"),
         Variable("MODELS_REFRESH_MINUTES", "dbt", "15"),
+        Variable("DBT_WARM_START", "dbt", "true"),
         # history (dbt reads the same variables in macros/retention.sql; these validate them)
         Variable("CHANGE_LOG_RETENTION_DAYS", "history", "30"),
         Variable("HISTORY_RETENTION_DAYS", "history", "0"),
@@ -200,6 +201,8 @@ class DbtSettings:
     artifact_runs_kept: int
     # minutes between refreshes of the unpartitioned models off the near-real-time path
     models_refresh_minutes: int
+    # run dbt forked from a server that has imported it (lib/dbt_warm.py), not as a new process
+    warm_start: bool = True
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,7 @@ def get_settings() -> Settings:
             target_path=Path(_read("DBT_TARGET_PATH")),
             artifact_runs_kept=_positive_int("DBT_ARTIFACT_RUNS_KEPT"),
             models_refresh_minutes=_minutes_dividing_an_hour("MODELS_REFRESH_MINUTES"),
+            warm_start=_switch("DBT_WARM_START"),
         ),
         history=HistorySettings(
             change_log_retention_days=_days("CHANGE_LOG_RETENTION_DAYS"),
@@ -424,6 +428,13 @@ def _positive_int(name: str, unit: str = "") -> int:
         what = f"a positive whole number of {unit}" if unit else "a positive integer"
         raise ConfigError(f"{name}={value!r} must be {what}.")
     return int(value)
+
+
+def _switch(name: str) -> bool:
+    value = _read(name).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name}={value!r} is not a switch: use true or false.")
+    return value in ("true", "1", "yes")
 
 
 def _number(name: str, *, low: float, high: float | None = None) -> float:

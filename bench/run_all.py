@@ -50,6 +50,7 @@ BENCHMARKS = [
     ("backfill_scaling", "backfill_scaling.py", ["--separate", "10"], ["--quick"]),
     ("sensor_tick", "sensor_tick.py", [], ["--quick"]),
     ("definitions_load", "definitions_load.py", [], ["--quick"]),
+    ("dbt_warm", "dbt_warm.py", [], ["--quick"]),
     # a scratch Dagster instance (daemon + run workers) under live traffic: warm-up, 5 min of
     # traffic (quick: 1 min), catch-up
     ("freshness_under_load", "freshness_under_load.py", [], ["--quick"]),

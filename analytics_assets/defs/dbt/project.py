@@ -20,8 +20,12 @@ PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 
 def dbt_executable() -> str:
-    """`dbt` from the venv Dagster runs in, even when that venv's bin is not on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
+    """`dbt` from the venv Dagster runs in, even when that venv's bin is not on PATH; started
+    warm (`analytics-dbt`, lib/dbt_warm.py) unless DBT_WARM_START is false."""
+    bin_dir = Path(sys.executable).parent
+    if get_settings().dbt.warm_start and (bin_dir / "analytics-dbt").exists():
+        return str(bin_dir / "analytics-dbt")
+    beside = bin_dir / "dbt"
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
