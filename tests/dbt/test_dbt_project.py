@@ -56,6 +56,20 @@ def _without_gcp_settings(environ: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in environ.items() if key not in GCP_AND_TARGET_ENV}
 
 
+def project_args(tmp: Path, target_path: Path | None = None) -> list[str]:
+    """The project, and target/ and logs/ under `tmp`: what every dbt command line here ends with."""
+    return [
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--target-path",
+        str(target_path or tmp / "target"),
+        "--log-path",
+        str(tmp / "logs"),
+    ]
+
+
 class DbtProject:
     """Runs dbt against one temp warehouse, with target/ and logs/ under the temp dir."""
 
@@ -65,18 +79,7 @@ class DbtProject:
         self.target_path = tmp / "target"
 
     def run(self, *args: str, target_path: Path | None = None) -> subprocess.CompletedProcess:
-        command = [
-            _dbt_executable(),
-            *args,
-            "--project-dir",
-            str(PROJECT_DIR),
-            "--profiles-dir",
-            str(PROJECT_DIR),
-            "--target-path",
-            str(target_path or self.target_path),
-            "--log-path",
-            str(self.tmp / "logs"),
-        ]
+        command = [_dbt_executable(), *args, *project_args(self.tmp, target_path)]
         env = _without_gcp_settings(dict(os.environ))
         env.update(
             WAREHOUSE_PATH=str(self.warehouse),
@@ -375,14 +378,7 @@ def test_models_and_tests_compile_to_sql_that_parses_as_bigquery(tmp_path, monke
             "resource_type:model resource_type:test",
             "--vars",
             WINDOW_VARS[:-1] + ", partition_timezone: America/New_York}",
-            "--project-dir",
-            str(PROJECT_DIR),
-            "--profiles-dir",
-            str(PROJECT_DIR),
-            "--target-path",
-            str(tmp_path / "target"),
-            "--log-path",
-            str(tmp_path / "logs"),
+            *project_args(tmp_path),
             "--quiet",
         ]
     )

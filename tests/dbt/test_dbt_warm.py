@@ -17,7 +17,7 @@ import pytest
 
 from analytics_assets.lib.warehouse import turns
 from analytics_assets.lib.warehouse.duckdb import connect_waiting
-from tests.dbt.test_dbt_project import PROJECT_DIR, _without_gcp_settings
+from tests.dbt.test_dbt_project import PROJECT_DIR, _without_gcp_settings, project_args
 from tests.raw_tables import create_raw_tables
 
 WARM = Path(sys.executable).with_name("analytics-dbt")
@@ -41,18 +41,7 @@ class Server:
         self.env.update(TMPDIR=str(self.tmpdir), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
 
     def command(self, executable: Path, *args: str) -> list[str]:
-        return [
-            str(executable),
-            *args,
-            "--project-dir",
-            str(PROJECT_DIR),
-            "--profiles-dir",
-            str(PROJECT_DIR),
-            "--target-path",
-            str(self.tmp / "target"),
-            "--log-path",
-            str(self.tmp / "logs"),
-        ]
+        return [str(executable), *args, *project_args(self.tmp)]
 
     def run(self, executable: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(  # noqa: S603 - fixed argv

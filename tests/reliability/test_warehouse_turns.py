@@ -17,7 +17,12 @@ from analytics_assets.lib.read_copy import publish_read_copy
 from analytics_assets.lib.warehouse import turns
 from analytics_assets.lib.warehouse.duckdb import connect_waiting
 from analytics_assets.settings import get_settings
-from tests.dbt.test_dbt_project import PROJECT_DIR, _dbt_executable, _without_gcp_settings
+from tests.dbt.test_dbt_project import (
+    PROJECT_DIR,
+    _dbt_executable,
+    _without_gcp_settings,
+    project_args,
+)
 from tests.raw_tables import create_raw_tables
 
 # Another writer as an ingest is: its own process; takes its turn, says so, holds the file until
@@ -62,14 +67,7 @@ def test_dbt_waits_for_its_turn_instead_of_failing(warehouse, tmp_path):
             "run",
             "--select",
             "staging",
-            "--project-dir",
-            str(PROJECT_DIR),
-            "--profiles-dir",
-            str(PROJECT_DIR),
-            "--target-path",
-            str(tmp_path / "target"),
-            "--log-path",
-            str(tmp_path / "logs"),
+            *project_args(tmp_path),
         ],
         cwd=PROJECT_DIR,
         env=env,
