@@ -4,13 +4,14 @@ short dbt invocation costs: BENCHMARKS.md, "dbt started warm").
 
 The first invocation finds no server: it starts one in the background and runs dbt as usual.
 Later ones connect to the server's socket and hand over their arguments, environment, working
-directory and standard streams; the server forks a child that becomes that `dbt` (same streams,
-same exit status; SIGINT and SIGTERM sent to the command reach it). The child starts from the
-server's imports only, so nothing carries over from one invocation to the next. The server holds
-no connection and no file, notes each command it ran and how it ended in `<socket>.log`, and
-leaves after IDLE_SECONDS without work. A server belongs to one
-interpreter and one version of these sources (its socket's name hashes them): an upgrade or an
-edit starts a new one.
+directory and standard streams; the server forks a child that becomes that `dbt`: same streams,
+same exit status, SIGINT and SIGTERM sent to the command reach it, and a command killed outright
+(a run worker's SIGKILL) takes its dbt along, so no dbt outlives its run holding the warehouse.
+Each child starts from the server's imports only: nothing carries over between invocations.
+The server holds no connection and no file, notes each command and how it ended in
+`<socket>.log`, and leaves after IDLE_SECONDS without work. A server belongs to one interpreter
+and one version of these sources (its socket's name hashes them): an upgrade or an edit starts a
+new one.
 
     analytics-dbt build --select tag:realtime     # anything `dbt` takes
 """
@@ -152,12 +153,19 @@ def serve(path: Path) -> None:
     listener.bind(str(path))
     listener.listen(16)
     children: dict[int, tuple[socket.socket, list[str]]] = {}
+    orphans: set[int] = set()  # children whose command went away
     log = open(f"{path}.log", "a", buffering=1)  # noqa: SIM115 - one line per command
     last_work = time.monotonic()
     try:
         while True:
-            ready, _, _ = select.select([listener], [], [], 0.05 if children else 1.0)
-            if ready:
+            running = {conn: pid for pid, (conn, _) in children.items() if pid not in orphans}
+            ready, _, _ = select.select([listener, *running], [], [], 0.05 if children else 1.0)
+            for conn in ready:
+                if conn is not listener:  # its command is gone (killed): its dbt goes too
+                    orphans.add(running[conn])
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(running[conn], signal.SIGKILL)
+            if listener in ready:
                 conn, _ = listener.accept()
                 kind, fds, _, _ = socket.recv_fds(conn, 1, 3)
                 if kind != b"R":  # a stop, or a connection that only looked
@@ -172,6 +180,7 @@ def serve(path: Path) -> None:
                 if pid == 0:
                     break
                 done, args = children.pop(pid)
+                orphans.discard(pid)
                 code = os.waitstatus_to_exitcode(status)
                 code = code if code >= 0 else 128 - code  # killed by a signal: as a shell says
                 log.write(

@@ -138,3 +138,30 @@ def test_a_signal_to_the_command_reaches_the_dbt_it_runs(server, tmp_path):
         )
     finally:
         mine.close()
+
+
+def test_a_command_killed_outright_takes_its_dbt_along(server, tmp_path):
+    """A run worker killed with SIGKILL cannot forward anything: the server sees the command's
+    end of the socket close and kills its dbt, which would otherwise go on waiting for (or
+    holding) the warehouse after its run is gone."""
+    warehouse = tmp_path / "held.duckdb"
+    create_raw_tables(warehouse)
+    mine = connect_waiting(warehouse, 5)
+    try:
+        command = subprocess.Popen(  # noqa: S603 - fixed argv
+            server.command(WARM, "run", "--select", "stg_app__orders"),
+            cwd=PROJECT_DIR,
+            env={**server.env, "WAREHOUSE_PATH": str(warehouse)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_until(lambda: turns._someone_waiting(warehouse), "dbt to wait for the warehouse")
+        command.kill()
+        command.wait(timeout=60)
+        _wait_until(
+            lambda: any(f"exit {128 + signal.SIGKILL}: dbt run" in s for s in server.served()),
+            "the server to kill the dbt of the command that went away",
+        )
+        assert not turns._someone_waiting(warehouse), "no dbt waits for the warehouse any more"
+    finally:
+        mine.close()
