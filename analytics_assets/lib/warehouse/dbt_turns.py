@@ -4,8 +4,8 @@ every other writer (`turns.py`) instead of failing when another process holds it
 The plugin opens the file itself, waiting, just before dbt-duckdb does; dbt-duckdb's own open
 then joins that database in DuckDB's instance cache (same path, same config) without touching
 the file, and the plugin lets go of its connection once dbt has its own. With `keep_open:
-false` (the runs beside the fast path, `defs/dbt/assets.py`) dbt opens the file for each node
-and closes it after, and waits politely: an announced waiter goes first."""
+false` (DBT_DUCKDB_KEEP_OPEN, a dev switch; the platform's runs keep it open) dbt opens the file
+for each node and closes it after, and waits politely: an announced waiter goes first."""
 
 from __future__ import annotations
 
