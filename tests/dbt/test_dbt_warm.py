@@ -4,6 +4,7 @@ the command reaches the dbt it runs. Each test has its own server (its own TMPDI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -116,10 +117,12 @@ def test_a_warm_command_runs_in_its_own_environment(server, tmp_path):
         assert con.execute("select count(*) from staging.stg_app__orders").fetchone()[0] >= 0
 
 
-def test_a_signal_to_the_command_reaches_the_dbt_it_runs(server, tmp_path):
+@contextlib.contextmanager
+def _command_in_progress(server: Server, tmp_path: Path):
+    """A warm `dbt run` whose dbt waits for the warehouse this test holds (stdout: a pipe)."""
     warehouse = tmp_path / "held.duckdb"
     create_raw_tables(warehouse)
-    mine = connect_waiting(warehouse, 5)  # dbt waits for its turn: a command in progress
+    mine = connect_waiting(warehouse, 5)
     try:
         command = subprocess.Popen(  # noqa: S603 - fixed argv
             server.command(WARM, "run", "--select", "stg_app__orders"),
@@ -129,39 +132,32 @@ def test_a_signal_to_the_command_reaches_the_dbt_it_runs(server, tmp_path):
             stderr=subprocess.STDOUT,
         )
         _wait_until(lambda: turns._someone_waiting(warehouse), "dbt to wait for the warehouse")
+        yield command, warehouse
+    finally:
+        mine.close()
+
+
+def _ended(server: Server, code: int) -> bool:
+    return any(f"exit {code}: dbt run" in line for line in server.served())
+
+
+def test_a_signal_to_the_command_reaches_the_dbt_it_runs(server, tmp_path):
+    with _command_in_progress(server, tmp_path) as (command, _):
         command.send_signal(signal.SIGTERM)
         output, _ = command.communicate(timeout=60)
         assert command.returncode == 128 + signal.SIGTERM, output
-        _wait_until(
-            lambda: any(f"exit {128 + signal.SIGTERM}: dbt run" in s for s in server.served()),
-            "the server to see its child end",
-        )
-    finally:
-        mine.close()
+        _wait_until(lambda: _ended(server, 128 + signal.SIGTERM), "the server to see it end")
 
 
 def test_a_command_killed_outright_takes_its_dbt_along(server, tmp_path):
     """A run worker killed with SIGKILL cannot forward anything: the server sees the command's
     end of the socket close and kills its dbt, which would otherwise go on waiting for (or
     holding) the warehouse after its run is gone."""
-    warehouse = tmp_path / "held.duckdb"
-    create_raw_tables(warehouse)
-    mine = connect_waiting(warehouse, 5)
-    try:
-        command = subprocess.Popen(  # noqa: S603 - fixed argv
-            server.command(WARM, "run", "--select", "stg_app__orders"),
-            cwd=PROJECT_DIR,
-            env={**server.env, "WAREHOUSE_PATH": str(warehouse)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_until(lambda: turns._someone_waiting(warehouse), "dbt to wait for the warehouse")
+    with _command_in_progress(server, tmp_path) as (command, warehouse):
         command.kill()
-        command.wait(timeout=60)
+        command.communicate(timeout=60)
         _wait_until(
-            lambda: any(f"exit {128 + signal.SIGKILL}: dbt run" in s for s in server.served()),
+            lambda: _ended(server, 128 + signal.SIGKILL),
             "the server to kill the dbt of the command that went away",
         )
         assert not turns._someone_waiting(warehouse), "no dbt waits for the warehouse any more"
-    finally:
-        mine.close()
