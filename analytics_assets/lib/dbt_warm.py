@@ -81,10 +81,13 @@ def main() -> int:
         os.execv(dbt_command(), [dbt_command(), *args])
     # the whole environment goes to the dbt it runs, as to any child process (no setting read)
     request = json.dumps({"args": args, "env": os.environ.copy(), "cwd": os.getcwd()}).encode()
-    socket.send_fds(sock, [b"R"], [0, 1, 2])
-    sock.sendall(struct.pack("!I", len(request)) + request)
-    replies = sock.makefile("r")
-    started = replies.readline()
+    try:
+        socket.send_fds(sock, [b"R"], [0, 1, 2])
+        sock.sendall(struct.pack("!I", len(request)) + request)
+        replies = sock.makefile("r")
+        started = replies.readline()
+    except OSError:
+        started = ""
     if not started.startswith("pid "):  # the server left before starting it: nothing ran
         sock.close()
         os.execv(dbt_command(), [dbt_command(), *args])
