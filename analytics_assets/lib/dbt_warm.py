@@ -176,8 +176,17 @@ def serve(path: Path) -> None:
                     if kind == b"S":
                         return
                     continue
-                pid, args = _fork(conn, fds, listener, [c for c, _ in children.values()])
+                try:
+                    pid, args = _fork(conn, fds, listener, [c for c, _ in children.values()])
+                except (EOFError, OSError, ValueError):  # the command went away mid-request
+                    for fd in fds:
+                        os.close(fd)
+                    conn.close()
+                    continue
                 children[pid] = (conn, args)
+                # a command gone by now gets no reply: its end reads as closed, its dbt is killed
+                with contextlib.suppress(OSError):
+                    conn.sendall(f"pid {pid}\n".encode())
             while children:
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if pid == 0:
@@ -204,7 +213,8 @@ def serve(path: Path) -> None:
 
 
 def _fork(conn: socket.socket, fds: list[int], listener, others) -> tuple[int, list[str]]:
-    """A child that runs the request of `conn` (its pid, the dbt arguments)."""
+    """A child that runs the request of `conn` (its pid, the dbt arguments). `fds` are closed
+    here once the child has them; a request that cannot be read raises, nothing forked."""
     (size,) = struct.unpack("!I", _read_exactly(conn, 4))
     request = json.loads(_read_exactly(conn, size))
     pid = os.fork()
@@ -223,7 +233,6 @@ def _fork(conn: socket.socket, fds: list[int], listener, others) -> tuple[int, l
             os._exit(code)
     for fd in fds:
         os.close(fd)
-    conn.sendall(f"pid {pid}\n".encode())
     return pid, request["args"]
 
 

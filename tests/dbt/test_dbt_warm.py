@@ -161,3 +161,15 @@ def test_a_command_killed_outright_takes_its_dbt_along(server, tmp_path):
             "the server to kill the dbt of the command that went away",
         )
         assert not turns._someone_waiting(warehouse), "no dbt waits for the warehouse any more"
+
+
+def test_a_command_gone_before_its_request_is_in_leaves_the_server_serving(server):
+    (path,) = server.sockets()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as half:
+        half.connect(str(path))
+        socket.send_fds(half, [b"R"], [0, 1, 2])
+        half.sendall(b"\0\0")  # half of the request's length, then gone
+    warm = server.run(WARM, "ls", "--select", "tag:realtime", "-q")
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    assert warm.stdout == server.first.stdout
+    assert any("exit 0: dbt ls --select tag:realtime" in line for line in server.served())
