@@ -449,10 +449,9 @@ def main(argv: list[str] | None = None) -> dict:
             expected = cur.fetchall()
         conn.close()
         raw_events = {t: _event_times(instance, ["raw", t]) for t in TABLES}
-        revenue_events = _event_times(instance, ["marts", "revenue_minutely"])
-        revenue_after = _first_build_after(
-            _builds(instance, ["marts", "revenue_minutely"], "dbt_models")
-        )
+        revenue_builds = _builds(instance, ["marts", "revenue_minutely"], "dbt_models")
+        revenue_events = sorted(at for _, at in revenue_builds)
+        revenue_after = _first_build_after(revenue_builds)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
