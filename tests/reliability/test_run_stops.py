@@ -84,3 +84,14 @@ def test_a_materialize_run_waiting_behind_another_ingest_stops_on_sigterm(
     assert raw.fetchone() == (0,)  # nothing applied
     holder.close()
     print(f"\n[stop] SIGTERM -> materialize process gone in {stopped:.2f}s")
+
+
+def test_the_ingest_has_no_retry_policy_that_would_restart_a_stopped_step(platform_env):
+    """A RetryPolicy retries an interrupt anywhere in the step's boundary, also one that lands
+    before the ingest's own code runs (the window right after the step starts, which the test
+    above hits only by timing; CI once did, and the stopped run went on to attempt 3). The
+    ingest requests its retries itself, for errors only."""
+    from analytics_assets.definitions import build_definitions
+
+    ingest = build_definitions().get_assets_def(dg.AssetKey(["raw", "users"]))
+    assert ingest.op.retry_policy is None

@@ -9,6 +9,8 @@ from analytics_assets.lib.metadata import as_metadata
 from analytics_assets.settings import get_settings
 
 INGEST_POOL = "cdc_ingest"
+INGEST_RETRIES = 2
+INGEST_RETRY_SECONDS = 5
 
 
 def raw_key(table: str) -> dg.AssetKey:
@@ -50,13 +52,12 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
         specs=specs,
         can_subset=True,
         pool=INGEST_POOL,
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     )
     def cdc_ingest(context: AssetExecutionContext):
         """Drain the CDC feed into the raw tables in bounded batches."""
-        # Dagster's retry policy also retries a step that was interrupted, so a run told to stop
-        # (SIGTERM, terminate in the UI) would start its ingest again and wait for the warehouse;
-        # a stop is final: the ingest ends before its next commit, which the next run picks up.
+        # Retries are requested here rather than by a RetryPolicy: Dagster's policy also retries
+        # a step interrupted anywhere inside its boundary (also before this body runs), and a
+        # run told to stop (SIGTERM, terminate in the UI) must stop, not start its ingest again.
         try:
             yield from _ingest(context, settings)
         except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
@@ -64,6 +65,12 @@ def build_cdc_assets() -> list[dg.AssetsDefinition]:
                 "the run was told to stop: the ingest ended before its next commit, nothing is "
                 "half-applied and the next ingest goes on from the last committed batch",
                 allow_retries=False,
+            ) from exc
+        except Exception as exc:
+            # a lost source connection or a busy slot: the next attempt goes on from the last
+            # committed batch
+            raise dg.RetryRequested(
+                max_retries=INGEST_RETRIES, seconds_to_wait=INGEST_RETRY_SECONDS
             ) from exc
 
     return [cdc_ingest]
@@ -77,7 +84,7 @@ def _ingest(context: AssetExecutionContext, settings):
     tables = selected_tables(set(context.selected_asset_keys), settings.source.tables)
     feed = cdc.make_feed(settings)
     # waits up to WAREHOUSE_LOCK_TIMEOUT_SECONDS for another writer of the DuckDB file; a
-    # lost source connection or a busy slot fails the step, and the retry policy runs it again
+    # lost source connection or a busy slot fails the attempt, and cdc_ingest requests another
     warehouse = cdc.make_warehouse(settings)
     try:
         result = cdc.ingest(
