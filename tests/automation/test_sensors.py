@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -231,6 +232,51 @@ def test_a_sensor_requested_ingest_advances_the_slot_for_every_table(platform):
     assert after.run_requests == []
     products = instance.get_latest_materialization_event(dg.AssetKey(["raw", "products"]))
     assert products.asset_materialization.metadata["changes"].value == 1
+
+
+def test_a_backlog_past_the_lag_window_is_asked_again_after_each_ingest(platform, monkeypatch):
+    """Regression (the freshness bench): on the dev stack Dagster's own storage writes WAL in the
+    source's cluster, so the window often holds none of the captured tables' changes. Such a
+    reading looked the same after every ingest (0 pending in the window), got the key of the run
+    that had just completed, and no ingest ran for up to a minute while traffic piled up."""
+    defs, instance, env = platform
+    monkeypatch.setenv("CDC_LAG_MAX_BYTES", "8192")
+    settings.get_settings.cache_clear()
+    _ingest(defs, instance)
+    noise = "insert into wal_noise select g, repeat('x', 200) from generate_series(1, 2000) g"
+    _sql(env.source.url, "create table wal_noise (id int, pad text)")  # not captured
+    _sql(env.source.url, noise)
+    first = _tick(cdc_lag_sensor, defs, instance)
+    (request,) = first.run_requests
+    assert _observed(first, "raw")["orders"]["lag_pending_changes"].value == 0  # in the window
+    _ingest(defs, instance)
+    _sql(env.source.url, noise)
+    (again,) = _tick(cdc_lag_sensor, defs, instance).run_requests
+    assert again.run_key != request.run_key, "a new reading: the ingest moved the slot"
+
+
+def test_the_ingest_run_key_tells_readings_apart_by_where_they_start():
+    now = dt.datetime(2026, 3, 2, 12, 0, 30, tzinfo=dt.UTC)
+    window = 1 << 20
+
+    def reading(start: str, pending: int = 0, sampled: bool = True):
+        return {"orders": TableLag(pending, 2 * window, 0.0, None, sampled, start)}
+
+    def key(lag, at=now, failed=None):
+        return logic.ingest_run_key(
+            lag, ["orders"], at, heartbeat=False, max_bytes=window, last_failed=failed
+        )
+
+    assert key(reading("0/1000")) == key(reading("0/1000")), "the same reading: no second run"
+    assert key(reading("0/1000")) != key(reading("0/2000")), "an ingest moved the slot"
+    later = now + dt.timedelta(minutes=1)
+    assert key(reading("0/1000")) != key(reading("0/1000"), at=later), (
+        "lagging by bytes, it is asked again each minute even if the slot cannot move"
+    )
+    exact = reading("0/1000", pending=30, sampled=False)
+    exact["orders"] = dataclasses.replace(exact["orders"], position_lag_bytes=100)
+    assert key(exact) == key(exact, at=later), "an exact count is its own key"
+    assert key(exact) != key(exact, failed="run-1"), "after a failed ingest: asked again"
 
 
 def test_an_ingest_run_in_flight_holds_back_the_next_request(platform):

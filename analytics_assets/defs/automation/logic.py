@@ -5,6 +5,8 @@ rule has its own unit tests."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import zoneinfo
 from collections.abc import Iterable, Mapping
 
@@ -97,3 +99,40 @@ def ingest_holds_back_the_next(status: str, ingest_step_done: bool) -> bool:
     pending is what it will not apply: the next run is requested then and waits in the queue,
     so it starts as soon as this one ends instead of a sensor tick later."""
     return not (status == "STARTED" and ingest_step_done)
+
+
+def ingest_run_key(
+    lag: Mapping[str, TableLag],
+    lagging: Iterable[str],
+    now: dt.datetime,
+    *,
+    heartbeat: bool,
+    max_bytes: int,
+    last_failed: str | None,
+) -> str:
+    """The run key of a lag-driven ingest: the same reading asks for no second run.
+
+    A reading is each table's pending count and oldest pending commit, and where it was measured
+    from: every ingest moves that (its heartbeat commits even when nothing else does), so a
+    reading after a completed ingest is a new one, also when its window (a backlog read in part)
+    shows the same count. A table lagging by bytes alone also gets the minute, so a source whose
+    position cannot move (heartbeat refused) is still asked again each minute. An idle heartbeat
+    is keyed by the minute. `last_failed`: the last ingest run, if it failed, which left the
+    same reading behind and is asked again."""
+    by_bytes = any(
+        lag[t].pending_sampled or (lag[t].position_lag_bytes or 0) >= max_bytes
+        for t in lagging
+        if t in lag
+    )
+    minute = now.strftime("%Y-%m-%dT%H:%M")
+    reading = (
+        {
+            t: [item.pending_changes, str(item.oldest_commit_ts), item.measured_from]
+            + ([minute] if by_bytes else [])
+            for t, item in lag.items()
+        }
+        if not heartbeat
+        else minute
+    )
+    fingerprint = json.dumps([reading, last_failed], sort_keys=True)
+    return "ingest-" + hashlib.sha1(fingerprint.encode()).hexdigest()[:16]

@@ -4,7 +4,6 @@ partitions, partition completeness from the CDC watermark, and declarative autom
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 
 import dagster as dg
@@ -13,6 +12,7 @@ from analytics_assets.defs.automation.cadence import CLOSE_RUN, DAILY, FAST_PATH
 from analytics_assets.defs.automation.logic import (
     contiguous_ranges,
     ingest_holds_back_the_next,
+    ingest_run_key,
     lagging_tables,
     partition_closed,
     watermark_from_lag,
@@ -126,29 +126,14 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     elif running:
         skip = dg.SkipReason(f"ingest run {running} is still in flight")
     else:
-        # Same pending state -> same key: a repeated tick requests nothing new. A table lagging
-        # by bytes can show the same (sampled, or zero) count after an ingest moved it, so then
-        # the key also changes every minute. And if the last ingest run failed (its worker
-        # killed, say), it left that same state behind: the key with its run id asks again.
-        by_bytes = any(
-            lag[t].pending_sampled or (lag[t].position_lag_bytes or 0) >= settings.cdc.lag_max_bytes
-            for t in tables
-            if t in lag
+        run_key = ingest_run_key(
+            lag,
+            tables,
+            now,
+            heartbeat=why == "idle heartbeat",
+            max_bytes=settings.cdc.lag_max_bytes,
+            last_failed=_last_ingest_failed(context.instance),
         )
-        fingerprint = json.dumps(
-            [
-                {
-                    t: [item.pending_changes, str(item.oldest_commit_ts)]
-                    + ([now.strftime("%Y-%m-%dT%H:%M")] if by_bytes else [])
-                    for t, item in lag.items()
-                }
-                if why != "idle heartbeat"
-                else now.strftime("%Y-%m-%dT%H:%M"),
-                _last_ingest_failed(context.instance),
-            ],
-            sort_keys=True,
-        )
-        run_key = "ingest-" + hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
         # Every captured table, not only the lagging ones: the slot is acknowledged up to the
         # smallest checkpoint over all tables with state (lib/cdc.py), so a table left out would
         # hold the slot back and every later ingest would re-read the WAL since its checkpoint.

@@ -218,6 +218,9 @@ class TableLag:
     # True when the feed read only the first part of the backlog (slot: the lag window): the
     # count is then a lower bound, and a table with none found has none before that part's end
     pending_sampled: bool = False
+    # where the reading starts (slot: the table's checkpoint, else the slot's confirmed LSN): an
+    # ingest moves it, so two readings of the same count are told apart by it
+    measured_from: str | None = None
 
     def as_metadata(self, prefix: str = "lag") -> dict[str, Any]:
         out = {

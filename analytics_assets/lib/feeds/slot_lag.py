@@ -80,7 +80,8 @@ select w.tbl,
        pg_wal_lsn_diff(pg_current_wal_lsn(),
                        coalesce(w.checkpoint::pg_lsn, (select start from slot)))::int8,
        min(b.commit_ts) as oldest,
-       coalesce(extract(epoch from now() - min(b.commit_ts)), 0)::float8 as seconds
+       coalesce(extract(epoch from now() - min(b.commit_ts)), 0)::float8 as seconds,
+       coalesce(w.checkpoint::pg_lsn, (select start from slot))::text as measured_from
 from wanted w
 left join (changes c join begins b using (txn))
   on c.relid = w.relid and c.kind <> {truncate}
@@ -106,7 +107,10 @@ select w.tbl, null::int8, false,
            coalesce(w.checkpoint::pg_lsn,
                     (select confirmed_flush_lsn from pg_replication_slots
                      where slot_name = %(slot)s)))::int8,
-       null::timestamptz, 0::float8
+       null::timestamptz, 0::float8,
+       coalesce(w.checkpoint::pg_lsn,
+                (select confirmed_flush_lsn from pg_replication_slots
+                 where slot_name = %(slot)s))::text
 from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[], %(pos_seq)s::int8[])
      as w(tbl, checkpoint, pos_lsn, pos_seq)
 order by w.tbl
@@ -146,12 +150,13 @@ def read_lag(
         # the slot is being read right now (or does not exist): bytes only
         rows = query(sql.SQL(LAG_BYTES_SQL), params)
     out = {}
-    for table, pending, sampled, lag_bytes, oldest, seconds in rows:
+    for table, pending, sampled, lag_bytes, oldest, seconds, measured_from in rows:
         out[table] = TableLag(
             pending_changes=None if pending is None else int(pending),
             position_lag_bytes=None if lag_bytes is None else int(lag_bytes),
             seconds_behind=float(seconds or 0.0),
             oldest_commit_ts=oldest,
             pending_sampled=bool(sampled),
+            measured_from=measured_from,
         )
     return out
