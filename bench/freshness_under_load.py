@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,13 @@ def _percentiles(values: list[float]) -> dict[str, float]:
         "p95": float(np.percentile(arr, 95)),
         "max": float(arr.max()),
     }
+
+
+def _keep_logs(tmp: Path, into: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tmp / "daemon.log", into / "daemon.log")
+    for log in (tmp / "dbt_target").glob("*/dbt.log"):
+        shutil.copyfile(log, into / f"{log.parent.name}.dbt.log")
 
 
 def _stop_group(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
@@ -233,7 +241,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="MODELS_REFRESH_MINUTES: the default 5 puts one model refresh in every 5 minutes of "
         "traffic, whatever the time of day (the project's default, 15, would hit a window or not)",
     )
-    parser.add_argument("--keep-log", default=None, help="copy the daemon log here at the end")
+    parser.add_argument(
+        "--keep-logs",
+        default=None,
+        help="copy the daemon log and each dbt invocation's dbt.log into this folder at the end",
+    )
     args = parser.parse_args(argv)
     seconds = 60.0 if args.quick else args.seconds
     result = Result(
@@ -414,8 +426,8 @@ def main(argv: list[str] | None = None) -> dict:
             _stop_group(traffic, 10)
             _stop_group(daemon)
             daemon_log.close()
-            if args.keep_log:
-                Path(args.keep_log).write_text((tmp / "daemon.log").read_text())
+            if args.keep_logs:
+                _keep_logs(tmp, Path(args.keep_logs))
 
         warehouse_mb = warehouse.stat().st_size / 1e6
         # the daemon is down: the warehouse is free; read the change logs
