@@ -394,6 +394,14 @@ def kafka_config() -> tuple[tuple[str, str], ...]:
     )
 
 
+def dbt_profile_environment() -> tuple[tuple[str, str | None], ...]:
+    """The variables dbt/profiles.yml reads, as set now (unset: None): dbt renders the profile
+    from them, and re-parses the project when the rendered profile changes."""
+    text = (DBT_PROJECT_DIR / "profiles.yml").read_text()
+    names = sorted(set(re.findall(r"env_var\(\s*['\"](\w+)['\"]", text)))
+    return tuple((name, os.environ.get(name)) for name in names)
+
+
 def column_types() -> tuple[tuple[str, str, str], ...]:
     """CDC_COLUMN_TYPES: a JSON object {table: {column: Postgres type}} (e.g.
     `{"orders": {"total": "numeric(12,2)", "paid_at": "timestamptz"}}`), the column types of

@@ -24,3 +24,19 @@ def test_an_invocation_reuses_the_projects_parse_instead_of_a_full_parse():
     assert (invocation.target_path / PARTIAL_PARSE_FILE).exists()
     assert any("Partial parsing enabled" in m for m in messages), messages[:20]
     assert not any("Unable to do partial parsing" in m for m in messages)
+
+
+def test_a_daily_window_in_between_does_not_make_the_next_invocation_parse_in_full():
+    """A daily mart's build passes its window as `--vars`, and dbt parses in full for other vars.
+    The fast path's next dbt step (the zone vars again) starts from the newest parse made with
+    its own vars, not from the daily build's."""
+    zone = ["ls", "--select", "revenue_minutely", "--vars", json.dumps(dbt_zone_vars())]
+    window = {**dbt_zone_vars(), "min_date": "2026-03-01", "max_date": "2026-03-02"}
+    daily = ["ls", "--select", "daily_revenue", "--vars", json.dumps(window)]
+    assert dbt_cli_resource().cli(zone).wait().is_successful()
+    assert dbt_cli_resource().cli(daily).wait().is_successful()  # newest parse: other vars
+    invocation = dbt_cli_resource().cli([*zone, "--log-level", "debug"])
+    messages = [e.raw_event.get("info", {}).get("msg", "") for e in invocation.stream_raw_events()]
+    assert invocation.wait().is_successful()
+    assert any("Partial parsing enabled" in m for m in messages), messages[:20]
+    assert not any("Unable to do partial parsing" in m for m in messages)

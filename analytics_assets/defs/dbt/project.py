@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -14,9 +15,11 @@ from packaging import version
 
 from analytics_assets.lib.partitions import dbt_zone_vars
 from analytics_assets.lib.retention import prune_dbt_run_folders
-from analytics_assets.settings import DBT_PROJECT_DIR, get_settings
+from analytics_assets.settings import DBT_PROJECT_DIR, dbt_profile_environment, get_settings
 
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+# beside each invocation's parse: what dbt compares before reusing it (PARSE_KEY_FILE)
+PARSE_KEY_FILE = "partial_parse.key"
 
 
 def dbt_executable() -> str:
@@ -77,7 +80,7 @@ class AnalyticsDbtCliResource(DbtCliResource):
             get_settings().dbt.artifact_runs_kept - 1,
         )
         target_path = target_path or self._get_unique_target_path(context=context)
-        _seed_partial_parse(Path(self.project_dir), target_path)
+        _seed_partial_parse(Path(self.project_dir), target_path, parse_key(args, self.target))
         return super().cli(args, target_path=target_path, context=context, **kwargs)
 
     def _initialize_dbt_core_adapter(self, args):
@@ -90,20 +93,42 @@ class AnalyticsDbtCliResource(DbtCliResource):
         return super()._cli_version
 
 
-def _seed_partial_parse(project_dir: Path, target_path: Path) -> None:
-    """Start the invocation's folder from the newest parse: the project's (`make prepare`), or a
-    recent invocation's, which dbt wrote after parsing anew when the project's did not fit this
-    process's environment (say, a WAREHOUSE_PATH the stack sets), so only the first run pays."""
+def parse_key(args, target: str | None) -> str:
+    """What dbt checks before it reuses a parse, besides the files: the `--vars` (a daily mart's
+    window is vars), the target and the profile's variables. Two invocations with the same key
+    can share a parse; the fast path's dbt step (same vars every time) then never re-parses
+    after a daily build."""
+    args = list(args)
+    at = args.index("--vars") + 1 if "--vars" in args else None
+    blob = json.dumps([args[at] if at else None, target, dbt_profile_environment()])
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
+def _seed_partial_parse(project_dir: Path, target_path: Path, key: str) -> None:
+    """Start the invocation's folder from the newest parse made with the same `key`: the
+    project's (`make prepare`) or a recent invocation's (dbt parses anew when the project's does
+    not fit, say with a WAREHOUSE_PATH the stack sets, so only the first run pays). With none,
+    the newest of any key, as dbt then decides for itself. The folder records its own key."""
     base = artifacts_base()
     base = base if base.is_absolute() else project_dir / base
     # where get_dbt_project parses (not the cached project: the settings may have changed)
     parses = [base / get_settings().dbt.target / PARTIAL_PARSE_FILE]
     parses += base.glob(f"*/{PARTIAL_PARSE_FILE}")
-    newest = max((p for p in parses if p.exists()), key=lambda p: p.stat().st_mtime, default=None)
+    found = [p for p in parses if p.exists()]
+    same = [p for p in found if _key_of(p.parent) == key]
+    newest = max(same or found, key=lambda p: p.stat().st_mtime, default=None)
     folder = target_path if target_path.is_absolute() else project_dir / target_path
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PARSE_KEY_FILE).write_text(key)
     if newest is not None and not (folder / PARTIAL_PARSE_FILE).exists():
-        folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(newest, folder / PARTIAL_PARSE_FILE)
+
+
+def _key_of(folder: Path) -> str | None:
+    try:
+        return (folder / PARSE_KEY_FILE).read_text()
+    except OSError:
+        return None
 
 
 def dbt_cli_resource() -> DbtCliResource:
