@@ -487,3 +487,25 @@ def test_a_close_run_builds_the_unpartitioned_models_then_the_day_in_one_run(pla
     assert instance.get_materialized_partitions(dg.AssetKey(["marts", "daily_revenue"])) == {
         "2026-03-10"
     }
+
+
+def test_a_lag_driven_run_gates_the_models_on_the_blocking_checks_only(platform):
+    """The run the lag sensor requests, executed as the daemon would (its selection, its tags):
+    the blocking raw checks (schema_drift, slot_health) run before the models, the non-blocking
+    dead_letters after them, so revenue_minutely does not wait for it."""
+    defs, instance, env = platform
+    _ingest(defs, instance)
+    _sql(env.source.url, "update orders set updated_at = now() where id <= 25")
+    (request,) = _tick(cdc_lag_sensor, defs, instance).run_requests
+    job = defs.get_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(request.asset_selection)
+    )
+    result = job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+    assert result.success
+    started = [
+        e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START
+    ]
+    assert started.index("dbt_models") > max(
+        started.index("schema_drift"), started.index("slot_health")
+    )
+    assert started.index("dead_letters") > started.index("dbt_models"), started

@@ -194,6 +194,8 @@ def build_quality_checks() -> list[dg.AssetChecksDefinition]:
         ],
         can_subset=True,
         description="Quarantined change records (not applied) per raw table.",
+        # not blocking: in a lag-driven run it goes after the models, not before them
+        op_tags={"dagster/priority": "-1"},
     )
     def dead_letters_check(context):
         selected = _selected_tables(context)
