@@ -255,6 +255,40 @@ def test_a_backlog_past_the_lag_window_is_asked_again_after_each_ingest(platform
     assert again.run_key != request.run_key, "a new reading: the ingest moved the slot"
 
 
+def test_wal_of_other_tables_alone_starts_no_ingest_but_a_change_past_the_window_does(
+    platform, monkeypatch
+):
+    """On the dev stack Dagster's storage shares the source's server, so WAL piles up behind the
+    slot with no change of a captured table in it: every table read as lagging by bytes and an
+    idle stack started a no-op ingest (and fast-path dbt build) every ~30 s. Now a table whose
+    write counters have not moved since the last ingest is not lagging for WAL alone; a change
+    to it, even past the window, still starts one."""
+    defs, instance, env = platform
+    monkeypatch.setenv("CDC_LAG_MAX_BYTES", "8192")
+    settings.get_settings.cache_clear()
+    _ingest(defs, instance)
+    noise = "insert into wal_noise select g, repeat('x', 200) from generate_series(1, 2000) g"
+    _sql(env.source.url, "create table wal_noise (id int, pad text)")  # not captured
+    _sql(env.source.url, noise)
+    first = _tick(cdc_lag_sensor, defs, instance)
+    (request,) = first.run_requests  # WAL behind, counters never recorded: ingest
+    raw = {k for k in request.asset_selection if k.path[0] == "raw"}
+    job = defs.get_implicit_global_asset_job_def().get_subset(asset_selection=raw)
+    assert job.execute_in_process(instance=instance, tags=request.tags).success
+
+    _sql(env.source.url, noise)
+    quiet = _tick(cdc_lag_sensor, defs, instance, cursor=first.cursor)
+    assert quiet.run_requests == [], "only other tables' WAL behind the slot"
+    assert "no table lags" in quiet.skip_message
+
+    _sql(env.source.url, noise)
+    _sql(env.source.url, "update orders set updated_at = now() where id = 1")  # past the window
+    changed = _tick(cdc_lag_sensor, defs, instance, cursor=quiet.cursor)
+    assert _observed(changed, "raw")["orders"]["lag_pending_changes"].value == 0  # not seen
+    (again,) = changed.run_requests
+    assert "orders" in again.tags["analytics/lagging"].split(",")
+
+
 def test_the_ingest_run_key_tells_readings_apart_by_where_they_start():
     now = dt.datetime(2026, 3, 2, 12, 0, 30, tzinfo=dt.UTC)
     window = 1 << 20

@@ -8,31 +8,49 @@ import datetime as dt
 import hashlib
 import json
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from analytics_assets.lib.feeds.base import TableLag
 from analytics_assets.lib.partitions import day_bounds
 
 
 def lagging_tables(
-    lag: Mapping[str, TableLag], *, max_pending: int, max_seconds: float, max_bytes: int
+    lag: Mapping[str, TableLag],
+    *,
+    max_pending: int,
+    max_seconds: float,
+    max_bytes: int,
+    quiet: Collection[str] = (),
 ) -> list[str]:
     """Tables whose pending changes, seconds behind or bytes behind reach a threshold.
 
     A sampled reading (the feed read only the first `max_bytes` of the backlog) decides as well:
     its counts are lower bounds and its oldest commits exact where found, and a backlog it could
-    not see whole is at least `max_bytes` behind."""
+    not see whole is at least `max_bytes` behind. Unless the table is `quiet` (`quiet_tables`)
+    and the reading found nothing of it: then the WAL behind is other tables' or other
+    databases' (on the dev stack, Dagster's own storage), not a backlog."""
     out = []
     for table, item in sorted(lag.items()):
         pending = item.pending_changes or 0
+        behind = (item.position_lag_bytes or 0) >= max_bytes or item.pending_sampled
         if (
             pending >= max_pending
             or (pending > 0 and item.seconds_behind >= max_seconds)
-            or (item.position_lag_bytes or 0) >= max_bytes
-            or item.pending_sampled
+            or (behind and not (table in quiet and item.pending_changes == 0))
         ):
             out.append(table)
     return out
+
+
+def quiet_tables(lag: Mapping[str, TableLag], activity_at_last_ingest: Mapping[str, str]) -> set:
+    """Tables whose write counters are what they were when the last ingest was requested: no
+    row of theirs has changed since (that ingest read everything committed before it started).
+    Counters that moved, were reset or are unknown leave a table out."""
+    return {
+        t
+        for t, item in lag.items()
+        if item.activity is not None and activity_at_last_ingest.get(t) == item.activity
+    }
 
 
 def watermark_from_lag(lag: Mapping[str, TableLag], now: dt.datetime) -> dt.datetime | None:

@@ -15,6 +15,7 @@ from analytics_assets.defs.automation.logic import (
     ingest_run_key,
     lagging_tables,
     partition_closed,
+    quiet_tables,
     watermark_from_lag,
 )
 from analytics_assets.defs.cdc.assets import changes_key, raw_key
@@ -62,6 +63,19 @@ def _ingest_in_flight(instance: dg.DagsterInstance) -> str | None:
     return None
 
 
+def _ingested_since(instance: dg.DagsterInstance, at: float | None) -> bool:
+    """Whether the newest ingest run was created at or after `at` (the tick that requested it)
+    and succeeded: it then read everything committed before it started."""
+    records = instance.get_run_records(dg.RunsFilter(tags={INGEST_TAG: "true"}), limit=1)
+    if at is None or not records:
+        return False
+    record = records[0]
+    return (
+        record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        and record.create_timestamp.timestamp() >= at
+    )
+
+
 def _last_ingest_failed(instance: dg.DagsterInstance) -> str | None:
     """The newest ingest run's id if it failed or was canceled, else None."""
     records = instance.get_run_records(dg.RunsFilter(tags={INGEST_TAG: "true"}), limit=1)
@@ -107,13 +121,18 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     run_requests: list[dg.RunRequest] = []
     skip = None
     watermark = watermark_from_lag(lag, now)
-    cursor = {"watermark": watermark.isoformat() if watermark else None}
+    previous = json.loads(context.cursor) if context.cursor else {}
+    requested = previous.get("requested") or {}
+    cursor = {"watermark": watermark.isoformat() if watermark else None, "requested": requested}
 
     tables = lagging_tables(
         lag,
         max_pending=settings.cdc.lag_max_pending,
         max_seconds=settings.cdc.lag_max_seconds,
         max_bytes=settings.cdc.lag_max_bytes,
+        quiet=quiet_tables(lag, requested.get("activity") or {})
+        if _ingested_since(context.instance, requested.get("at"))
+        else (),
     )
     why = "lag above threshold"
     if not tables:
@@ -142,6 +161,10 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
         selection = [k for t in captured for k in (raw_key(t), changes_key(t))]
         selection += _keys(FAST_PATH, context)
         context.log.info(f"requesting ingest of {captured} ({why}: {', '.join(tables)})")
+        cursor["requested"] = {
+            "at": now.timestamp(),
+            "activity": {t: item.activity for t, item in lag.items() if item.activity},
+        }
         run_requests.append(
             dg.RunRequest(
                 run_key=run_key,

@@ -221,6 +221,10 @@ class TableLag:
     # where the reading starts (slot: the table's checkpoint, else the slot's confirmed LSN): an
     # ingest moves it, so two readings of the same count are told apart by it
     measured_from: str | None = None
+    # the source table's write counters (slot: its statistics' inserts, updates, deletes, live
+    # and dead rows): unchanged since the last ingest, a table whose window found nothing of it
+    # has nothing past the window either (the WAL there is other tables' or other databases')
+    activity: str | None = None
 
     def as_metadata(self, prefix: str = "lag") -> dict[str, Any]:
         out = {

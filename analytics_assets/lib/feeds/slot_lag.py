@@ -16,7 +16,9 @@ are read from the window only and the result is flagged `pending_sampled`: a cou
 bound, and the oldest commit found for a table is its oldest pending one (the window starts at
 the slot, before every table's position); a table with nothing in the window has its oldest
 pending commit after every commit in it. The sensor's bytes threshold is the window, so a backlog
-the window cannot see whole is lagging by bytes (defs/automation/logic.py).
+the window cannot see whole is lagging by bytes (defs/automation/logic.py), unless the table's
+write counters (`pg_stat_user_tables`, read in the same statement) show it unchanged since the
+last ingest: then that WAL is other tables' or other databases'.
 """
 
 from __future__ import annotations
@@ -81,12 +83,15 @@ select w.tbl,
                        coalesce(w.checkpoint::pg_lsn, (select start from slot)))::int8,
        min(b.commit_ts) as oldest,
        coalesce(extract(epoch from now() - min(b.commit_ts)), 0)::float8 as seconds,
-       coalesce(w.checkpoint::pg_lsn, (select start from slot))::text as measured_from
+       coalesce(w.checkpoint::pg_lsn, (select start from slot))::text as measured_from,
+       (select concat_ws('/', st.n_tup_ins, st.n_tup_upd, st.n_tup_del, st.n_live_tup,
+                         st.n_dead_tup)
+        from pg_stat_user_tables st where st.relid = w.relid) as activity
 from wanted w
 left join (changes c join begins b using (txn))
   on c.relid = w.relid and c.kind <> {truncate}
  and (w.pos_lsn is null or (b.commit_lsn, c.seq) > (w.pos_lsn, w.pos_seq))
-group by w.tbl, w.checkpoint
+group by w.tbl, w.checkpoint, w.relid
 order by w.tbl
 """
 # The pgoutput bytes the statement reads, where the decoder reads them (`lib/pgoutput_wire.py`:
@@ -110,7 +115,8 @@ select w.tbl, null::int8, false,
        null::timestamptz, 0::float8,
        coalesce(w.checkpoint::pg_lsn,
                 (select confirmed_flush_lsn from pg_replication_slots
-                 where slot_name = %(slot)s))::text
+                 where slot_name = %(slot)s))::text,
+       null::text
 from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[], %(pos_seq)s::int8[])
      as w(tbl, checkpoint, pos_lsn, pos_seq)
 order by w.tbl
@@ -150,7 +156,7 @@ def read_lag(
         # the slot is being read right now (or does not exist): bytes only
         rows = query(sql.SQL(LAG_BYTES_SQL), params)
     out = {}
-    for table, pending, sampled, lag_bytes, oldest, seconds, measured_from in rows:
+    for table, pending, sampled, lag_bytes, oldest, seconds, measured_from, activity in rows:
         out[table] = TableLag(
             pending_changes=None if pending is None else int(pending),
             position_lag_bytes=None if lag_bytes is None else int(lag_bytes),
@@ -158,5 +164,6 @@ def read_lag(
             oldest_commit_ts=oldest,
             pending_sampled=bool(sampled),
             measured_from=measured_from,
+            activity=activity,
         )
     return out
