@@ -234,18 +234,26 @@ def test_a_sensor_requested_ingest_advances_the_slot_for_every_table(platform):
     assert products.asset_materialization.metadata["changes"].value == 1
 
 
+def _small_window_and_wal_noise(platform, monkeypatch) -> str:
+    """An 8 KiB lag window, the tables ingested, then WAL of a table CDC does not capture
+    (hundreds of KiB, past the window); returns the statement that writes more of it."""
+    defs, instance, env = platform
+    monkeypatch.setenv("CDC_LAG_MAX_BYTES", "8192")
+    settings.get_settings.cache_clear()
+    _ingest(defs, instance)
+    noise = "insert into wal_noise select g, repeat('x', 200) from generate_series(1, 2000) g"
+    _sql(env.source.url, "create table wal_noise (id int, pad text)")
+    _sql(env.source.url, noise)
+    return noise
+
+
 def test_a_backlog_past_the_lag_window_is_asked_again_after_each_ingest(platform, monkeypatch):
     """Regression (the freshness bench): on the dev stack Dagster's own storage writes WAL in the
     source's cluster, so the window often holds none of the captured tables' changes. Such a
     reading looked the same after every ingest (0 pending in the window), got the key of the run
     that had just completed, and no ingest ran for up to a minute while traffic piled up."""
     defs, instance, env = platform
-    monkeypatch.setenv("CDC_LAG_MAX_BYTES", "8192")
-    settings.get_settings.cache_clear()
-    _ingest(defs, instance)
-    noise = "insert into wal_noise select g, repeat('x', 200) from generate_series(1, 2000) g"
-    _sql(env.source.url, "create table wal_noise (id int, pad text)")  # not captured
-    _sql(env.source.url, noise)
+    noise = _small_window_and_wal_noise(platform, monkeypatch)
     first = _tick(cdc_lag_sensor, defs, instance)
     (request,) = first.run_requests
     assert _observed(first, "raw")["orders"]["lag_pending_changes"].value == 0  # in the window
@@ -264,12 +272,7 @@ def test_wal_of_other_tables_alone_starts_no_ingest_but_a_change_past_the_window
     write counters have not moved since the last ingest is not lagging for WAL alone; a change
     to it, even past the window, still starts one."""
     defs, instance, env = platform
-    monkeypatch.setenv("CDC_LAG_MAX_BYTES", "8192")
-    settings.get_settings.cache_clear()
-    _ingest(defs, instance)
-    noise = "insert into wal_noise select g, repeat('x', 200) from generate_series(1, 2000) g"
-    _sql(env.source.url, "create table wal_noise (id int, pad text)")  # not captured
-    _sql(env.source.url, noise)
+    noise = _small_window_and_wal_noise(platform, monkeypatch)
     first = _tick(cdc_lag_sensor, defs, instance)
     (request,) = first.run_requests  # WAL behind, counters never recorded: ingest
     raw = {k for k in request.asset_selection if k.path[0] == "raw"}
