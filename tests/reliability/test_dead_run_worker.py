@@ -30,6 +30,7 @@ from analytics_assets import settings
 from analytics_assets.defs.automation.sensors import INGEST_TAG
 from analytics_assets.defs.cdc.assets import INGEST_POOL
 from analytics_assets.lib import cdc as cdc_lib
+from analytics_assets.lib.warehouse.duckdb import DuckDBWarehouse
 from analytics_assets.settings import PROJECT_ROOT
 
 LAG_SENSOR = "cdc_lag_sensor"
@@ -176,6 +177,10 @@ def test_a_killed_ingest_run_never_blocks_the_next(dagster_instance, platform_en
         except ProcessLookupError:
             pass
         daemon.wait()
+    # a dbt step the last run worker had started runs in the warm dbt server's child
+    # (lib/dbt_warm.py), which the server ends once it sees the killed command gone: wait for
+    # that child to let go of the warehouse file
+    DuckDBWarehouse(env.tmp / f"{env.db}.duckdb", lock_timeout=bound).close()
     env.assert_raw_equals_source()
     env.assert_change_log_has_no_duplicates()
     print(
