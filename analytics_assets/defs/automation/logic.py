@@ -42,7 +42,9 @@ def lagging_tables(
     return out
 
 
-def quiet_tables(lag: Mapping[str, TableLag], activity_at_last_ingest: Mapping[str, str]) -> set:
+def quiet_tables(
+    lag: Mapping[str, TableLag], activity_at_last_ingest: Mapping[str, str]
+) -> set[str]:
     """Tables whose write counters are what they were when the last ingest was requested: no
     row of theirs has changed since (that ingest read everything committed before it started).
     Counters that moved, were reset or are unknown leave a table out."""

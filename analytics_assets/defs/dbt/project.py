@@ -18,7 +18,7 @@ from analytics_assets.lib.retention import prune_dbt_run_folders
 from analytics_assets.settings import DBT_PROJECT_DIR, dbt_profile_environment, get_settings
 
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
-# beside each invocation's parse: what dbt compares before reusing it (PARSE_KEY_FILE)
+# beside each invocation's parse: `parse_key`, what dbt compares before it reuses a parse
 PARSE_KEY_FILE = "partial_parse.key"
 
 
