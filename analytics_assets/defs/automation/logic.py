@@ -32,7 +32,7 @@ def lagging_tables(
     out = []
     for table, item in sorted(lag.items()):
         pending = item.pending_changes or 0
-        behind = (item.position_lag_bytes or 0) >= max_bytes or item.pending_sampled
+        behind = behind_by_bytes(item, max_bytes)
         if (
             pending >= max_pending
             or (pending > 0 and item.seconds_behind >= max_seconds)
@@ -40,6 +40,12 @@ def lagging_tables(
         ):
             out.append(table)
     return out
+
+
+def behind_by_bytes(item: TableLag, max_bytes: int) -> bool:
+    """At least `max_bytes` of WAL behind, or read from the window only (the backlog is larger
+    than the window)."""
+    return (item.position_lag_bytes or 0) >= max_bytes or item.pending_sampled
 
 
 def quiet_tables(
@@ -139,11 +145,7 @@ def ingest_run_key(
     position cannot move (heartbeat refused) is still asked again each minute. An idle heartbeat
     is keyed by the minute. `last_failed`: the last ingest run, if it failed, which left the
     same reading behind and is asked again."""
-    by_bytes = any(
-        lag[t].pending_sampled or (lag[t].position_lag_bytes or 0) >= max_bytes
-        for t in lagging
-        if t in lag
-    )
+    by_bytes = any(behind_by_bytes(lag[t], max_bytes) for t in lagging if t in lag)
     minute = now.strftime("%Y-%m-%dT%H:%M")
     reading = (
         {

@@ -63,24 +63,26 @@ def _ingest_in_flight(instance: dg.DagsterInstance) -> str | None:
     return None
 
 
-def _ingested_since(instance: dg.DagsterInstance, at: float | None) -> bool:
+def _newest_ingest(instance: dg.DagsterInstance) -> dg.RunRecord | None:
+    records = instance.get_run_records(dg.RunsFilter(tags={INGEST_TAG: "true"}), limit=1)
+    return records[0] if records else None
+
+
+def _ingested_since(newest: dg.RunRecord | None, at: float | None) -> bool:
     """Whether the newest ingest run was created at or after `at` (the tick that requested it)
     and succeeded: it then read everything committed before it started."""
-    records = instance.get_run_records(dg.RunsFilter(tags={INGEST_TAG: "true"}), limit=1)
-    if at is None or not records:
-        return False
-    record = records[0]
     return (
-        record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-        and record.create_timestamp.timestamp() >= at
+        newest is not None
+        and at is not None
+        and newest.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        and newest.create_timestamp.timestamp() >= at
     )
 
 
-def _last_ingest_failed(instance: dg.DagsterInstance) -> str | None:
+def _failed(newest: dg.RunRecord | None) -> str | None:
     """The newest ingest run's id if it failed or was canceled, else None."""
-    records = instance.get_run_records(dg.RunsFilter(tags={INGEST_TAG: "true"}), limit=1)
-    run = records[0].dagster_run if records else None
     failed = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    run = newest.dagster_run if newest is not None else None
     return run.run_id if run is not None and run.status in failed else None
 
 
@@ -123,6 +125,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     watermark = watermark_from_lag(lag, now)
     previous = json.loads(context.cursor) if context.cursor else {}
     requested = previous.get("requested") or {}
+    newest = _newest_ingest(context.instance)
     cursor = {"watermark": watermark.isoformat() if watermark else None, "requested": requested}
 
     tables = lagging_tables(
@@ -131,7 +134,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
         max_seconds=settings.cdc.lag_max_seconds,
         max_bytes=settings.cdc.lag_max_bytes,
         quiet=quiet_tables(lag, requested.get("activity") or {})
-        if _ingested_since(context.instance, requested.get("at"))
+        if _ingested_since(newest, requested.get("at"))
         else (),
     )
     why = "lag above threshold"
@@ -151,7 +154,7 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
             now,
             heartbeat=why == "idle heartbeat",
             max_bytes=settings.cdc.lag_max_bytes,
-            last_failed=_last_ingest_failed(context.instance),
+            last_failed=_failed(newest),
         )
         # Every captured table, not only the lagging ones: the slot is acknowledged up to the
         # smallest checkpoint over all tables with state (lib/cdc.py), so a table left out would

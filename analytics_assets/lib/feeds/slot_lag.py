@@ -72,18 +72,19 @@ changes as (
     from msgs where kind in ({change_kinds})
 ),
 wanted as (
-    select w.*, to_regclass('public.' || quote_ident(w.tbl))::oid as relid
+    -- from_lsn: where the table's reading starts (its checkpoint, else the slot's position)
+    select w.*, to_regclass('public.' || quote_ident(w.tbl))::oid as relid,
+           coalesce(w.checkpoint::pg_lsn, (select start from slot)) as from_lsn
     from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[],
                 %(pos_seq)s::int8[]) as w(tbl, checkpoint, pos_lsn, pos_seq)
 )
 select w.tbl,
        case when (select b from busy) then null else count(b.txn) end as pending,
        coalesce((select upto from slot) < pg_current_wal_lsn(), false) as sampled,
-       pg_wal_lsn_diff(pg_current_wal_lsn(),
-                       coalesce(w.checkpoint::pg_lsn, (select start from slot)))::int8,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), w.from_lsn)::int8,
        min(b.commit_ts) as oldest,
        coalesce(extract(epoch from now() - min(b.commit_ts)), 0)::float8 as seconds,
-       coalesce(w.checkpoint::pg_lsn, (select start from slot))::text as measured_from,
+       w.from_lsn::text as measured_from,
        (select concat_ws('/', st.n_tup_ins, st.n_tup_upd, st.n_tup_del, st.n_live_tup,
                          st.n_dead_tup)
         from pg_stat_user_tables st where st.relid = w.relid) as activity
@@ -91,7 +92,7 @@ from wanted w
 left join (changes c join begins b using (txn))
   on c.relid = w.relid and c.kind <> {truncate}
  and (w.pos_lsn is null or (b.commit_lsn, c.seq) > (w.pos_lsn, w.pos_seq))
-group by w.tbl, w.checkpoint, w.relid
+group by w.tbl, w.relid, w.from_lsn
 order by w.tbl
 """
 # The pgoutput bytes the statement reads, where the decoder reads them (`lib/pgoutput_wire.py`:
@@ -107,18 +108,15 @@ LAG_SQL = _LAG_SQL.format(
 )
 
 LAG_BYTES_SQL = """
-select w.tbl, null::int8, false,
-       pg_wal_lsn_diff(pg_current_wal_lsn(),
-           coalesce(w.checkpoint::pg_lsn,
-                    (select confirmed_flush_lsn from pg_replication_slots
-                     where slot_name = %(slot)s)))::int8,
-       null::timestamptz, 0::float8,
-       coalesce(w.checkpoint::pg_lsn,
-                (select confirmed_flush_lsn from pg_replication_slots
-                 where slot_name = %(slot)s))::text,
-       null::text
-from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[], %(pos_seq)s::int8[])
-     as w(tbl, checkpoint, pos_lsn, pos_seq)
+select w.tbl, null::int8, false, pg_wal_lsn_diff(pg_current_wal_lsn(), w.from_lsn)::int8,
+       null::timestamptz, 0::float8, w.from_lsn::text, null::text
+from (
+    select u.tbl, coalesce(u.checkpoint::pg_lsn,
+                           (select confirmed_flush_lsn from pg_replication_slots
+                            where slot_name = %(slot)s)) as from_lsn
+    from unnest(%(tables)s::text[], %(lsn)s::text[], %(pos_lsn)s::int8[], %(pos_seq)s::int8[])
+         as u(tbl, checkpoint, pos_lsn, pos_seq)
+) as w
 order by w.tbl
 """
 
