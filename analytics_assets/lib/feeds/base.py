@@ -115,6 +115,29 @@ class TableChanges:
     def num_changes(self) -> int:
         return self.rows.num_rows + len(self.truncates)
 
+    def joined(self, later: TableChanges) -> TableChanges | None:
+        """These changes and `later`'s (read right after them) as one, or None when their rows
+        differ in columns. A side with no rows takes none of its columns along."""
+        import pyarrow as pa  # as in none()
+
+        if not later.rows.num_rows:
+            rows = self.rows
+        elif not self.rows.num_rows:
+            rows = later.rows
+        elif self.rows.schema.equals(later.rows.schema):
+            rows = pa.concat_tables([self.rows, later.rows])
+        else:
+            return None
+        return TableChanges(
+            self.table,
+            rows,
+            later.key or self.key,
+            later.end,
+            later.checkpoint,
+            self.truncates + later.truncates,
+            {**self.truncate_source_lsns, **later.truncate_source_lsns},
+        )
+
     def counts_by_op(self) -> dict[str, int]:
         counts = {op: 0 for op in OPS}
         if self.rows.num_rows:
@@ -123,6 +146,11 @@ class TableChanges:
                 counts[item["values"]] += item["counts"]
         counts["t"] += len(self.truncates)
         return counts
+
+
+def _first_of(pick, a, b):
+    """`pick(a, b)` over the values that are set (None when neither is)."""
+    return b if a is None else a if b is None else pick(a, b)
 
 
 DEAD_LETTER_VALUE_MAX = 16_384  # bytes of a dead letter's record value kept (its size is kept too)
@@ -181,6 +209,33 @@ class ChangeBatch:
     @property
     def num_changes(self) -> int:
         return sum(t.num_changes for t in self.tables.values())
+
+    def joined(self, later: ChangeBatch) -> ChangeBatch | None:
+        """This batch and `later` (read right after it) as one batch, or None when they cannot
+        be one: a table whose rows differ in columns between them (its relation changed), or a
+        snapshot batch beside a streamed one."""
+        if self.snapshot != later.snapshot:
+            return None
+        tables: dict[str, TableChanges] = {}
+        for name in self.tables.keys() | later.tables.keys():
+            a, b = self.tables.get(name), later.tables.get(name)
+            if a is None or b is None:
+                tables[name] = a or b
+                continue
+            joined = a.joined(b)
+            if joined is None:
+                return None
+            tables[name] = joined
+        return ChangeBatch(
+            tables,
+            _first_of(min, self.first, later.first),
+            _first_of(max, self.last, later.last),
+            _first_of(min, self.min_commit_ts, later.min_commit_ts),
+            _first_of(max, self.max_commit_ts, later.max_commit_ts),
+            self.snapshot,
+            self.decode_seconds + later.decode_seconds,
+            self.dead_letters + later.dead_letters,
+        )
 
     def only(self, tables: Sequence[str]) -> ChangeBatch:
         keep = {t: c for t, c in self.tables.items() if t in set(tables)}

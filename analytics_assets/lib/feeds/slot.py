@@ -120,6 +120,7 @@ class SlotFeed:
         self._tables: tuple[str, ...] = ()
         self._state: dict[str, TableState] = {}
         self._delivered: Position | None = None
+        self._read_through: str | None = None  # end LSN of the session's last complete transaction
         self._pending_ack: int | None = None
         self._caught_up = False
         self._keys: dict[str, tuple[str, ...]] = {}
@@ -205,6 +206,7 @@ class SlotFeed:
         self.ack(state)  # the warehouse may be ahead after a crash between commit and ack
         positions = [state[t].position for t in tables if t in state]
         self._delivered = Position(*min(positions)) if positions else None
+        self._read_through = None
         self._decoder = None
         self._caught_up = False
 
@@ -300,13 +302,19 @@ class SlotFeed:
         self._decoder = PgOutputDecoder(set(self._tables), self._keys)
         self._decoder.check_utf8 = self._check_utf8
         self._reader = slot_reader.PeekReader(
-            self.url, self.slot, self.publication, ranges, max_changes, self._decode
+            self.url,
+            self.slot,
+            self.publication,
+            ranges,
+            max_changes,
+            self._decode,
+            ChangeBatch.joined,
         )
         self._reader.start()
 
     def _decode(self, rows: list[bytes]) -> ChangeBatch | None:
         """Runs on the reader thread, in stream order (it alone touches the decoder and
-        `_delivered` while a session's peek runs)."""
+        `_delivered` and `_read_through` while a session's peek runs)."""
         t0 = time.perf_counter()
         buf, starts = frame_copy_rows(rows)
         rows.clear()
@@ -353,7 +361,11 @@ class SlotFeed:
         if self._delivered is not None and end <= self._delivered:
             return None
         self._delivered = end
-        checkpoint = format_lsn(checkpoint_lsn) if checkpoint_lsn is not None else None
+        if checkpoint_lsn is not None:
+            self._read_through = format_lsn(checkpoint_lsn)
+        # a chunk inside one transaction completes none: the last one completed is in an
+        # earlier chunk, applied before this one
+        checkpoint = self._read_through
         tables = {}
         dead: list[DeadLetter] = []
         for t in self._tables:

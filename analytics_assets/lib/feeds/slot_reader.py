@@ -2,7 +2,7 @@
 one session, or as consecutive LSN ranges by two sessions taking turns on temporary copies of the
 slot, handed on in chunks through a bounded queue by reader threads. It knows the slot, the
 publication and the source's URL, never the feed: `PeekReader(url, slot, publication, ranges,
-chunk_messages, transform)`, then `start()`, `next_chunk()` until `DONE`, `stop()`.
+chunk_messages, transform, combine)`, then `start()`, `next_chunk()` until `DONE`, `stop()`.
 """
 
 from __future__ import annotations
@@ -101,7 +101,13 @@ class PeekReader:
 
     Ranges are complementary: a peek up to L includes every transaction whose commit record
     starts before L, and a slot advanced to L skips exactly those. A record decoded twice at a
-    boundary repeats positions, which the decoder skips (`skip_through`)."""
+    boundary repeats positions, which the decoder skips (`skip_through`).
+
+    A range rarely ends on a chunk boundary. With `combine` (two transformed chunks in stream
+    order -> one, or None when they cannot be one), a range's last, partial chunk is held and
+    handed on together with the next range's first, which is read that much shorter: each
+    handed-on item but the last then holds about `chunk_messages` messages, as with one peek,
+    instead of the applying thread taking a small extra batch at every range boundary."""
 
     def __init__(
         self,
@@ -111,6 +117,7 @@ class PeekReader:
         ranges: list[tuple[int | None, int]],
         chunk_messages: int,
         transform: Callable[[list[bytes]], Any],
+        combine: Callable[[Any, Any], Any] | None = None,
         max_chunks: int = 2,
     ):
         """`ranges`: [(None, upto)] peeks the project's slot itself up to `upto`; several
@@ -121,6 +128,9 @@ class PeekReader:
         self.chunk_messages = chunk_messages
         self.first_chunk_messages = max(1, min(chunk_messages, FIRST_CHUNK_MESSAGES))
         self.transform = transform
+        self.combine = combine
+        self._carry: Any = None  # a range's transformed last chunk, handed on with the next's first
+        self._carry_messages = 0
         self.queue: queue.Queue = queue.Queue(maxsize=max_chunks)
         self.stopping = threading.Event()
         self._turn = 0
@@ -180,21 +190,42 @@ class PeekReader:
             self._turn = index + 1
             self._turn_changed.notify_all()
         if self._turn == len(self.ranges):
+            if self._carry is not None:
+                self.put(self._carry)
+                self._carry = None
             self.put(DONE)
 
     def chunk_size(self) -> int:
         """Messages per chunk: the first chunk is smaller so the applying thread starts sooner
         (a full first chunk would be decoded while nothing else runs)."""
-        return self.first_chunk_messages if self._first_chunk else self.chunk_messages
+        size = self.first_chunk_messages if self._first_chunk else self.chunk_messages
+        return max(1, size - self._carry_messages)
 
-    def hand_over(self, rows: list[bytes]) -> None:
+    def hand_over(self, rows: list[bytes], range_end: bool = False) -> None:
+        """Transform `rows` (the next messages in stream order) and hand the result on; at a
+        range's end (`range_end`, any range but the last), a partial chunk is held instead to
+        go with the next range's first (`combine`)."""
         if rows and rows[-1] == b"\xff\xff":
             rows.pop()  # the COPY trailer (a data row is never 2 bytes long)
-        if rows:
-            self._first_chunk = False
-            item = self.transform(rows)
-            if item is not None:
-                self.put(item)
+        if not rows:
+            return
+        self._first_chunk = False
+        messages = len(rows)
+        item = self.transform(rows)
+        if item is None:
+            return
+        if self._carry is not None:
+            joined = self.combine(self._carry, item)
+            if joined is None:  # they cannot be one: the held chunk goes on its own
+                self.put(self._carry)
+            else:
+                item, messages = joined, messages + self._carry_messages
+            self._carry, self._carry_messages = None, 0
+        more = self._turn + 1 < len(self.ranges)
+        if range_end and more and self.combine is not None and messages < self.chunk_messages:
+            self._carry, self._carry_messages = item, messages
+            return
+        self.put(item)
 
     def put(self, item) -> None:
         while True:
@@ -294,7 +325,7 @@ class _RangeWorker(threading.Thread):
                         reader.materialized(index)
                         reader.wait_turn(index)
                     rows, self._rows = self._rows, []
-                    reader.hand_over(rows)  # a peek ends on a transaction boundary
+                    reader.hand_over(rows, range_end=True)  # a peek ends on a transaction boundary
                     reader.end_turn(index)
         except _Stopped:
             pass
