@@ -53,8 +53,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def load(url: str, changes: int, txn_size: int = 10_000) -> dict[str, int]:
-    """Mixed workload on orders: per transaction 60% inserts, 25% updates, 15% deletes."""
+def load(
+    url: str, changes: int, txn_size: int = 10_000, running_xacts_every: int = 0
+) -> dict[str, int]:
+    """Mixed workload on orders: per transaction 60% inserts, 25% updates, 15% deletes. With
+    `running_xacts_every`, the server logs a running-transactions record after every that many
+    changes (`pg_log_standby_snapshot`), as its background writer does every 15 s of writes: a
+    backlog built up over minutes has them, one written within seconds has none."""
     import psycopg2
 
     conn = psycopg2.connect(url)
@@ -88,6 +93,8 @@ def load(url: str, changes: int, txn_size: int = 10_000) -> dict[str, int]:
         counts["c"] += ins
         counts["u"] += cur.rowcount and upd
         counts["d"] += dele
+        if running_xacts_every and (done + n) // running_xacts_every > done // running_xacts_every:
+            cur.execute("select pg_log_standby_snapshot()")
         done += n
     cur.execute("select setval('orders_id_seq', %s)", (next_id,))
     conn.commit()
@@ -371,6 +378,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=3,
         help="runs of the raw COPY and of the ingest; the fastest of each is compared",
     )
+    parser.add_argument(
+        "--running-xacts-every",
+        type=int,
+        default=0,
+        help="the load has a running-transactions record after every N changes, as a backlog "
+        "built up over minutes has one every 15 s (default 0: none, a backlog written in seconds)",
+    )
     parser.add_argument("--quick", action="store_true", help="100k changes (20k on Kafka)")
     parser.add_argument("--json", default=None, help="also write the result record here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -394,6 +408,11 @@ def main(argv: list[str] | None = None) -> dict:
     changes = args.backlog or (100_000 if args.quick else args.changes)
     title = f"CDC apply ({changes:,}-change backlog)"
     result = Result("cdc_backlog" if args.backlog else "cdc_apply", title)
+    if args.running_xacts_every:
+        result.note(
+            f"the load has a running-transactions record every {args.running_xacts_every:,} "
+            "changes (--running-xacts-every)"
+        )
     load_avg = os.getloadavg()[0]
     with scratch_stack("cdc_bench_") as scratch:
         import psycopg2
@@ -415,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         conn.close()
         t0 = time.perf_counter()
-        loaded = load(url, changes)
+        loaded = load(url, changes, running_xacts_every=args.running_xacts_every)
         load_s = time.perf_counter() - t0
         print(
             f"loaded {changes:,} row changes ({loaded['c']:,} inserts, {loaded['u']:,} "
