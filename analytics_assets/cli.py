@@ -130,10 +130,12 @@ def cmd_cdc(args: argparse.Namespace) -> int:
             print(f"[cdc] feed {feed.kind}: " + ", ".join(f"{k}={v}" for k, v in status.items()))
             for table, item in sorted(lag.items()):
                 # a sampled count read only the first CDC_LAG_MAX_BYTES of WAL: a lower bound
-                pending = f"{'>=' if item.pending_sampled else ''}{item.pending_changes or 0}"
+                pending = "?" if item.pending_changes is None else str(item.pending_changes)
+                pending = (">=" if item.pending_sampled else "") + pending
+                behind = f"{item.seconds_behind:.1f}s" if item.seconds_known else "?"
                 print(
                     f"[cdc] {table:<14} pending {pending:>8}  "
-                    f"behind {item.seconds_behind:>8.1f}s  wal {item.position_lag_bytes or 0:>10} B"
+                    f"behind {behind:>9}  wal {item.position_lag_bytes or 0:>10} B"
                 )
             sent = getattr(feed, "statements", None)
             if sent is not None:

@@ -61,6 +61,7 @@ def test_a_backlog_beyond_the_window_is_counted_from_its_start_and_flagged(cdc):
     assert sampled["orders"].pending_sampled
     assert users.position_lag_bytes >= WINDOW * 5
     assert users.as_metadata()["lag_pending_changes_counted"].endswith("(a lower bound)")
+    assert users.seconds_known and not sampled["orders"].seconds_known
 
     now = dt.datetime.now(dt.UTC)
     # the watermark stops at the oldest unapplied commit, found in the window
@@ -92,6 +93,10 @@ def test_a_first_transaction_larger_than_the_window_is_not_decoded_whole(cdc):
     assert exact["users"].pending_changes == 3005
     assert all(item.pending_sampled and item.pending_changes == 0 for item in sampled.values())
     assert all(item.oldest_commit_ts is None for item in sampled.values())
+    # how far behind is unknown too: no `lag_seconds` of 0 in the metadata
+    assert not sampled["users"].seconds_known and exact["users"].seconds_known
+    assert "lag_seconds" not in sampled["users"].as_metadata()
+    assert exact["users"].as_metadata()["lag_seconds"] >= 0
     now = dt.datetime.now(dt.UTC)
     assert watermark_from_lag(sampled, now) is None  # unknown, never `now`
     assert watermark_from_lag(exact, now) < now

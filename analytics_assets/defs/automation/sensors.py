@@ -97,8 +97,9 @@ def lag_observations(lag) -> list[dg.AssetObservation]:
         metadata = {
             "lag_pending_changes": dg.MetadataValue.int(item.pending_changes or 0),
             "lag_position_bytes": dg.MetadataValue.int(item.position_lag_bytes or 0),
-            "lag_seconds": dg.MetadataValue.float(float(item.seconds_behind)),
         }
+        if item.seconds_known:  # else a gap in the plot, not a false 0
+            metadata["lag_seconds"] = dg.MetadataValue.float(float(item.seconds_behind))
         if item.pending_sampled:  # a bounded read of a large backlog: say what was counted
             metadata["lag_pending_changes_counted"] = dg.MetadataValue.text(PENDING_SAMPLED_LABEL)
         events.append(dg.AssetObservation(asset_key=raw_key(table), metadata=metadata))

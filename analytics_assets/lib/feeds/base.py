@@ -281,12 +281,21 @@ class TableLag:
     # has nothing past the window either (the WAL there is other tables' or other databases')
     activity: str | None = None
 
+    @property
+    def seconds_known(self) -> bool:
+        """False when the reading cannot tell how old the oldest pending change is: the pending
+        count is unknown, or a bounded reading found none of the table's commits in its window
+        (a first transaction larger than the window, say); `seconds_behind` is then 0."""
+        unseen = self.pending_sampled and self.oldest_commit_ts is None
+        return self.pending_changes is not None and not unseen
+
     def as_metadata(self, prefix: str = "lag") -> dict[str, Any]:
         out = {
             f"{prefix}_pending_changes": self.pending_changes,
             f"{prefix}_position_bytes": self.position_lag_bytes,
-            f"{prefix}_seconds": round(self.seconds_behind, 3),
         }
+        if self.seconds_known:
+            out[f"{prefix}_seconds"] = round(self.seconds_behind, 3)
         if self.pending_sampled:
             out[f"{prefix}_pending_changes_counted"] = PENDING_SAMPLED_LABEL
         return out
