@@ -283,11 +283,15 @@ def test_wal_of_other_tables_alone_starts_no_ingest_but_a_change_past_the_window
     quiet = _tick(cdc_lag_sensor, defs, instance, cursor=first.cursor)
     assert quiet.run_requests == [], "only other tables' WAL behind the slot"
     assert "no table lags" in quiet.skip_message
+    # and the UI reads them as up to date, not as an unknown lower bound
+    observed = _observed(quiet, "raw")["orders"]
+    assert observed["lag_seconds"].value == 0 and "lag_pending_changes_counted" not in observed
 
     _sql(env.source.url, noise)
     _sql(env.source.url, "update orders set updated_at = now() where id = 1")  # past the window
     changed = _tick(cdc_lag_sensor, defs, instance, cursor=quiet.cursor)
     assert _observed(changed, "raw")["orders"]["lag_pending_changes"].value == 0  # not seen
+    assert "lag_seconds" not in _observed(changed, "raw")["orders"]  # how old: unknown
     (again,) = changed.run_requests
     assert "orders" in again.tags["analytics/lagging"].split(",")
 

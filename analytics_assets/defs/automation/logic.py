@@ -9,6 +9,7 @@ import hashlib
 import json
 import zoneinfo
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 
 from analytics_assets.lib.feeds.base import TableLag
 from analytics_assets.lib.partitions import day_bounds
@@ -58,6 +59,19 @@ def quiet_tables(
         t
         for t, item in lag.items()
         if item.activity is not None and activity_at_last_ingest.get(t) == item.activity
+    }
+
+
+def settled(lag: Mapping[str, TableLag], quiet: Collection[str]) -> dict[str, TableLag]:
+    """`lag` with the quiet tables (`quiet_tables`) that a bounded reading found nothing of read
+    as exact: none of their rows changed since an ingest that read everything before it, so
+    nothing is pending and they are 0 s behind (a reading alone cannot tell that apart from a
+    change past its window)."""
+    return {
+        t: replace(item, pending_sampled=False)
+        if t in quiet and item.pending_sampled and item.pending_changes == 0
+        else item
+        for t, item in lag.items()
     }
 
 

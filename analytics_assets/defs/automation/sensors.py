@@ -16,6 +16,7 @@ from analytics_assets.defs.automation.logic import (
     lagging_tables,
     partition_closed,
     quiet_tables,
+    settled,
     watermark_from_lag,
 )
 from analytics_assets.defs.cdc.assets import changes_key, raw_key
@@ -129,14 +130,17 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
     newest = _newest_ingest(context.instance)
     cursor = {"watermark": watermark.isoformat() if watermark else None, "requested": requested}
 
+    quiet = (
+        quiet_tables(lag, requested.get("activity") or {})
+        if _ingested_since(newest, requested.get("at"))
+        else set()
+    )
     tables = lagging_tables(
         lag,
         max_pending=settings.cdc.lag_max_pending,
         max_seconds=settings.cdc.lag_max_seconds,
         max_bytes=settings.cdc.lag_max_bytes,
-        quiet=quiet_tables(lag, requested.get("activity") or {})
-        if _ingested_since(newest, requested.get("at"))
-        else (),
+        quiet=quiet,
     )
     why = "lag above threshold"
     if not tables:
@@ -181,10 +185,11 @@ def cdc_lag_sensor(context: dg.SensorEvaluationContext):
                 },
             )
         )
+    seen = settled(lag, quiet)  # what the UI plots: a quiet table is not "unknown"
     return dg.SensorResult(
         run_requests=run_requests,
         skip_reason=skip,
-        asset_events=[*lag_observations(lag), *_source_observations(context, lag)],
+        asset_events=[*lag_observations(seen), *_source_observations(context, seen)],
         cursor=json.dumps(cursor),
     )
 
