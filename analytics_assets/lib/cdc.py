@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analytics_assets.lib.errors import ConfigError
-from analytics_assets.lib.feeds.base import Feed, Position, TableLag
+from analytics_assets.lib.feeds.base import Feed, Position, TableLag, greatest, least
 from analytics_assets.lib.warehouse.base import ApplyResult, Warehouse
 from analytics_assets.settings import Settings, get_settings
 
@@ -84,8 +84,8 @@ def _merge(into: TableIngestResult, res) -> None:
         into.changes_by_op[op] = into.changes_by_op.get(op, 0) + n
     into.skipped += res.skipped
     if res.first is not None:
-        into.first = res.first if into.first is None else min(into.first, res.first)
-        into.last = res.last if into.last is None else max(into.last, res.last)
+        into.first = least(into.first, res.first)
+        into.last = greatest(into.last, res.last)
     into.business_dates |= res.business_dates
 
 

@@ -21,7 +21,7 @@ from analytics_assets.defs.automation.logic import (
 )
 from analytics_assets.defs.cdc.assets import changes_key, raw_key
 from analytics_assets.defs.dbt.selection import FAST_PATH_TAG
-from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL
+from analytics_assets.lib.feeds.base import PENDING_SAMPLED_LABEL, greatest
 from analytics_assets.lib.partitions import daily_partitions, last_ended_day
 from analytics_assets.settings import get_settings
 
@@ -213,7 +213,7 @@ def _minutes_since_last_ingest(instance, tables, now) -> float | None:
     for event in events.values():
         if event is not None:
             ts = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
-            latest = ts if latest is None else max(latest, ts)
+            latest = greatest(latest, ts)
     return None if latest is None else (now - latest).total_seconds() / 60
 
 

@@ -148,9 +148,14 @@ class TableChanges:
         return counts
 
 
-def _first_of(pick, a, b):
-    """`pick(a, b)` over the values that are set (None when neither is)."""
-    return b if a is None else a if b is None else pick(a, b)
+def least(a, b):
+    """The smaller of `a` and `b` that is set (None when neither is), as SQL's least()."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def greatest(a, b):
+    """The larger of `a` and `b` that is set (None when neither is), as SQL's greatest()."""
+    return b if a is None else a if b is None else max(a, b)
 
 
 DEAD_LETTER_VALUE_MAX = 16_384  # bytes of a dead letter's record value kept (its size is kept too)
@@ -228,10 +233,10 @@ class ChangeBatch:
             tables[name] = joined
         return ChangeBatch(
             tables,
-            _first_of(min, self.first, later.first),
-            _first_of(max, self.last, later.last),
-            _first_of(min, self.min_commit_ts, later.min_commit_ts),
-            _first_of(max, self.max_commit_ts, later.max_commit_ts),
+            least(self.first, later.first),
+            greatest(self.last, later.last),
+            least(self.min_commit_ts, later.min_commit_ts),
+            greatest(self.max_commit_ts, later.max_commit_ts),
             self.snapshot,
             self.decode_seconds + later.decode_seconds,
             self.dead_letters + later.dead_letters,

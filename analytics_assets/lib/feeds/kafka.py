@@ -90,6 +90,8 @@ from analytics_assets.lib.feeds.base import (
     TableChanges,
     TableLag,
     TableState,
+    greatest,
+    least,
 )
 from analytics_assets.lib.feeds.kafka_config import (
     BROKER_DOWN,
@@ -398,15 +400,11 @@ class KafkaFeed:
                 decoded.truncate_source_lsns,
             )
             lo = Position(lsns[0], seqs[0])
-            first = lo if first is None else min(first, lo)
-            last = end if last is None else max(last, end)
+            first = least(first, lo)
+            last = greatest(last, end)
             if decoded.min_commit_ts is not None:
-                min_ts = (
-                    decoded.min_commit_ts if min_ts is None else min(min_ts, decoded.min_commit_ts)
-                )
-                max_ts = (
-                    decoded.max_commit_ts if max_ts is None else max(max_ts, decoded.max_commit_ts)
-                )
+                min_ts = least(min_ts, decoded.min_commit_ts)
+                max_ts = greatest(max_ts, decoded.max_commit_ts)
         batch = ChangeBatch(tables, first, last, min_ts, max_ts, dead_letters=dead)
         batch.decode_seconds = time.perf_counter() - t0
         if dead:

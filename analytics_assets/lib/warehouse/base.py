@@ -48,6 +48,8 @@ from analytics_assets.lib.feeds.base import (
     Position,
     TableChanges,
     TableState,
+    greatest,
+    least,
 )
 from analytics_assets.lib.partitions import BUCKET_US, business_dates
 from analytics_assets.lib.warehouse import statements as sql
@@ -433,8 +435,8 @@ class Warehouse(ABC):
         )
         self._touched.add(table)
         result.changes_by_op["t"] = result.changes_by_op.get("t", 0) + 1
-        result.first = pos if result.first is None else min(result.first, pos)
-        result.last = pos if result.last is None else max(result.last, pos)
+        result.first = least(result.first, pos)
+        result.last = greatest(result.last, pos)
 
     def _store_dead_letters(self, dead: Sequence[DeadLetter], now: dt.datetime) -> None:
         if DEAD_LETTERS not in self._columns:
