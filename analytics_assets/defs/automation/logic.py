@@ -37,7 +37,7 @@ def lagging_tables(
         if (
             pending >= max_pending
             or (pending > 0 and item.seconds_behind >= max_seconds)
-            or (behind and not (table in quiet and item.pending_changes == 0))
+            or (behind and not none_pending(table, item, quiet))
         ):
             out.append(table)
     return out
@@ -62,6 +62,12 @@ def quiet_tables(
     }
 
 
+def none_pending(table: str, item: TableLag, quiet: Collection[str]) -> bool:
+    """A quiet table (`quiet_tables`) of which the reading found nothing: nothing is pending,
+    whatever WAL lies behind it."""
+    return table in quiet and item.pending_changes == 0
+
+
 def settled(lag: Mapping[str, TableLag], quiet: Collection[str]) -> dict[str, TableLag]:
     """`lag` with the quiet tables (`quiet_tables`) that a bounded reading found nothing of read
     as exact: none of their rows changed since an ingest that read everything before it, so
@@ -69,7 +75,7 @@ def settled(lag: Mapping[str, TableLag], quiet: Collection[str]) -> dict[str, Ta
     change past its window)."""
     return {
         t: replace(item, pending_sampled=False)
-        if t in quiet and item.pending_sampled and item.pending_changes == 0
+        if item.pending_sampled and none_pending(t, item, quiet)
         else item
         for t, item in lag.items()
     }
