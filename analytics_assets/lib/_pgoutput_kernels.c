@@ -17,12 +17,13 @@
 #define KIND_NULL 'n'
 #define KIND_UNCHANGED 'u'
 #define KIND_TEXT 't'
+#define KIND_BINARY 'b'
 
 /* Error codes, returned as (code, byte position, detail) */
 #define KIND_PAST_END 1  /* a column's kind byte lies at or past the message end */
 #define HEADER_PAST_END 2 /* a text value's int32 length runs past the message end */
 #define VALUE_OUTSIDE 3  /* a value's length is negative or runs past the message end */
-#define BAD_KIND 4       /* a kind byte other than t/n/u (detail: the byte) */
+#define BAD_KIND 4       /* a kind byte other than t/b/n/u (detail: the byte) */
 #define VIEW_OUTSIDE 5   /* a StringView would reference bytes outside the buffer */
 
 static int check(Py_buffer *b, Py_ssize_t itemsize, Py_ssize_t items, const char *name) {
@@ -37,8 +38,8 @@ static int check(Py_buffer *b, Py_ssize_t itemsize, Py_ssize_t items, const char
 /* walk_tuples(a, pos, lim, ncols, start, length, kind, end) -> None | (code, byte, detail)
  *
  * Walks m TupleData bodies (after their int16 column count): tuple i starts at pos[i] and must
- * end by lim[i]. Outputs are column-major (ncols x m): value start, length (0 unless text) and
- * kind byte; end[i] is the position after tuple i. */
+ * end by lim[i]. Outputs are column-major (ncols x m): value start, length (0 unless text or
+ * binary) and kind byte; end[i] is the position after tuple i. */
 static PyObject *walk_tuples(PyObject *self, PyObject *args) {
     Py_buffer a, pos, lim, start, length, kind, end;
     Py_ssize_t ncols;
@@ -68,7 +69,7 @@ static PyObject *walk_tuples(PyObject *self, PyObject *args) {
                 uint8_t k = buf[p];
                 int64_t at = j * m + i;
                 kd[at] = k;
-                if (k == KIND_TEXT) {
+                if (k == KIND_TEXT || k == KIND_BINARY) {
                     if (p + 5 > stop) { code = HEADER_PAST_END; at_byte = p; break; }
                     int64_t ln = (int32_t)(((uint32_t)buf[p + 1] << 24) |
                                            ((uint32_t)buf[p + 2] << 16) |
@@ -156,9 +157,175 @@ done:
     return result;
 }
 
+/* numeric_text(a, starts, lengths, valid, offsets) -> bytes | (code, byte, detail)
+ *
+ * PostgreSQL's text (numeric_out) of binary numerics (numeric_send: int16 ndigits, int16 weight,
+ * uint16 sign, uint16 dscale, then ndigits base-10000 int16 digits), as the data of an Arrow
+ * string array whose int64 offsets (total + 1) are written to `offsets`; an invalid (null)
+ * value is empty. A value whose length does not match its digit count, or with a digit, sign or
+ * scale numeric_send never writes, is an error (its start in detail). */
+#define BAD_NUMERIC 6
+static int64_t numeric_len(const uint8_t *p, int64_t ln) {
+    if (ln < 8) return -1;
+    int ndigits = (int16_t)((p[0] << 8) | p[1]);
+    int weight = (int16_t)((p[2] << 8) | p[3]);
+    int sign = (p[4] << 8) | p[5];
+    int dscale = (p[6] << 8) | p[7];
+    if (ndigits < 0 || ln != 8 + 2 * (int64_t)ndigits || dscale > 0x3FFF) return -1;
+    if (sign == 0xC000) return ndigits == 0 ? 3 : -1;              /* NaN */
+    if (sign == 0xD000) return ndigits == 0 ? 8 : -1;              /* Infinity */
+    if (sign == 0xF000) return ndigits == 0 ? 9 : -1;              /* -Infinity */
+    if (sign != 0 && sign != 0x4000) return -1;
+    for (int d = 0; d < ndigits; d++)
+        if (((p[8 + 2 * d] << 8) | p[9 + 2 * d]) > 9999) return -1;
+    int64_t n = (sign == 0x4000) + 1; /* the integer part's first digit */
+    if (weight >= 0) {                /* its first group is printed without leading zeros */
+        int first = ndigits > 0 ? ((p[8] << 8) | p[9]) : 0;
+        n += (first >= 10) + (first >= 100) + (first >= 1000) + 4 * (int64_t)weight;
+    }
+    return n + (dscale > 0 ? 1 + dscale : 0);
+}
+
+static int64_t numeric_write(const uint8_t *p, char *out) {
+    int ndigits = (int16_t)((p[0] << 8) | p[1]);
+    int weight = (int16_t)((p[2] << 8) | p[3]);
+    int sign = (p[4] << 8) | p[5];
+    int dscale = (p[6] << 8) | p[7];
+    if (sign == 0xC000) { memcpy(out, "NaN", 3); return 3; }
+    if (sign == 0xD000) { memcpy(out, "Infinity", 8); return 8; }
+    if (sign == 0xF000) { memcpy(out, "-Infinity", 9); return 9; }
+    char *o = out;
+    if (sign == 0x4000) *o++ = '-';
+    if (weight < 0) {
+        *o++ = '0';
+    } else {
+        for (int d = 0; d <= weight; d++) {
+            int dig = d < ndigits ? ((p[8 + 2 * d] << 8) | p[9 + 2 * d]) : 0;
+            char four[4] = {'0' + dig / 1000, '0' + dig / 100 % 10, '0' + dig / 10 % 10,
+                            '0' + dig % 10};
+            int skip = 0;
+            if (d == 0) /* the first group is printed without leading zeros */
+                while (skip < 3 && four[skip] == '0') skip++;
+            memcpy(o, four + skip, 4 - skip);
+            o += 4 - skip;
+        }
+    }
+    if (dscale > 0) {
+        *o++ = '.';
+        for (int i = 0, d = weight + 1; i < dscale; d++) {
+            int dig = d >= 0 && d < ndigits ? ((p[8 + 2 * d] << 8) | p[9 + 2 * d]) : 0;
+            char four[4] = {'0' + dig / 1000, '0' + dig / 100 % 10, '0' + dig / 10 % 10,
+                            '0' + dig % 10};
+            for (int k = 0; k < 4 && i < dscale; k++, i++) *o++ = four[k];
+        }
+    }
+    return o - out;
+}
+
+static PyObject *numeric_text(PyObject *self, PyObject *args) {
+    Py_buffer a, starts, lengths, valid, offsets;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &a, &starts, &lengths, &valid, &offsets))
+        return NULL;
+    PyObject *result = NULL;
+    int64_t total = starts.len / 8;
+    if (check(&starts, 8, total, "starts") || check(&lengths, 8, total, "lengths") ||
+        check(&valid, 1, total, "valid") || check(&offsets, 8, total + 1, "offsets"))
+        goto done;
+    {
+        const uint8_t *buf = a.buf;
+        const int64_t alen = a.len;
+        const int64_t *sp = starts.buf, *lp = lengths.buf;
+        const uint8_t *vp = valid.buf;
+        int64_t *off = offsets.buf;
+        int code = 0;
+        int64_t at_byte = 0, size = 0;
+        off[0] = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (int64_t i = 0; i < total; i++) {
+            int64_t st = sp[i], ln = lp[i], n = 0;
+            if (vp[i]) {
+                if (st < 0 || ln < 0 || st + ln > alen) { code = VIEW_OUTSIDE; at_byte = st; break; }
+                n = numeric_len(buf + st, ln);
+                if (n < 0) { code = BAD_NUMERIC; at_byte = st; break; }
+            }
+            size += n;
+            off[i + 1] = size;
+        }
+        Py_END_ALLOW_THREADS
+        if (code) {
+            result = Py_BuildValue("(iLL)", code, (long long)at_byte, 0LL);
+            goto done;
+        }
+        result = PyBytes_FromStringAndSize(NULL, size);
+        if (result == NULL) goto done;
+        char *out = PyBytes_AS_STRING(result);
+        Py_BEGIN_ALLOW_THREADS
+        for (int64_t i = 0; i < total; i++)
+            if (vp[i]) numeric_write(buf + sp[i], out + off[i]);
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyBuffer_Release(&a); PyBuffer_Release(&starts); PyBuffer_Release(&lengths);
+    PyBuffer_Release(&valid); PyBuffer_Release(&offsets);
+    return result;
+}
+
+/* fixed_values(a, starts, lengths, valid, width, swap, out) -> None | (code, byte, detail)
+ *
+ * The `width` bytes of each fixed-size binary value into `out` (total x width), reversed with
+ * `swap` (PostgreSQL sends integers and floats big-endian; the supported machines are
+ * little-endian); an invalid (null) value is zeros. A valid value whose length is not `width`
+ * is an error (detail: its length). */
+#define BAD_WIDTH 7
+static PyObject *fixed_values(PyObject *self, PyObject *args) {
+    Py_buffer a, starts, lengths, valid, out;
+    Py_ssize_t width;
+    int swap;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*npw*", &a, &starts, &lengths, &valid, &width, &swap,
+                          &out))
+        return NULL;
+    PyObject *result = NULL;
+    int64_t total = starts.len / 8;
+    if (width < 1 || width > 16 || check(&starts, 8, total, "starts") ||
+        check(&lengths, 8, total, "lengths") || check(&valid, 1, total, "valid") ||
+        check(&out, width, total, "out"))
+        goto done;
+    {
+        const uint8_t *buf = a.buf;
+        const int64_t alen = a.len;
+        const int64_t *sp = starts.buf, *lp = lengths.buf;
+        const uint8_t *vp = valid.buf;
+        uint8_t *o = out.buf;
+        int code = 0;
+        int64_t at_byte = 0, detail = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (int64_t i = 0; i < total; i++, o += width) {
+            if (!vp[i]) { memset(o, 0, width); continue; }
+            int64_t st = sp[i], ln = lp[i];
+            if (ln != width) { code = BAD_WIDTH; at_byte = st; detail = ln; break; }
+            if (st < 0 || st + width > alen) { code = VIEW_OUTSIDE; at_byte = st; break; }
+            if (swap)
+                for (Py_ssize_t k = 0; k < width; k++) o[k] = buf[st + width - 1 - k];
+            else
+                memcpy(o, buf + st, width);
+        }
+        Py_END_ALLOW_THREADS
+        if (code)
+            result = Py_BuildValue("(iLL)", code, (long long)at_byte, (long long)detail);
+        else
+            result = Py_NewRef(Py_None);
+    }
+done:
+    PyBuffer_Release(&a); PyBuffer_Release(&starts); PyBuffer_Release(&lengths);
+    PyBuffer_Release(&valid); PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"walk_tuples", walk_tuples, METH_VARARGS, "Walk TupleData of many tuples, bounds-checked."},
     {"string_views", string_views, METH_VARARGS, "Arrow StringView entries for many values."},
+    {"numeric_text", numeric_text, METH_VARARGS, "PostgreSQL's text of binary numerics."},
+    {"fixed_values", fixed_values, METH_VARARGS, "Fixed-size binary values, byte-swapped."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,6 +23,10 @@ class DecodeError(RuntimeError):
     """The byte stream is not the pgoutput protocol this decoder understands."""
 
 
+class BinaryValueUnsupported(DecodeError):
+    """A binary pgoutput value of a type the decoder reads only as text: read it as text."""
+
+
 class EnvelopeError(ValueError):
     """A record the decoder cannot read; the message names topic, partition and offset."""
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from analytics_assets.lib.errors import DecodeError
 from analytics_assets.lib.feeds.base import Position, meta_schema_fields
+from analytics_assets.lib.pgoutput_binary import binary_columns
 from analytics_assets.lib.pgoutput_types import (
     REJECT_REASON,
     REJECT_VALUE,
@@ -62,6 +63,7 @@ from analytics_assets.lib.pgoutput_wire import (
     TRUNCATE_RELATION_IDS,
     TYPE,
     UPDATE,
+    VALUE_BINARY,
     VALUE_TEXT,
     VALUE_UNCHANGED,
     Fields,
@@ -72,6 +74,7 @@ from analytics_assets.lib.pgoutput_wire import (
     check_tags,
     fail_at,
     gather_strings,
+    has_value,
     keys_differ,
     message_ends,
     walk_tuples,
@@ -435,7 +438,7 @@ class PgOutputDecoder:
         pk_moved = np.zeros(0, np.int64)  # index among new tuples
         if len(upd_new):
             # unchanged TOAST values come with the old tuple under REPLICA IDENTITY FULL
-            fill = (new.kind[:, upd_new] == VALUE_UNCHANGED) & (old.kind[:, oi] == VALUE_TEXT)
+            fill = (new.kind[:, upd_new] == VALUE_UNCHANGED) & has_value(old.kind[:, oi])
             if fill.any():
                 for arr_new, arr_old in (
                     (new.kind, old.kind),
@@ -483,8 +486,19 @@ class PgOutputDecoder:
                     gmsg, op, seq, lsn = gmsg[keep], op[keep], seq[keep], lsn[keep]
                 if len(gmsg) == 0:
                     continue
-            values = gather_strings(a, start, length, kind == VALUE_TEXT)
-            cols = columns_from_text(values, rel.columns, check_utf8=self.check_utf8)
+            valid = has_value(kind)
+            values = gather_strings(a, start, length, valid)
+            converted = None
+            binary = (kind == VALUE_BINARY).any(axis=1)  # per column (a session asks for either)
+            if binary.any():
+                if (binary & (kind == VALUE_TEXT).any(axis=1)).any():
+                    raise DecodeError(
+                        f"relation {rel.table} has text and binary values in one column"
+                    )
+                converted = binary_columns(a, start, length, valid, binary, values, rel.columns)
+            cols = columns_from_text(
+                values, rel.columns, check_utf8=self.check_utf8, converted=converted
+            )
             schema = pa.schema(
                 [pa.field(c, arr.type) for c, arr in zip(cols.names, cols.arrays, strict=True)]
                 + meta_schema_fields()

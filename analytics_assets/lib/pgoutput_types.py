@@ -142,11 +142,17 @@ class Converted:
 
 
 def columns_from_text(
-    values: Sequence[pa.Array], columns: Sequence[RelationColumn], *, check_utf8: bool = False
+    values: Sequence[pa.Array],
+    columns: Sequence[RelationColumn],
+    *,
+    check_utf8: bool = False,
+    converted: dict[int, tuple[pa.Array, pa.Array | None]] | None = None,
 ) -> Converted:
     """Typed columns (and companions) from the text of each column. A value that cannot be
     converted (text PostgreSQL does not print; invalid UTF-8 with `check_utf8`, e.g. from a
-    SQL_ASCII database) becomes NULL and its row is marked in `reasons`; the rest convert."""
+    SQL_ASCII database) becomes NULL and its row is marked in `reasons`; the rest convert.
+    `converted` holds the columns that came as binary values, already converted
+    (`analytics_assets.lib.pgoutput_binary`)."""
     names: list[str] = []
     arrays: list[pa.Array] = []
     source: list[int] = []
@@ -157,11 +163,14 @@ def columns_from_text(
         if bad is not None:
             val = _nullify(val, bad)
             found.append((bad, "text that is not valid UTF-8"))
-        try:
-            typed, raw = text_to_columns(val, c.type_oid, c.typmod)
-        except DecodeError as exc:
-            typed, raw, bad = _per_value(val, c)
-            found.append((bad, str(exc)))
+        if converted is not None and j in converted:
+            typed, raw = converted[j]
+        else:
+            try:
+                typed, raw = text_to_columns(val, c.type_oid, c.typmod)
+            except DecodeError as exc:
+                typed, raw, bad = _per_value(val, c)
+                found.append((bad, str(exc)))
         for bad, what in found:
             reasons = reasons or [None] * len(val)
             for i in (i for i, b in enumerate(bad) if b and reasons[i] is None):

@@ -27,7 +27,13 @@ BEGIN, COMMIT, ORIGIN, RELATION, TYPE, INSERT, UPDATE, DELETE, TRUNCATE, MESSAGE
     ord(c) for c in "BCORYIUDTM"
 )
 # Tuple data kinds
-VALUE_NULL, VALUE_UNCHANGED, VALUE_TEXT = (ord(c) for c in "nut")  # 'b' is never requested
+VALUE_NULL, VALUE_UNCHANGED, VALUE_TEXT, VALUE_BINARY = (ord(c) for c in "nutb")
+
+
+def has_value(kind: np.ndarray) -> np.ndarray:
+    """Which tuple data kinds carry a value (text or binary)."""
+    return (kind == VALUE_TEXT) | (kind == VALUE_BINARY)
+
 
 # Begin: kind, final (commit) LSN int64, commit timestamp int64 (us since 2000-01-01), xid int32
 BEGIN_FINAL_LSN = 1
@@ -247,11 +253,11 @@ def keys_differ(a, old: Tuples, oi, new: Tuples, ni, key_cols) -> np.ndarray:
     same = np.flatnonzero(~differs)
     if len(same):
         os_, ns_ = old.start[kc][:, oi][:, same], new.start[kc][:, ni][:, same]
-        ov = gather_strings(a, os_, ol[:, same], ok[:, same] == VALUE_TEXT)
-        nv = gather_strings(a, ns_, nl[:, same], nk[:, same] == VALUE_TEXT)
+        ov = gather_strings(a, os_, ol[:, same], has_value(ok[:, same]))
+        nv = gather_strings(a, ns_, nl[:, same], has_value(nk[:, same]))
         neq = np.zeros(len(same), bool)
-        for o_arr, n_arr in zip(ov, nv, strict=True):
-            ne = pc.not_equal(o_arr.cast(pa.string()), n_arr.cast(pa.string()))
+        for o_arr, n_arr in zip(ov, nv, strict=True):  # as bytes: binary values are no text
+            ne = pc.not_equal(o_arr.view(pa.binary_view()), n_arr.view(pa.binary_view()))
             neq |= _bool_np(ne)  # null (both null) counts as equal
         differs[same] = neq
     return differs

@@ -9,6 +9,7 @@ import pytest
 from psycopg2 import sql
 
 from analytics_assets.lib.feeds.base import Position
+from analytics_assets.lib.feeds.slot_reader import peek_copy_sql
 from analytics_assets.lib.pgoutput import PgOutputDecoder
 from analytics_assets.lib.pgoutput_types import INT2, INT4, INT8, NUMERIC, TIMESTAMPTZ, arrow_type
 from analytics_assets.lib.pgoutput_wire import frame_copy_rows
@@ -39,25 +40,22 @@ class Peek:
                 cur.execute(s, params)
             cur.execute("commit")
 
-    def messages(self) -> tuple[bytes, np.ndarray]:
+    def messages(self, binary: bool = False) -> tuple[bytes, np.ndarray]:
+        """The slot's messages so far, as the feed reads them (`binary`: values in binary)."""
         rows: list[bytes] = []
 
         class Sink:
             write = rows.append
 
-        query = sql.SQL(
-            "copy (select data from pg_logical_slot_peek_binary_changes({}, null, null, "
-            "'proto_version', '1', 'publication_names', {}, 'messages', 'true')) "
-            "to stdout with (format binary)"
-        ).format(sql.Literal(self.slot), sql.Literal(self.pub))
+        query = peek_copy_sql(self.slot, self.pub, 2**63 - 1, binary=binary)
         with self.conn.cursor() as cur:
             cur.copy_expert(query.as_string(self.conn), Sink())
         rows[0] = rows[0][19:]
         rows.pop()  # trailer
         return frame_copy_rows(rows)
 
-    def decode(self, decoder=None, **kw):
-        buf, starts = self.messages()
+    def decode(self, decoder=None, binary=False, **kw):
+        buf, starts = self.messages(binary)
         decoder = decoder or PgOutputDecoder(primary_keys=kw.pop("keys", None))
         return decoder.decode(buf, starts, **kw)
 

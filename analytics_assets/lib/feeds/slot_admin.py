@@ -10,7 +10,7 @@ import contextlib
 import re
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import psycopg2
@@ -123,6 +123,24 @@ def table_columns(query: Query, table: str) -> list[tuple[str, int, int]]:
     if not rows:
         raise FeedError(f"captured table {table!r} does not exist in the source database")
     return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+
+def binary_ready(query: Query, publication: str, types: Collection[int]) -> bool:
+    """Can pgoutput send this publication's values in binary: PostgreSQL 14 or later (the
+    option's first release), and every column of every published table of a type in `types`."""
+    rows = query(
+        """
+        select current_setting('server_version_num')::int >= 140000
+           and coalesce(bool_and(a.atttypid::int8 = any(%s)), true)
+        from pg_publication_tables p
+        join pg_namespace n on n.nspname = p.schemaname
+        join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename
+        join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+        where p.pubname = %s
+        """,
+        (sorted(types), publication),
+    )
+    return bool(rows and rows[0][0])
 
 
 def ensure_publication(

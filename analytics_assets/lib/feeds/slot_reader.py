@@ -33,21 +33,22 @@ PEEK_RANGE_MAX = 256 << 20
 
 
 def peek_copy_sql(
-    slot: str, publication: str, upto_lsn: int, consume: bool = False
+    slot: str, publication: str, upto_lsn: int, consume: bool = False, binary: bool = False
 ) -> sql.Composed:
     """COPY of the slot's pgoutput messages up to `upto_lsn` (binary, one bytea column).
     `consume` (a temporary copy only: the project's slot moves only on ack) also moves the slot
-    past them."""
+    past them; `binary` asks pgoutput for values in binary (`lib.pgoutput_binary`)."""
     fn = "pg_logical_slot_get_binary_changes" if consume else "pg_logical_slot_peek_binary_changes"
     return sql.SQL(
         "copy (select data from {fn}({slot}, {upto}::pg_lsn, "
-        "null, 'proto_version', '1', 'publication_names', {pub}, 'messages', 'true')) "
+        "null, 'proto_version', '1', 'publication_names', {pub}, 'messages', 'true'{binary})) "
         "to stdout with (format binary)"
     ).format(
         fn=sql.Identifier(fn),
         slot=sql.Literal(slot),
         upto=sql.Literal(format_lsn(upto_lsn)),
         pub=sql.Literal(publication),
+        binary=sql.SQL(", 'binary', 'true'" if binary else ""),  # an option since PostgreSQL 14
     )
 
 
@@ -119,10 +120,13 @@ class PeekReader:
         transform: Callable[[list[bytes]], Any],
         combine: Callable[[Any, Any], Any] | None = None,
         max_chunks: int = 2,
+        binary: bool = False,
     ):
         """`ranges`: [(None, upto)] peeks the project's slot itself up to `upto`; several
-        (lo, hi) ranges (`peek_ranges`) are read from temporary copies of it."""
+        (lo, hi) ranges (`peek_ranges`) are read from temporary copies of it. `binary`: values
+        in binary (`peek_copy_sql`)."""
         self.url = url
+        self.binary = binary
         self.slot = slot
         self.publication = publication
         self.chunk_messages = chunk_messages
@@ -211,7 +215,14 @@ class PeekReader:
             return
         self._first_chunk = False
         messages = len(rows)
-        item = self.transform(rows)
+        try:
+            item = self.transform(rows)
+        except BaseException:
+            # what was read before the failing rows is handed on before the error
+            if self._carry is not None:
+                self.put(self._carry)
+                self._carry, self._carry_messages = None, 0
+            raise
         if item is None:
             return
         if self._carry is not None:
@@ -319,7 +330,10 @@ class _RangeWorker(threading.Thread):
                     # between (a peek would leave it to fast-forward over its own range again)
                     consume = self.copy_slot is not None
                     cur.copy_expert(
-                        peek_copy_sql(slot, reader.publication, hi, consume).as_string(cur), self
+                        peek_copy_sql(
+                            slot, reader.publication, hi, consume, reader.binary
+                        ).as_string(cur),
+                        self,
                     )
                     if self._header:  # no row came (a COPY always sends its header)
                         reader.materialized(index)
