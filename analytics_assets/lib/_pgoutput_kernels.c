@@ -186,6 +186,15 @@ static int64_t numeric_len(const uint8_t *p, int64_t ln) {
     return n + (dscale > 0 ? 1 + dscale : 0);
 }
 
+/* The four decimal digits of base-10000 digit `d` (0 outside the value's digits). */
+static void numeric_group(const uint8_t *p, int ndigits, int d, char four[4]) {
+    int dig = d >= 0 && d < ndigits ? ((p[8 + 2 * d] << 8) | p[9 + 2 * d]) : 0;
+    four[0] = '0' + dig / 1000;
+    four[1] = '0' + dig / 100 % 10;
+    four[2] = '0' + dig / 10 % 10;
+    four[3] = '0' + dig % 10;
+}
+
 static int64_t numeric_write(const uint8_t *p, char *out) {
     int ndigits = (int16_t)((p[0] << 8) | p[1]);
     int weight = (int16_t)((p[2] << 8) | p[3]);
@@ -200,9 +209,8 @@ static int64_t numeric_write(const uint8_t *p, char *out) {
         *o++ = '0';
     } else {
         for (int d = 0; d <= weight; d++) {
-            int dig = d < ndigits ? ((p[8 + 2 * d] << 8) | p[9 + 2 * d]) : 0;
-            char four[4] = {'0' + dig / 1000, '0' + dig / 100 % 10, '0' + dig / 10 % 10,
-                            '0' + dig % 10};
+            char four[4];
+            numeric_group(p, ndigits, d, four);
             int skip = 0;
             if (d == 0) /* the first group is printed without leading zeros */
                 while (skip < 3 && four[skip] == '0') skip++;
@@ -213,9 +221,8 @@ static int64_t numeric_write(const uint8_t *p, char *out) {
     if (dscale > 0) {
         *o++ = '.';
         for (int i = 0, d = weight + 1; i < dscale; d++) {
-            int dig = d >= 0 && d < ndigits ? ((p[8 + 2 * d] << 8) | p[9 + 2 * d]) : 0;
-            char four[4] = {'0' + dig / 1000, '0' + dig / 100 % 10, '0' + dig / 10 % 10,
-                            '0' + dig % 10};
+            char four[4];
+            numeric_group(p, ndigits, d, four);
             for (int k = 0; k < 4 && i < dscale; k++, i++) *o++ = four[k];
         }
     }

@@ -320,9 +320,9 @@ class SlotFeed:
 
     def _binary_values(self) -> bool:
         """Ask pgoutput for binary values: the source server then skips the types' output
-        functions (about a fifth of its decoding CPU on the orders table, BENCHMARKS.md). Only
-        where the binary path reads every published column's type, and the database is UTF-8
-        (a text value's bytes are then what the text path gets, and never rejected)."""
+        functions (docs/production.md). Only where the binary path reads every published
+        column's type, and the database is UTF-8 (a text value's bytes are then what the text
+        path gets, and never rejected)."""
         if self._text_only or self._check_utf8:
             return False
         return admin.binary_ready(self._query, self.publication, BINARY_TYPES)
