@@ -35,6 +35,36 @@ static int check(Py_buffer *b, Py_ssize_t itemsize, Py_ssize_t items, const char
     return 0;
 }
 
+/* A kernel's outcome: None, or the (code, byte position, detail) of what it found wrong. */
+static PyObject *outcome(int code, int64_t at_byte, int64_t detail) {
+    if (code)
+        return Py_BuildValue("(iLL)", code, (long long)at_byte, (long long)detail);
+    return Py_NewRef(Py_None);
+}
+
+/* The values the last three kernels read: a buffer, and per value its start, length and
+ * whether it is one (not NULL). */
+typedef struct {
+    Py_buffer a, starts, lengths, valid;
+    int64_t total;
+} Values;
+
+static int values_check(Values *v) {
+    v->total = v->starts.len / 8;
+    return check(&v->starts, 8, v->total, "starts") ||
+           check(&v->lengths, 8, v->total, "lengths") || check(&v->valid, 1, v->total, "valid");
+}
+
+static void values_release(Values *v, Py_buffer *out) {
+    PyBuffer_Release(&v->a); PyBuffer_Release(&v->starts); PyBuffer_Release(&v->lengths);
+    PyBuffer_Release(&v->valid); PyBuffer_Release(out);
+}
+
+/* Does [st, st + ln) lie inside a buffer of `alen` bytes? */
+static int inside(int64_t st, int64_t ln, int64_t alen) {
+    return st >= 0 && ln >= 0 && st + ln <= alen;
+}
+
 /* walk_tuples(a, pos, lim, ncols, start, length, kind, end) -> None | (code, byte, detail)
  *
  * Walks m TupleData bodies (after their int16 column count): tuple i starts at pos[i] and must
@@ -91,10 +121,7 @@ static PyObject *walk_tuples(PyObject *self, PyObject *args) {
             en[i] = p;
         }
         Py_END_ALLOW_THREADS
-        if (code)
-            result = Py_BuildValue("(iLL)", code, (long long)at_byte, (long long)detail);
-        else
-            result = Py_NewRef(Py_None);
+        result = outcome(code, at_byte, detail);
     }
 done:
     PyBuffer_Release(&a); PyBuffer_Release(&pos); PyBuffer_Release(&lim);
@@ -111,19 +138,18 @@ done:
  * have 12 bytes after its last value (decode() requires 16 of padding); the bytes after a short
  * value are not zeroed (their consumers read `length` bytes). */
 static PyObject *string_views(PyObject *self, PyObject *args) {
-    Py_buffer a, starts, lengths, valid, views;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &a, &starts, &lengths, &valid, &views))
+    Values v;
+    Py_buffer views;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &v.a, &v.starts, &v.lengths, &v.valid, &views))
         return NULL;
     PyObject *result = NULL;
-    int64_t total = starts.len / 8;
-    if (check(&starts, 8, total, "starts") || check(&lengths, 8, total, "lengths") ||
-        check(&valid, 1, total, "valid") || check(&views, 16, total, "views"))
+    if (values_check(&v) || check(&views, 16, v.total, "views"))
         goto done;
     {
-        const uint8_t *buf = a.buf;
-        const int64_t alen = a.len;
-        const int64_t *sp = starts.buf, *lp = lengths.buf;
-        const uint8_t *vp = valid.buf;
+        const uint8_t *buf = v.a.buf;
+        const int64_t alen = v.a.len, total = v.total;
+        const int64_t *sp = v.starts.buf, *lp = v.lengths.buf;
+        const uint8_t *vp = v.valid.buf;
         int32_t *out = views.buf;
         int code = 0;
         int64_t at_byte = 0;
@@ -131,29 +157,24 @@ static PyObject *string_views(PyObject *self, PyObject *args) {
         for (int64_t i = 0; i < total; i++) {
             int64_t st = sp[i];
             int64_t ln = vp[i] ? lp[i] : 0;
-            int32_t *v = out + 4 * i;
-            if (st < 0 || ln < 0 || st + 12 > alen || st + ln > alen || st > INT32_MAX ||
-                ln > INT32_MAX) {
+            int32_t *view = out + 4 * i;
+            if (!inside(st, ln, alen) || st + 12 > alen || st > INT32_MAX || ln > INT32_MAX) {
                 code = VIEW_OUTSIDE; at_byte = st; break;
             }
-            v[0] = (int32_t)ln;
+            view[0] = (int32_t)ln;
             if (ln <= 12) {
-                memcpy(v + 1, buf + st, 12);
+                memcpy(view + 1, buf + st, 12);
             } else {
-                memcpy(v + 1, buf + st, 4);
-                v[2] = 0;
-                v[3] = (int32_t)st;
+                memcpy(view + 1, buf + st, 4);
+                view[2] = 0;
+                view[3] = (int32_t)st;
             }
         }
         Py_END_ALLOW_THREADS
-        if (code)
-            result = Py_BuildValue("(iLL)", code, (long long)at_byte, 0LL);
-        else
-            result = Py_NewRef(Py_None);
+        result = outcome(code, at_byte, 0);
     }
 done:
-    PyBuffer_Release(&a); PyBuffer_Release(&starts); PyBuffer_Release(&lengths);
-    PyBuffer_Release(&valid); PyBuffer_Release(&views);
+    values_release(&v, &views);
     return result;
 }
 
@@ -230,19 +251,18 @@ static int64_t numeric_write(const uint8_t *p, char *out) {
 }
 
 static PyObject *numeric_text(PyObject *self, PyObject *args) {
-    Py_buffer a, starts, lengths, valid, offsets;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &a, &starts, &lengths, &valid, &offsets))
+    Values v;
+    Py_buffer offsets;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &v.a, &v.starts, &v.lengths, &v.valid, &offsets))
         return NULL;
     PyObject *result = NULL;
-    int64_t total = starts.len / 8;
-    if (check(&starts, 8, total, "starts") || check(&lengths, 8, total, "lengths") ||
-        check(&valid, 1, total, "valid") || check(&offsets, 8, total + 1, "offsets"))
+    if (values_check(&v) || check(&offsets, 8, v.total + 1, "offsets"))
         goto done;
     {
-        const uint8_t *buf = a.buf;
-        const int64_t alen = a.len;
-        const int64_t *sp = starts.buf, *lp = lengths.buf;
-        const uint8_t *vp = valid.buf;
+        const uint8_t *buf = v.a.buf;
+        const int64_t alen = v.a.len, total = v.total;
+        const int64_t *sp = v.starts.buf, *lp = v.lengths.buf;
+        const uint8_t *vp = v.valid.buf;
         int64_t *off = offsets.buf;
         int code = 0;
         int64_t at_byte = 0, size = 0;
@@ -251,7 +271,7 @@ static PyObject *numeric_text(PyObject *self, PyObject *args) {
         for (int64_t i = 0; i < total; i++) {
             int64_t st = sp[i], ln = lp[i], n = 0;
             if (vp[i]) {
-                if (st < 0 || ln < 0 || st + ln > alen) { code = VIEW_OUTSIDE; at_byte = st; break; }
+                if (!inside(st, ln, alen)) { code = VIEW_OUTSIDE; at_byte = st; break; }
                 n = numeric_len(buf + st, ln);
                 if (n < 0) { code = BAD_NUMERIC; at_byte = st; break; }
             }
@@ -260,7 +280,7 @@ static PyObject *numeric_text(PyObject *self, PyObject *args) {
         }
         Py_END_ALLOW_THREADS
         if (code) {
-            result = Py_BuildValue("(iLL)", code, (long long)at_byte, 0LL);
+            result = outcome(code, at_byte, 0);
             goto done;
         }
         result = PyBytes_FromStringAndSize(NULL, size);
@@ -272,8 +292,7 @@ static PyObject *numeric_text(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS
     }
 done:
-    PyBuffer_Release(&a); PyBuffer_Release(&starts); PyBuffer_Release(&lengths);
-    PyBuffer_Release(&valid); PyBuffer_Release(&offsets);
+    values_release(&v, &offsets);
     return result;
 }
 
@@ -285,23 +304,21 @@ done:
  * is an error (detail: its length). */
 #define BAD_WIDTH 7
 static PyObject *fixed_values(PyObject *self, PyObject *args) {
-    Py_buffer a, starts, lengths, valid, out;
+    Values v;
+    Py_buffer out;
     Py_ssize_t width;
     int swap;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*npw*", &a, &starts, &lengths, &valid, &width, &swap,
-                          &out))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*npw*", &v.a, &v.starts, &v.lengths, &v.valid, &width,
+                          &swap, &out))
         return NULL;
     PyObject *result = NULL;
-    int64_t total = starts.len / 8;
-    if (width < 1 || width > 16 || check(&starts, 8, total, "starts") ||
-        check(&lengths, 8, total, "lengths") || check(&valid, 1, total, "valid") ||
-        check(&out, width, total, "out"))
+    if (values_check(&v) || width < 1 || width > 16 || check(&out, width, v.total, "out"))
         goto done;
     {
-        const uint8_t *buf = a.buf;
-        const int64_t alen = a.len;
-        const int64_t *sp = starts.buf, *lp = lengths.buf;
-        const uint8_t *vp = valid.buf;
+        const uint8_t *buf = v.a.buf;
+        const int64_t alen = v.a.len, total = v.total;
+        const int64_t *sp = v.starts.buf, *lp = v.lengths.buf;
+        const uint8_t *vp = v.valid.buf;
         uint8_t *o = out.buf;
         int code = 0;
         int64_t at_byte = 0, detail = 0;
@@ -310,21 +327,17 @@ static PyObject *fixed_values(PyObject *self, PyObject *args) {
             if (!vp[i]) { memset(o, 0, width); continue; }
             int64_t st = sp[i], ln = lp[i];
             if (ln != width) { code = BAD_WIDTH; at_byte = st; detail = ln; break; }
-            if (st < 0 || st + width > alen) { code = VIEW_OUTSIDE; at_byte = st; break; }
+            if (!inside(st, ln, alen)) { code = VIEW_OUTSIDE; at_byte = st; break; }
             if (swap)
                 for (Py_ssize_t k = 0; k < width; k++) o[k] = buf[st + width - 1 - k];
             else
                 memcpy(o, buf + st, width);
         }
         Py_END_ALLOW_THREADS
-        if (code)
-            result = Py_BuildValue("(iLL)", code, (long long)at_byte, (long long)detail);
-        else
-            result = Py_NewRef(Py_None);
+        result = outcome(code, at_byte, detail);
     }
 done:
-    PyBuffer_Release(&a); PyBuffer_Release(&starts); PyBuffer_Release(&lengths);
-    PyBuffer_Release(&valid); PyBuffer_Release(&out);
+    values_release(&v, &out);
     return result;
 }
 
