@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from analytics_assets.lib.errors import DecodeError
 from analytics_assets.lib.feeds.base import Position, meta_schema_fields
-from analytics_assets.lib.pgoutput_binary import binary_columns
+from analytics_assets.lib.pgoutput_binary import binary_columns, text_spans
 from analytics_assets.lib.pgoutput_types import (
     REJECT_REASON,
     REJECT_VALUE,
@@ -487,14 +487,16 @@ class PgOutputDecoder:
                 if len(gmsg) == 0:
                     continue
             valid = has_value(kind)
-            values = gather_strings(a, start, length, valid)
-            converted = None
             binary = (kind == VALUE_BINARY).any(axis=1)  # per column (a session asks for either)
             if binary.any():
                 if (binary & (kind == VALUE_TEXT).any(axis=1)).any():
                     raise DecodeError(
                         f"relation {rel.table} has text and binary values in one column"
                     )
+                start, length = text_spans(a, start, length, valid, binary, rel.columns)
+            values = gather_strings(a, start, length, valid)
+            converted = None
+            if binary.any():
                 converted = binary_columns(a, start, length, valid, binary, values, rel.columns)
             cols = columns_from_text(
                 values, rel.columns, check_utf8=self.check_utf8, converted=converted

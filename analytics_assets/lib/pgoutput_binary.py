@@ -43,7 +43,7 @@ from analytics_assets.lib.pgoutput_types import (
     arrow_type,
     text_to_columns,
 )
-from analytics_assets.lib.pgoutput_wire import PG_EPOCH_US, gather_strings
+from analytics_assets.lib.pgoutput_wire import PG_EPOCH_US
 from analytics_assets.lib.values import (
     HIGH_DAY,
     HIGH_US,
@@ -73,15 +73,30 @@ _PG_LOW_DAY, _PG_END_DAY = -2_451_545, 2_145_031_949
 _PG_LOW_US, _PG_END_US = -211_813_488_000_000_000, 9_223_371_331_200_000_000
 
 
-def jsonb_text(
-    a: np.ndarray, start: np.ndarray, length: np.ndarray, valid: np.ndarray
+def text_spans(
+    a: np.ndarray,
+    start: np.ndarray,
+    length: np.ndarray,
+    valid: np.ndarray,
+    binary: np.ndarray,
+    columns: Sequence[RelationColumn],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(start, length) of jsonb values' text: after jsonb_send's version byte, which must be 1."""
-    pos = start[valid]
-    bad = (length[valid] < 1) | (a[np.minimum(pos, len(a) - 1)] != 1)
-    if bad.any():
-        raise DecodeError(f"a jsonb value at byte {int(pos[bad][0])} has no version 1 byte")
-    return np.where(valid, start + 1, start), np.where(valid, length - 1, length)
+    """(start, length) of each value's text (2-D, as `walk_tuples` gives them): the binary
+    values of jsonb columns begin after jsonb_send's version byte, which must be 1; every other
+    value is its own bytes."""
+    jsonb = [j for j in np.flatnonzero(binary) if columns[j].type_oid == JSONB]
+    if not jsonb:
+        return start, length
+    start, length = start.copy(), length.copy()
+    for j in jsonb:
+        v = valid[j]
+        pos = start[j][v]
+        bad = (length[j][v] < 1) | (a[np.minimum(pos, len(a) - 1)] != 1)
+        if bad.any():
+            raise DecodeError(f"a jsonb value at byte {int(pos[bad][0])} has no version 1 byte")
+        start[j][v] += 1
+        length[j][v] -= 1
+    return start, length
 
 
 def binary_to_columns(
@@ -93,11 +108,9 @@ def binary_to_columns(
     column: RelationColumn,
 ) -> tuple[pa.Array, pa.Array | None]:
     """One column's binary values -> (typed array, `__raw` companion or None), as
-    `text_to_columns` makes of the same values' text. `text` is the values' bytes as string
-    views (used as they are for the text-like types)."""
+    `text_to_columns` makes of the same values' text, for a type whose binary form is not its
+    text (`binary_columns`). `text` is the values' bytes as string views."""
     oid = column.type_oid
-    if oid in TEXT_LIKE or oid == JSONB:
-        return text_to_columns(text, oid, column.typmod)
     if oid == BYTEA:
         return text.cast(pa.binary_view()).cast(pa.binary()), None
     if oid == NUMERIC:
@@ -238,17 +251,13 @@ def binary_columns(
     columns: Sequence[RelationColumn],
 ) -> dict[int, tuple[pa.Array, pa.Array | None]]:
     """The converted columns (by index) of a group of tuples whose values came as binary
-    (`binary`: per column; 2-D start/length/valid as `walk_tuples` gives them)."""
-    out = {}
-    for j in np.flatnonzero(binary):
-        c = columns[j]
-        s, ln, v = start[j], length[j], valid[j]
-        text = values[j]
-        if c.type_oid == JSONB:
-            s, ln = jsonb_text(a, s, ln, v)
-            text = gather_strings(a, s[None, :], ln[None, :], v[None, :])[0]
-        out[int(j)] = binary_to_columns(a, s, ln, v, text, c)
-    return out
+    (`binary`: per column; 2-D start/length/valid as `walk_tuples` gives them), but for the
+    text-like ones and jsonb: their `values` (`text_spans`) take the text path as they are."""
+    return {
+        int(j): binary_to_columns(a, start[j], length[j], valid[j], values[j], columns[j])
+        for j in np.flatnonzero(binary)
+        if columns[j].type_oid not in TEXT_LIKE | {JSONB}
+    }
 
 
-__all__ = ["BINARY_TYPES", "binary_columns", "binary_to_columns"]
+__all__ = ["BINARY_TYPES", "binary_columns", "binary_to_columns", "text_spans"]
